@@ -1,0 +1,27 @@
+"""The `penetrator` command (also installed as the kubectl plugin `kubectl-penetrator`).
+
+Only argument parsing and presentation live here; every subcommand calls into a
+library package that tests use directly.
+"""
+
+from __future__ import annotations
+
+import click
+
+from penetrator import __version__
+from penetrator.cli.sandbox_cmd import sandbox
+from penetrator.cli.testenv_cmd import testenv
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="penetrator")
+def cli() -> None:
+    """Add and reinstall edge machines behind NAT as Kubernetes nodes, from the cloud."""
+
+
+cli.add_command(testenv)
+cli.add_command(sandbox)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,1 @@
+"""penetrator.k8s"""
