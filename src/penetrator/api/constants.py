@@ -79,8 +79,16 @@ MAX_IP_LENGTH: Final = 45
 MAX_MACHINES: Final = 5000
 """Largest number of machines in one task."""
 MAX_ERROR_LENGTH: Final = 200
-"""``status.machines[*].lastError`` is cut to this many characters."""
+"""``status.machines[*].lastError`` is cut to this many UTF-8 bytes (so characters)."""
+MAX_MACHINE_ENTRIES: Final = 1000
+"""``status.machines`` lists at most this many machines: those in flight first, then
+failed ones, then the rest (the counts cover all; every error is also an Event)."""
 MAX_MACHINES_WITH_ERROR: Final = 200
-"""At most this many ``status.machines`` entries carry ``lastError``; every error
-is also reported as an Event. Keeps a 5,000-machine status small."""
+"""At most this many ``status.machines`` entries carry ``lastError`` (failed first)."""
+MAX_PLAN_BYTES: Final = 160 * 1024
+"""Sum of ``len(node name) + len(IP)`` over a task's machines. Names and addresses are
+stored several times (spec, status.nodeStatus, managedFields, kubectl's
+last-applied annotation); this bound keeps the whole object under 1 MiB, far from
+etcd's 1.5 MiB. 5,000 machines fit with IPv4 addresses and names of up to 17
+characters (nodeNamePrefix up to 10); longer names mean fewer machines per task."""
 MAX_CONDITION_MESSAGE_LENGTH: Final = 1024

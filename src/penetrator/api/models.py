@@ -32,8 +32,10 @@ from penetrator.api.constants import (
     KIND,
     MAX_CONDITION_MESSAGE_LENGTH,
     MAX_ERROR_LENGTH,
+    MAX_MACHINE_ENTRIES,
     MAX_MACHINES,
     MAX_MACHINES_WITH_ERROR,
+    MAX_PLAN_BYTES,
     NAME_SUFFIX_ALPHABET,
     NAME_SUFFIX_LENGTH,
     NODE_LABEL,
@@ -207,7 +209,22 @@ class NodeTaskSpec(_Model):
                 "spec: give only one of spec.targetMachines (add machines under generated "
                 "names) and spec.nodeNamesOverride (reinstall under these names), not both"
             )
+        if (size := self.plan_bytes()) > MAX_PLAN_BYTES:
+            raise ValueError(
+                f"spec: the machines' names and addresses take {size} bytes; at most "
+                f"{MAX_PLAN_BYTES} fit in one NodeTask (it is stored several times and must "
+                "stay far below etcd's 1.5 MiB object limit): split the machines over "
+                "several NodeTasks or use a shorter nodeNamePrefix"
+            )
         return self
+
+    def plan_bytes(self) -> int:
+        """Sum of ``len(node name) + len(IP)`` over the planned machines (for an add
+        task before names exist: with names of ``len(prefix) + 7`` characters)."""
+        if self.node_names_override is not None:
+            return sum(len(n) + len(ip) for n, ip in self.node_names_override.items())
+        name_length = len(self.node_name_prefix or "") + 1 + NAME_SUFFIX_LENGTH
+        return sum(name_length + len(ip) for ip in self.unique_machines())
 
     def _is_planned_shape(self) -> bool:
         """Both lists present as the webhook writes them (see the class docstring)."""
@@ -266,11 +283,13 @@ _WHITESPACE = re.compile(r"\s+")
 
 
 def truncate_error(text: str, limit: int = MAX_ERROR_LENGTH) -> str:
-    """One line of at most ``limit`` characters: whitespace runs collapsed, cut with '...'."""
+    """One line of at most ``limit`` UTF-8 bytes (so also characters): whitespace runs
+    collapsed, cut with '...' and never inside a character."""
     line = _WHITESPACE.sub(" ", text).strip()
-    if len(line) <= limit:
+    data = line.encode()
+    if len(data) <= limit:
         return line
-    return line[: limit - 3].rstrip() + "..."
+    return data[: limit - 3].decode("utf-8", "ignore").rstrip() + "..."
 
 
 class MachineStatus(_Model):
@@ -323,12 +342,22 @@ class Condition(_Model):
         return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _entry_rank(phase: MachinePhase) -> int:
+    if phase is MachinePhase.FAILED:
+        return 1
+    if phase is MachinePhase.PENDING:
+        return 2
+    return 0
+
+
 class NodeTaskStatus(_Model):
     """``nodetaskStatus`` and ``nodeStatus`` are compat; the rest is ours.
 
     ``machines`` lists only machines that are not joined (joined ones are counted in
-    ``joined``); at most ``MAX_MACHINES_WITH_ERROR`` of them keep ``lastError`` (failed
-    ones first), so a 5,000-machine status stays a few hundred KiB."""
+    ``joined``), at most ``MAX_MACHINE_ENTRIES`` of them (in flight first, then failed,
+    then pending; by name within each group); at most ``MAX_MACHINES_WITH_ERROR`` keep
+    ``lastError`` (failed ones first). A 5,000-machine status stays a few hundred KiB;
+    the counts cover every machine and every error is also an Event."""
 
     nodetask_status: TaskPhase | None = Field(default=None, alias="nodetaskStatus")
     node_status: dict[str, str] = Field(default_factory=dict, alias="nodeStatus")
@@ -343,6 +372,10 @@ class NodeTaskStatus(_Model):
     @classmethod
     def _compact(cls, value: dict[str, MachineStatus]) -> dict[str, MachineStatus]:
         kept = {n: m for n, m in value.items() if m.phase is not MachinePhase.JOINED}
+        if len(kept) > MAX_MACHINE_ENTRIES:
+            order = sorted(kept, key=lambda n: (_entry_rank(kept[n].phase), n))
+            chosen = set(order[:MAX_MACHINE_ENTRIES])
+            kept = {n: m for n, m in kept.items() if n in chosen}
         with_error = [n for n, m in kept.items() if m.last_error is not None]
         if len(with_error) <= MAX_MACHINES_WITH_ERROR:
             return kept
