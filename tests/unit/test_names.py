@@ -125,9 +125,7 @@ ip_lists = st.lists(st.one_of(ipv4s, ipv6s, st.sampled_from(["10.0.0.1", "fd00::
 def test_properties(prefix: str, ips: list[str], taken: set[str], seed: int) -> None:
     names = generate_node_names(prefix, ips, taken, random.Random(seed))
     # one name per distinct address, in first-seen order
-    assert list(names.values()) == list(
-        dict.fromkeys(str(__import__("ipaddress").ip_address(i)) for i in ips)
-    )
+    assert list(names.values()) == list(dict.fromkeys(str(ipaddress.ip_address(i)) for i in ips))
     assert not set(names) & taken
     for name in names:
         assert is_generated_name(prefix, name)
