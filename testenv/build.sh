@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
 # Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
 # kubectl from the official Go modules pinned in go.mod, once, into a cache
-# outside the repository keyed by the Kubernetes version and this recipe's
-# hash. Prints the directory holding the binaries.
+# outside the repository keyed by the Kubernetes version and the hash of
+# go.mod + go.sum. Prints the directory holding the binaries;
+# `build.sh --check` only says whether they are there.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 version=$(grep -oE "^\s*(require )?k8s.io/kubernetes v[0-9.]+" "$here/go.mod" | awk "{print \$NF}")
 [ -n "$version" ] || { echo "build.sh: no k8s.io/kubernetes version in go.mod" >&2; exit 1; }
-recipe=$(cat "$here/go.mod" "$here/go.sum" "$here/build.sh" | sha256sum | cut -c1-12)
+# The key covers what decides the binaries: the module graph.
+recipe=$(cat "$here/go.mod" "$here/go.sum" | sha256sum | cut -c1-12)
 cache_root=${PENETRATOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/penetrator}
 out="$cache_root/kubernetes-$version-$recipe"
 bins=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl)
+complete=1
+for b in "${bins[@]}"; do [ -x "$out/bin/$b" ] || complete=0; done
+if [ "$complete" = 1 ]; then echo "$out/bin"; exit 0; fi
+if [ "${1:-}" = "--check" ]; then echo "build.sh: not built yet: $out" >&2; exit 1; fi
+# One build at a time; whoever waited finds the binaries built.
+mkdir -p "$cache_root"
+exec 9>"$cache_root/build.lock"
+flock 9
 complete=1
 for b in "${bins[@]}"; do [ -x "$out/bin/$b" ] || complete=0; done
 if [ "$complete" = 1 ]; then echo "$out/bin"; exit 0; fi

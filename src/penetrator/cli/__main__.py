@@ -1,0 +1,3 @@
+from penetrator.cli.main import main
+
+main()
