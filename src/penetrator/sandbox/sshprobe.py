@@ -1,4 +1,5 @@
-"""Run one command over SSH on many machines at once (asyncssh), from inside a
+"""Run one command over SSH on many machines at once (asyncssh), or try TCP
+connections (``"mode": "tcp"``, see tcp_check), from inside a
 namespace: ``ip netns exec <proxy ns> python -m penetrator.sandbox.sshprobe``.
 Used by the tests and the benchmarks. Reads a JSON request on stdin, writes a
 JSON report on stdout::
@@ -74,6 +75,29 @@ async def _one(
             }
 
 
+async def _tcp(host: str, port: int, limit: float) -> str:
+    """ok | refused | timeout | unreachable | error: ..."""
+    try:
+        _, w = await asyncio.wait_for(asyncio.open_connection(host, port), limit)
+    except TimeoutError:
+        return "timeout"
+    except ConnectionRefusedError:
+        return "refused"
+    except OSError as e:
+        return "unreachable" if e.errno in (101, 113) else f"error: {e}"
+    w.close()
+    return "ok"
+
+
+async def tcp_probe(req: dict[str, Any]) -> dict[str, Any]:
+    """{"mode": "tcp", "targets": [[host, port], ...], "timeout": s} ->
+    {"results": {"host:port": "ok" | "refused" | "timeout" | "unreachable"}}"""
+    targets = [(str(h), int(p)) for h, p in req["targets"]]
+    t = float(req.get("timeout", 2))
+    res = await asyncio.gather(*(_tcp(h, p, t) for h, p in targets))
+    return {"results": {f"{h}:{p}": r for (h, p), r in zip(targets, res, strict=True)}}
+
+
 def read_password(req: dict[str, Any]) -> str | None:
     return Path(req["password_file"]).read_text().strip() if req.get("password_file") else None
 
@@ -90,6 +114,14 @@ async def probe(req: dict[str, Any], pw: str | None) -> dict[str, Any]:
         "ok": ok,
         "failed": len(results) - ok,
     }
+
+
+def tcp_check(namespace: str, targets: list[tuple[str, int]], timeout: float = 2) -> dict[str, str]:
+    """From inside `namespace`, try a TCP connection to each (host, port):
+    {"host:port": "ok" | "refused" | "timeout" | "unreachable" | "error: ..."}."""
+    req = {"mode": "tcp", "targets": [list(t) for t in targets], "timeout": timeout}
+    out: dict[str, str] = run_probe(namespace, req, timeout=timeout + 30)["results"]
+    return out
 
 
 def run_probe(namespace: str, req: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
@@ -114,7 +146,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     req = json.loads(sys.stdin.read())
-    json.dump(asyncio.run(probe(req, read_password(req))), sys.stdout)
+    if req.get("mode") == "tcp":
+        json.dump(asyncio.run(tcp_probe(req)), sys.stdout)
+    else:
+        json.dump(asyncio.run(probe(req, read_password(req))), sys.stdout)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,97 @@
+"""Sandbox fixtures (root only). Each test module brings up its own sandbox with
+a unique short name, so it never touches the demo's (`pn`), and removes it in
+a finally, also when the test fails."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from penetrator.sandbox import preflight
+from penetrator.sandbox.lifecycle import Sandbox, down
+from penetrator.sandbox.sshprobe import run_probe
+from penetrator.sandbox.topology import SandboxSpec
+
+
+def sandbox_skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (network namespaces)"
+    problems = preflight.problems()
+    if problems and not os.environ.get("PENETRATOR_REQUIRE_NETNS"):
+        return "; ".join(problems)
+    return None
+
+
+_counter = iter(range(1, 1000))
+
+
+def sandbox_name() -> str:
+    """A short unique sandbox name for this test process ("t" + 4 digits + n)."""
+    return f"t{os.getpid() % 10000:04d}{next(_counter)}"
+
+
+@pytest.fixture(scope="session")
+def sandbox_factory() -> Iterator[Any]:
+    """Bring up sandboxes; all of them are brought down at the end."""
+    reason = sandbox_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    names: list[str] = []
+
+    def make(**kw: Any) -> Sandbox:
+        kw.setdefault("name", sandbox_name())
+        names.append(kw["name"])
+        return Sandbox.up(SandboxSpec(**kw))
+
+    try:
+        yield make
+    finally:
+        for n in names:
+            down(n)
+
+
+@pytest.fixture(scope="module")
+def sandbox_net(sandbox_factory: Any) -> Iterator[Sandbox]:
+    """Two NAT'd intranets (same range) + one routed, 3 machines each, netns layout."""
+    sb = sandbox_factory(machines=3, intranets=2, routed=1, slow_delay_ms=150)
+    try:
+        yield sb
+    finally:
+        down(sb.name)
+
+
+@pytest.fixture(scope="session")
+def sandbox_ssh() -> Any:
+    """ssh_run(sb, intranet, hosts, command, ...): asyncssh from a proxy node."""
+    return ssh_run
+
+
+def ssh_run(
+    sb: Sandbox,
+    intranet: int,
+    hosts: list[str],
+    command: str = "echo $EDGE_MACHINE_IP",
+    *,
+    password: bool = False,
+    key: bool = True,
+    known_hosts: bool = True,
+    timeout: float = 20,
+    concurrency: int = 100,
+    repeat: int = 1,
+) -> dict[str, Any]:
+    """asyncssh from the proxy node's namespace of `intranet`."""
+    st = sb.status()["ssh"]
+    req = {
+        "hosts": hosts,
+        "command": command,
+        "password_file": st["password_file"] if password else None,
+        "key_file": st["private_key"] if key else None,
+        "known_hosts": st["known_hosts"][str(intranet)] if known_hosts else None,
+        "timeout": timeout,
+        "concurrency": concurrency,
+        "repeat": repeat,
+    }
+    return run_probe(sb.topology.proxy_namespace(intranet), req, timeout=timeout * 10 + 60)
