@@ -212,33 +212,51 @@ def test_hostile_value_is_quoted_and_cut() -> None:
 
 
 def test_planned_shape_is_accepted() -> None:
-    spec = NodeTaskSpec.model_validate(
-        add_spec(
-            targetMachines=["172.21.3.194", "172.21.3.195", "172.21.3.194"],
-            nodeNamesOverride={"edge-ab12cd": "172.21.3.194", "edge-zz99aa": "172.21.3.195"},
-        )
+    user = NodeTaskSpec.model_validate(
+        add_spec(targetMachines=["172.21.3.194", "172.21.3.195", "172.21.3.194"])
+    )
+    assert user.needs_names
+    spec = user.with_generated_names({"edge-ab12cd": "172.21.3.194", "edge-zz99aa": "172.21.3.195"})
+    assert spec.node_names_generated is True
+    assert spec.to_dict()["nodeNamesGenerated"] is True
+    assert user_spec_problems(spec) == [
+        "spec.nodeNamesGenerated is set by the admission webhook only, together with "
+        "the names it generates; leave it out"
+    ]
+    assert not spec.needs_names
+    assert not spec.is_reinstall
+    assert spec.plan() == {"edge-ab12cd": "172.21.3.194", "edge-zz99aa": "172.21.3.195"}
+    assert NodeTaskSpec.model_validate(spec.to_dict()) == spec
+
+
+def test_user_giving_both_is_told_so() -> None:
+    spec = NodeTaskSpec.model_construct(
+        target_machines=["10.0.0.1"], node_names_override={"a": "10.0.0.1"}
     )
     assert user_spec_problems(spec) == [
         "spec: give only one of spec.targetMachines (add machines under generated names) "
         "and spec.nodeNamesOverride (reinstall under these names), not both"
     ]
-    assert not spec.needs_names
-    assert not spec.is_reinstall
-    assert spec.plan() == {"edge-ab12cd": "172.21.3.194", "edge-zz99aa": "172.21.3.195"}
 
 
 @pytest.mark.parametrize(
-    "override",
+    ("override", "generated"),
     [
-        {"edge-ab12cd": "172.21.3.194"},  # 172.21.3.195 has no name
-        {"edge-ab12cd": "172.21.3.194", "edge-ab12ce": "172.21.3.196"},  # foreign IP
-        {"edge-ab12cd": "172.21.3.194", "other-zz99aa": "172.21.3.195"},  # foreign prefix
-        {"edge-AB12cd": "172.21.3.194", "edge-zz99aa": "172.21.3.195"},  # not generated
+        ({"edge-ab12cd": "172.21.3.194", "edge-zz99aa": "172.21.3.195"}, None),  # no mark
+        ({"edge-ab12cd": "172.21.3.194"}, True),  # 172.21.3.195 has no name
+        ({"edge-ab12cd": "172.21.3.194", "edge-ab12ce": "172.21.3.196"}, True),  # foreign IP
+        ({"edge-ab12cd": "172.21.3.194", "other-zz99aa": "172.21.3.195"}, True),  # prefix
+        ({"edge-AB12cd": "172.21.3.194", "edge-zz99aa": "172.21.3.195"}, True),  # not generated
     ],
 )
-def test_both_lists_otherwise_rejected(override: dict[str, str]) -> None:
-    text = messages(task(add_spec(nodeNamesOverride=override)))
+def test_both_lists_otherwise_rejected(override: dict[str, str], generated: bool | None) -> None:
+    text = messages(task(add_spec(nodeNamesOverride=override, nodeNamesGenerated=generated)))
     assert "give only one of spec.targetMachines" in text or "nodeNamesOverride" in text
+
+
+def test_generated_mark_alone_is_rejected() -> None:
+    text = messages(task(add_spec(nodeNamesGenerated=True)))
+    assert "spec.nodeNamesGenerated is set by the admission webhook only" in text
 
 
 def test_user_spec_problems_empty_for_one_list() -> None:

@@ -62,6 +62,7 @@ def test_worst_case_5000_machine_task_is_far_under_the_limit() -> None:
         node_name_prefix=prefix,
         target_machines=ips,
         node_names_override=dict(zip(names, ips, strict=True)),
+        node_names_generated=True,
         ssh_credential="s" * 253,
         proxy_node="p" * 253,
         ssh_port=65535,
@@ -88,7 +89,7 @@ def test_worst_case_5000_machine_task_is_far_under_the_limit() -> None:
     # kubectl's last-applied annotation repeats the user's spec (before the webhook
     # added nodeNamesOverride), and managedFields name every map key once more
     # ("f:<key>":{}), with the three fields of each machines entry.
-    user_spec = spec.model_copy(update={"node_names_override": None})
+    user_spec = spec.model_copy(update={"node_names_override": None, "node_names_generated": None})
     last_applied = size(user_spec.to_dict())
     keys = [*task.spec.plan(), *task.status.node_status]
     managed = sum(len(k) + 8 for k in keys) + sum(

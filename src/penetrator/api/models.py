@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
     StrictStr,
     ValidationError,
@@ -91,15 +92,17 @@ class NodeTaskSpec(_Model):
     """What to install. Exactly one of ``targetMachines`` (add new machines under
     generated names) or ``nodeNamesOverride`` (reinstall under exactly these names)
     is given by the user. The admission webhook writes the generated names of
-    ``targetMachines`` into ``nodeNamesOverride`` on create, so a stored task may
-    carry both, in that one shape (every name ``<nodeNamePrefix>-<6 chars>`` and the
-    same addresses on both sides)."""
+    ``targetMachines`` into ``nodeNamesOverride`` on create and sets
+    ``nodeNamesGenerated``, so a stored task may carry both, in that one shape (the
+    mark set, every name ``<nodeNamePrefix>-<6 chars>``, the same addresses on both
+    sides)."""
 
     node_name_prefix: StrictStr | None = Field(default=None, alias="nodeNamePrefix")
     target_machines: list[StrictStr] | None = Field(default=None, alias="targetMachines")
     node_names_override: dict[StrictStr, StrictStr] | None = Field(
         default=None, alias="nodeNamesOverride"
     )
+    node_names_generated: StrictBool | None = Field(default=None, alias="nodeNamesGenerated")
     ssh_credential: StrictStr = Field(alias="sshCredential")
     proxy_node: StrictStr | None = Field(default=None, alias="proxyNode")
     ssh_port: StrictInt = Field(default=DEFAULT_SSH_PORT, alias="sshPort")
@@ -199,6 +202,11 @@ class NodeTaskSpec(_Model):
                 "spec: give spec.targetMachines (IP addresses of machines to add) or "
                 "spec.nodeNamesOverride (node name -> IP of machines to reinstall)"
             )
+        if self.node_names_generated and (targets is None or override is None):
+            raise ValueError(
+                "spec.nodeNamesGenerated is set by the admission webhook only, together "
+                "with the names it generates; leave it out"
+            )
         if targets is not None and self.node_name_prefix is None:
             raise ValueError(
                 "spec.nodeNamePrefix is required with spec.targetMachines: new nodes are "
@@ -230,11 +238,21 @@ class NodeTaskSpec(_Model):
         """Both lists present as the webhook writes them (see the class docstring)."""
         prefix = self.node_name_prefix
         override = self.node_names_override or {}
-        if prefix is None or not all(is_generated_name(prefix, n) for n in override):
+        if (
+            not self.node_names_generated
+            or prefix is None
+            or not all(is_generated_name(prefix, n) for n in override)
+        ):
             return False
         return {canonical_ip(ip) for ip in override.values()} == {
             canonical_ip(ip) for ip in self.target_machines or []
         }
+
+    def with_generated_names(self, names: Mapping[str, str]) -> NodeTaskSpec:
+        """The spec as the webhook stores it: ``names`` (from ``generate_node_names``)
+        written into ``nodeNamesOverride`` and ``nodeNamesGenerated`` set; validated."""
+        data = self.to_dict() | {"nodeNamesOverride": dict(names), "nodeNamesGenerated": True}
+        return NodeTaskSpec.model_validate(data)
 
     # --- views ---------------------------------------------------------------
 
@@ -269,6 +287,11 @@ class NodeTaskSpec(_Model):
 def user_spec_problems(spec: NodeTaskSpec) -> list[str]:
     """The stricter rule for a spec exactly as a user wrote it (before the webhook
     fills in names): both ``targetMachines`` and ``nodeNamesOverride`` is an error."""
+    if spec.node_names_generated is not None:
+        return [
+            "spec.nodeNamesGenerated is set by the admission webhook only, together with "
+            "the names it generates; leave it out"
+        ]
     if spec.target_machines is not None and spec.node_names_override is not None:
         return [
             "spec: give only one of spec.targetMachines (add machines under generated "
