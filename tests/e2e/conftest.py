@@ -34,6 +34,12 @@ def sandbox_name() -> str:
 
 
 @pytest.fixture(scope="session")
+def sandbox_new_name() -> Any:
+    """A function returning a fresh short sandbox name."""
+    return sandbox_name
+
+
+@pytest.fixture(scope="session")
 def sandbox_factory() -> Iterator[Any]:
     """Bring up sandboxes; all of them are brought down at the end."""
     reason = sandbox_skip_reason()

@@ -109,9 +109,13 @@ class Sandbox:
         with locked(name):
             st = load_state(name)
             if st is not None:
-                if st.spec == spec_to_dict(spec) and _healthy(topo, st):
+                try:
+                    healthy = _healthy(build_topology(st.sandbox_spec()), st)
+                except (ValueError, TypeError):
+                    healthy = False
+                if healthy and st.spec == spec_to_dict(spec):
                     return cls(name, st)
-                if st.spec != spec_to_dict(spec) and _healthy(topo, st):
+                if healthy:
                     raise SandboxError(
                         f"sandbox {name!r} is up with another spec; "
                         f"run `penetrator sandbox down --name {name}` first"
