@@ -85,6 +85,10 @@ class SandboxSpec:
     slow_delay_ms: int = 300  # one-way delay of the "slow" fault
     arm_every: int = 0  # every n-th machine of each intranet answers aarch64 (0: none)
 
+    def __post_init__(self) -> None:
+        if self.layout is not None and not isinstance(self.layout, Layout):
+            object.__setattr__(self, "layout", Layout(self.layout))
+
     def resolved_layout(self) -> Layout:
         if self.layout is not None:
             return self.layout
