@@ -133,13 +133,18 @@ def test_properties(prefix: str, ips: list[str], taken: set[str], seed: int) -> 
         assert check_node_name(name) is None
 
 
-@given(prefix=prefixes, seed=st.integers(0, 2**32))
-def test_collisions_with_a_tiny_alphabet_never_repeat(prefix: str, seed: int) -> None:
-    # Pretend most of the space is taken: names still never collide.
-    rng = random.Random(seed)
-    taken = {f"{prefix}-{random_suffix(random.Random(seed + i))}" for i in range(50)}
-    names = generate_node_names(prefix, [f"10.0.0.{i}" for i in range(50)], taken, rng)
-    assert len(names) == 50
+@given(prefix=prefixes, seed=st.integers(0, 2**32), crowd=st.integers(1, 30))
+def test_names_the_same_random_source_would_draw_are_skipped(
+    prefix: str, seed: int, crowd: int
+) -> None:
+    # `taken` holds exactly the first names this random source draws: every one of
+    # them collides, and generation must step past all of them.
+    probe = random.Random(seed)
+    taken = {f"{prefix}-{random_suffix(probe)}" for _ in range(crowd)}
+    names = generate_node_names(
+        prefix, [f"10.0.0.{i}" for i in range(5)], taken, random.Random(seed)
+    )
+    assert len(names) == 5
     assert not set(names) & taken
 
 
