@@ -355,3 +355,11 @@ def test_5000_machine_task_fits_the_cel_budget(kubectl: Cluster, cleanup: list[s
     assert proc.returncode != 0
     assert "spec.targetMachines" in proc.stderr
     assert "5000" in proc.stderr
+
+
+def test_misspelt_field_is_refused(kubectl: Cluster, cleanup: list[str]) -> None:
+    cleanup.append("typo")
+    spec = add_spec(targetMachine=["172.21.3.196"])
+    proc = kubectl.kubectl("create", "-f", "-", input=manifest("typo", spec), check=False)
+    assert proc.returncode != 0
+    assert 'unknown field "spec.targetMachine"' in proc.stderr
