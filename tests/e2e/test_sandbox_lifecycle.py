@@ -172,3 +172,17 @@ def test_cli_up_status_down(sandbox_factory: Any, sandbox_new_name: Any) -> None
         assert leftover_namespaces(name) == []
     finally:
         down(name)
+
+
+def test_spawned_processes_are_listed_and_stopped_by_down(sandbox_factory: Any) -> None:
+    sb = sandbox_factory(machines=1)
+    rec = sb.spawn("cloud", ["sleep", "300"], role="test-sleeper")
+    try:
+        assert _running(rec.pid)
+        assert rec.namespace == sb.topology.cloud.namespace
+        roles = {p["role"]: p["alive"] for p in sb.status()["processes"]}
+        assert roles["test-sleeper"] is True
+        assert Sandbox.up(sb.topology.spec).status()["up"] is True  # still healthy
+    finally:
+        down(sb.name)
+    assert not _running(rec.pid)

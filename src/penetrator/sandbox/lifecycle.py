@@ -29,6 +29,7 @@ from penetrator.sandbox import network as net
 from penetrator.sandbox import preflight
 from penetrator.sandbox.forward import ROLE_FORWARD, start_forwarder
 from penetrator.sandbox.state import (
+    ProcessRecord,
     State,
     is_alive,
     kill_pids,
@@ -39,6 +40,7 @@ from penetrator.sandbox.state import (
     processes_with_marker,
     save_state,
     spec_to_dict,
+    start_ticks,
     state_dir,
 )
 from penetrator.sandbox.topology import (
@@ -76,6 +78,26 @@ def exec_in(
 ) -> subprocess.CompletedProcess[str]:
     """Run argv inside a network namespace (ip netns exec) and wait for it."""
     return net.exec_in(namespace, argv, input=input, timeout=timeout, check=check)
+
+
+def popen_in(
+    namespace: str, argv: Sequence[str], *, log: Path | None = None, **kw: Any
+) -> subprocess.Popen[bytes]:
+    """Start argv inside a network namespace without waiting (own session;
+    stdout/stderr appended to `log` if given). `down` stops it with the
+    namespace."""
+    if log is None:
+        return subprocess.Popen(net.exec_argv(namespace, argv), start_new_session=True, **kw)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as f:
+        return subprocess.Popen(
+            net.exec_argv(namespace, argv),
+            stdin=subprocess.DEVNULL,
+            stdout=f,
+            stderr=f,
+            start_new_session=True,
+            **kw,
+        )
 
 
 class Sandbox:
@@ -177,6 +199,22 @@ class Sandbox:
     ) -> subprocess.CompletedProcess[str]:
         return exec_in(self.namespace(target, intranet), argv, **kw)
 
+    def spawn(
+        self, target: str, argv: Sequence[str], role: str, intranet: int = 1
+    ) -> ProcessRecord:
+        """Start a long-lived process inside TARGET (cloud, proxy-K, a machine
+        IP...), logging to state_dir/logs/<role>.log, and record it so that
+        `status` lists it and `down` stops it."""
+        ns = self.namespace(target, intranet)
+        p = popen_in(ns, argv, log=state_dir(self.name) / "logs" / f"{role}.log")
+        rec = ProcessRecord(role, ns, p.pid, start_ticks(p.pid) or 0)
+        with locked(self.name):
+            st = load_state(self.name) or self.state
+            st.processes.append(rec)
+            save_state(self.name, st)
+            self.state = st
+        return rec
+
     def machine_dir(self, intranet: int, ip: str) -> Path:
         self.topology.machine(intranet, ip)
         return machine_state_dir(self.name, intranet, ip)
@@ -219,13 +257,15 @@ class Sandbox:
 # ----------------------------------------------------------------- helpers
 
 
+CORE_ROLES = (mach.ROLE_MAIN, ROLE_FORWARD)
+
+
 def _healthy(topo: Topology, st: State) -> bool:
+    """All namespaces there, the main sshds and the forwarder alive (helpers
+    and spawned processes may come and go)."""
     have = set(net.list_namespaces())
-    return (
-        set(topo.namespaces()) <= have
-        and all(is_alive(p) for p in st.processes)
-        and bool(st.processes)
-    )
+    core = [p for p in st.processes if p.role in CORE_ROLES]
+    return set(topo.namespaces()) <= have and bool(core) and all(is_alive(p) for p in core)
 
 
 def _build_network(topo: Topology) -> None:
@@ -264,12 +304,11 @@ def _write_known_hosts(name: str, topo: Topology) -> None:
 
 def status_of(name: str, topo: Topology, st: State) -> dict[str, Any]:
     creds = mach.credentials(name)
-    have = set(net.list_namespaces())
     fwd = next((p for p in st.processes if p.role == ROLE_FORWARD), None)
     return {
         "name": name,
         "state_dir": str(state_dir(name)),
-        "up": set(topo.namespaces()) <= have and all(is_alive(p) for p in st.processes),
+        "up": _healthy(topo, st),
         "layout": topo.spec.resolved_layout().value,
         "spec": st.spec,
         "namespaces": topo.namespaces(),
