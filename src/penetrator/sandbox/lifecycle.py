@@ -36,6 +36,7 @@ from penetrator.sandbox.state import (
     load_state,
     locked,
     machine_state_dir,
+    process_exists,
     processes_with_arg_prefix,
     processes_with_marker,
     save_state,
@@ -406,7 +407,7 @@ def leftover_pids(name: str) -> list[int]:
     pids |= set(processes_with_marker(["penetrator.sandbox.relay", "--sandbox-name", name]))
     # an sshd whose namespace is gone already (ours by its config path)
     pids |= set(processes_with_arg_prefix(str(state_dir(name)) + "/", program="sshd"))
-    return sorted(pids)
+    return sorted(p for p in pids if process_exists(p))  # zombies hold nothing
 
 
 def down(name: str = "pn") -> DownReport:

@@ -153,13 +153,13 @@ def kill_pids(pids: list[int], grace: float = 2.0) -> None:
     deadline = time.monotonic() + grace
     while live and time.monotonic() < deadline:
         time.sleep(0.02)
-        live = [p for p in live if _exists(p)]
+        live = [p for p in live if process_exists(p)]
     for p in live:
         _signal(p, signal.SIGKILL)
-    live = [p for p in pids if _exists(p)]
+    live = [p for p in pids if process_exists(p)]
     deadline = time.monotonic() + 5
     while live and time.monotonic() < deadline:
-        live = [p for p in live if _exists(p)]
+        live = [p for p in live if process_exists(p)]
         if live:
             time.sleep(0.02)
 
@@ -177,7 +177,8 @@ def _signal(pid: int, sig: int) -> bool:
         return False
 
 
-def _exists(pid: int) -> bool:
+def process_exists(pid: int) -> bool:
+    """Whether pid is a live (not zombie) process; reaps it if it is our child."""
     _reap(pid)
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
