@@ -15,6 +15,7 @@ import argparse
 import concurrent.futures
 import csv
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -51,6 +52,20 @@ def pss_kib(pids: list[int]) -> int:
         except OSError:
             pass
     return total
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds of a process and its reaped children (sshd sessions)."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(x) for x in f[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def kernel_kib(m: dict[str, int]) -> int:
@@ -124,6 +139,9 @@ def ssh_figures(name: str, n: int, clients: int, total: int) -> list[dict[str, A
         # sustained: `clients` probe processes in parallel, `total` sessions in all
         per = total // clients
         chunks = [[ips[(c * per + i) % len(ips)] for i in range(per)] for c in range(clients)]
+        sshd = [p.pid for p in sb.state.processes if p.role == "sshd"]
+        cpu_sshd0 = sum(cpu_s(p) for p in sshd)
+        cpu_client0 = children_cpu_s()
         t0 = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(clients) as ex:
             outs = list(
@@ -131,6 +149,8 @@ def ssh_figures(name: str, n: int, clients: int, total: int) -> list[dict[str, A
             )
         secs = time.monotonic() - t0
         ok = sum(o["ok"] for o in outs)
+        sshd_ms = (sum(cpu_s(p) for p in sshd) - cpu_sshd0) / (per * clients) * 1000
+        client_ms = (children_cpu_s() - cpu_client0) / (per * clients) * 1000
         rows.append(
             {
                 "test": f"sustained, {clients} clients x 50 concurrent",
@@ -143,6 +163,8 @@ def ssh_figures(name: str, n: int, clients: int, total: int) -> list[dict[str, A
                 "seconds": round(secs, 2),
                 "per_s": round(per * clients / secs, 1),
                 "max_session_s": round(max(x["seconds"] for o in outs for x in o["results"]), 2),
+                "sshd_cpu_ms_per_session": round(sshd_ms, 1),
+                "client_cpu_ms_per_session": round(client_ms, 1),
             }
         )
     finally:
@@ -158,7 +180,7 @@ def ssh_figures(name: str, n: int, clients: int, total: int) -> list[dict[str, A
 def table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return ""
-    cols = list(rows[0])
+    cols = list(dict.fromkeys(k for r in rows for k in r))
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     out += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
     return "\n".join(out)
