@@ -137,6 +137,9 @@ class Sandbox:
                 except (ValueError, TypeError):
                     healthy = False
                 if healthy and st.spec == spec_to_dict(spec):
+                    for (k, ip), f in (faults or {}).items():
+                        faults_mod.set_fault(name, topo, st, k, ip, f)
+                    save_state(name, st)
                     return cls(name, st)
                 if healthy:
                     raise SandboxError(
