@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from penetrator import __version__
+from penetrator.cli.job_cmd import job
 from penetrator.cli.sandbox_cmd import sandbox
 from penetrator.cli.testenv_cmd import testenv
 
@@ -21,6 +22,7 @@ def cli() -> None:
 
 cli.add_command(testenv)
 cli.add_command(sandbox)
+cli.add_command(job)
 
 
 def main() -> None:

@@ -1,0 +1,118 @@
+"""Wiring of ``penetrator job``: files in, results out, an exit code.
+
+exit 0   every planned machine joined (or already was)
+exit 1   at least one machine failed
+exit 2   the job could not start (config, credentials, packages, cluster access)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import resource
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+from pydantic import ValidationError
+
+from penetrator.api.jobconfig import JobConfig
+from penetrator.job.cluster import Cluster
+from penetrator.job.credentials import CredentialError, load_credentials
+from penetrator.job.hostkeys import HostKeyStore, write_pins
+from penetrator.job.package import load_packages
+from penetrator.job.report import MachineResult, Reporter, summary
+from penetrator.job.runner import JobContext, all_joined, run_job
+
+EXIT_OK, EXIT_FAILED, EXIT_CANNOT_START = 0, 1, 2
+
+
+class JobSetupError(Exception):
+    """The job cannot start; the message is for the user (no secrets)."""
+
+
+def load_config(path: Path) -> JobConfig:
+    try:
+        data: Any = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise JobSetupError(f"cannot read the config {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise JobSetupError(f"the config {path} is not YAML/JSON: {e}") from None
+    try:
+        return JobConfig.model_validate(data)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in err['loc']) or 'config'}: {err['msg']}"
+            for err in e.errors()[:10]
+        )
+        raise JobSetupError(f"invalid job config {path}: {problems}") from None
+
+
+@dataclass
+class JobFiles:
+    config: Path
+    credentials: Path
+    results: Path | None = None
+    known_hosts_out: Path | None = None
+    kubeconfig: Path | None = None
+    use_cluster: bool = True  # False: never talk to the API, even in a pod
+
+
+def raise_nofile() -> None:
+    """One socket per machine: lift the soft limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 1 << 20)), hard))
+
+
+async def run_from_files(
+    files: JobFiles,
+    out: IO[str] | None = None,
+    live: Callable[[str], None] | None = None,
+) -> int:
+    cfg = load_config(files.config)
+    try:
+        creds = load_credentials(files.credentials)
+    except CredentialError as e:
+        raise JobSetupError(str(e)) from None
+    pins: str | None = None
+    if files.known_hosts_out is not None and files.known_hosts_out.is_file():
+        pins = files.known_hosts_out.read_text()
+    try:
+        store = HostKeyStore(cfg.host_key_policy, creds.known_hosts, pins)
+    except (ValueError, TypeError) as e:
+        raise JobSetupError(f"cannot parse known_hosts or pins: {type(e).__name__}") from None
+    try:
+        packages = await load_packages(cfg)
+    except OSError as e:
+        raise JobSetupError(str(e)) from None
+    cluster: Cluster | None = None
+    if files.use_cluster and (files.kubeconfig is not None or Cluster.in_cluster()):
+        try:
+            cluster = Cluster.from_kubeconfig(files.kubeconfig)
+        except Exception as e:
+            raise JobSetupError(f"cannot load cluster access: {type(e).__name__}: {e}") from None
+    raise_nofile()
+    results = [MachineResult(m.name, m.ip) for m in cfg.machines]
+    reporter = Reporter(results, out=out, results_path=files.results, live=live)
+    ctx = JobContext(cfg, creds, store, packages, cluster, reporter)
+    try:
+        await run_job(ctx, results)
+    finally:
+        if files.known_hosts_out is not None:
+            write_pins(files.known_hosts_out, store.pins_text())
+        if cluster is not None:
+            await cluster.close()
+    if out is not None:
+        out.write(json.dumps({"summary": summary(results)}) + "\n")
+        out.flush()
+    return EXIT_OK if all_joined(results) else EXIT_FAILED
+
+
+def run(
+    files: JobFiles, out: IO[str] | None = None, live: Callable[[str], None] | None = None
+) -> int:
+    return asyncio.run(run_from_files(files, out, live))

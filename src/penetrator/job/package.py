@@ -1,0 +1,124 @@
+"""Install packages: read once on the job's side (SHA-256), pushed by SFTP only to
+machines that lack a file with the same SHA-256, verified on arrival, extracted
+into a directory named by the checksum (a retry or a reinstall resends nothing).
+
+Remote layout under the work dir::
+
+    packages/<sha256>.tgz          the tarball, as sent
+    pkg/<sha256[:16]>/             its extraction ({package_dir}), with .extracted
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from penetrator.api.jobconfig import JobConfig
+from penetrator.job.template import join_path, package_dir
+from penetrator.job.transport import MachineError, Session
+
+EXTRACTED_MARKER = ".extracted"
+
+
+@dataclass(frozen=True)
+class Package:
+    arch: str
+    path: Path
+    sha256: str
+    size: int
+
+
+def describe_package(arch: str, path: Path) -> Package:
+    """Checksum and size of one package file (blocking)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"package for {arch} not found: {path}")
+    return Package(arch, path, sha256_file(path), path.stat().st_size)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+async def load_packages(cfg: JobConfig) -> dict[str, Package]:
+    """Checksum every configured package once (in a thread)."""
+    out: dict[str, Package] = {}
+    for arch, p in sorted(cfg.packages.items()):
+        out[arch] = await asyncio.to_thread(describe_package, arch, Path(p))
+    return out
+
+
+@dataclass(frozen=True)
+class RemotePaths:
+    archive: str
+    directory: str
+
+    @classmethod
+    def of(cls, work_dir: str, pkg: Package) -> RemotePaths:
+        return cls(
+            join_path(work_dir, "packages", pkg.sha256 + ".tgz"),
+            package_dir(work_dir, pkg.sha256),
+        )
+
+
+def probe_command(paths: RemotePaths) -> str:
+    """Prints the archive's checksum (if any) and whether it is extracted."""
+    a, d = shlex.quote(paths.archive), shlex.quote(paths.directory + "/" + EXTRACTED_MARKER)
+    return f"sha256sum -- {a} 2>/dev/null; test -e {d} && echo extracted; true"
+
+
+def extract_command(paths: RemotePaths) -> str:
+    a, d = shlex.quote(paths.archive), paths.directory
+    tmp, final = shlex.quote(d + ".tmp"), shlex.quote(d)
+    marker = shlex.quote(d + ".tmp/" + EXTRACTED_MARKER)
+    return (
+        f"rm -rf -- {tmp} && mkdir -p -- {tmp} && tar -xzf {a} -C {tmp} && "
+        f"touch -- {marker} && rm -rf -- {final} && mv -- {tmp} {final}"
+    )
+
+
+def verify_command(path: str, sha256: str) -> str:
+    """Exit 0 iff the file's SHA-256 is the expected one."""
+    return f"echo {shlex.quote(sha256 + '  ' + path)} | sha256sum -c --status -"
+
+
+async def ensure_package(
+    s: Session, pkg: Package, work_dir: str, transfer_limit: float, command_limit: float
+) -> tuple[str, bool]:
+    """Make the package available on the machine: (package dir, transferred?)."""
+    paths = RemotePaths.of(work_dir, pkg)
+    out = await s.run("package check", probe_command(paths), command_limit)
+    lines = out.split("\n")
+    have = bool(lines) and lines[0].split(" ", 1)[0] == pkg.sha256
+    extracted = "extracted" in lines[1:]
+    transferred = False
+    if not have:
+        part = paths.archive + ".part"
+        await s.run(
+            "package upload",
+            f"mkdir -p -- {shlex.quote(paths.archive.rsplit('/', 1)[0])}",
+            command_limit,
+        )
+        await s.put("package upload", str(pkg.path), part, transfer_limit)
+        try:
+            await s.run("package verify", verify_command(part, pkg.sha256), command_limit)
+        except Exception:
+            raise MachineError(
+                "package verify failed: the uploaded file's SHA-256 differs"
+            ) from None
+        await s.run(
+            "package upload",
+            f"mv -f -- {shlex.quote(part)} {shlex.quote(paths.archive)}",
+            command_limit,
+        )
+        transferred = True
+        extracted = False
+    if not extracted:
+        await s.run("package extract", extract_command(paths), transfer_limit)
+    return paths.directory, transferred

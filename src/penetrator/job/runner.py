@@ -1,0 +1,225 @@
+"""The job: every planned machine, concurrently (bounded), each over one SSH
+connection: skip if already labelled -> connect (host key) -> arch -> package ->
+files -> reset -> join -> wait Ready -> label.
+
+``run_job`` is what ``penetrator job`` calls; ``install_machine`` is one machine
+with retries; ``attempt`` is one try. Tests call each directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shlex
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from penetrator.api import MachinePhase, truncate_error
+from penetrator.api.jobconfig import UNAME_TO_ARCH, HostKeyPolicy, JobConfig, Machine
+from penetrator.job.cluster import Cluster
+from penetrator.job.credentials import Credentials
+from penetrator.job.hostkeys import HostKeyStore
+from penetrator.job.package import Package, ensure_package
+from penetrator.job.report import MachineResult, Reporter
+from penetrator.job.template import join_path, render_install, write_file_command
+from penetrator.job.transport import (
+    MachineError,
+    Session,
+    backoff_delay,
+    connect,
+    describe,
+    is_transient,
+    with_timeout,
+)
+
+T = TypeVar("T")
+JOINED_MARKER = "joined"
+"""``{work_dir}/joined`` holds the task label after a join; without cluster
+access it is how a later run knows the machine is done."""
+
+
+@dataclass
+class JobContext:
+    cfg: JobConfig
+    creds: Credentials
+    store: HostKeyStore
+    packages: dict[str, Package]
+    cluster: Cluster | None = None
+    reporter: Reporter | None = None
+    rng: random.Random = field(default_factory=random.Random)
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+
+class _Skip(Exception):
+    """The machine is already done (a Node with this task's label)."""
+
+
+@asynccontextmanager
+async def _timed(r: MachineResult, step: str) -> AsyncIterator[None]:
+    t0 = time.monotonic()
+    try:
+        yield
+    finally:
+        r.add_time(step, time.monotonic() - t0)
+
+
+def _phase(ctx: JobContext, r: MachineResult, phase: MachinePhase) -> None:
+    r.phase = phase
+    if ctx.reporter is not None:
+        ctx.reporter.changed(r)
+
+
+async def prepare(s: Session, work_dir: str, limit: float) -> tuple[str, str, str]:
+    """(uname -m, absolute work dir, joined-marker contents) in one round trip."""
+    wd = shlex.quote(work_dir)
+    marker = shlex.quote(JOINED_MARKER)
+    out = await s.run(
+        "prepare",
+        f"uname -m && umask 077 && mkdir -p -- {wd} && cd -- {wd} && pwd -P && "
+        f"(cat -- {marker} 2>/dev/null || true)",
+        limit,
+    )
+    lines = out.split("\n")
+    if len(lines) < 2:
+        raise MachineError("prepare: unexpected output from uname/pwd")
+    return lines[0].strip(), lines[1].strip(), (lines[2].strip() if len(lines) > 2 else "")
+
+
+def pick_arch(uname: str) -> str:
+    arch = UNAME_TO_ARCH.get(uname)
+    if arch is None:
+        shown = truncate_error(uname, 40)
+        raise MachineError(
+            f"unsupported architecture {shown!r} (uname -m); "
+            "supported: x86_64 (amd64), aarch64 (arm64)"
+        )
+    return arch
+
+
+async def attempt(ctx: JobContext, m: Machine, r: MachineResult) -> None:
+    """One try at one machine; raises on failure, _Skip when already done."""
+    cfg, t = ctx.cfg, ctx.cfg.timeouts
+    if ctx.cluster is not None:
+        node = await ctx.cluster.get_node(m.name)
+        if node is not None and node.labelled(cfg.task_label):
+            raise _Skip
+    _phase(ctx, r, MachinePhase.CONNECTING)
+    async with _timed(r, "connect"):
+        s = await connect(cfg, m, ctx.creds, ctx.store)
+    try:
+        r.host_key = s.verdict.fingerprint
+        if s.verdict.insecure and not r.warnings:
+            r.warnings.append(f"host key {s.verdict.fingerprint} accepted without checking")
+        async with _timed(r, "prepare"):
+            uname, work_dir, joined_label = await prepare(s, cfg.work_dir, t.command)
+        if ctx.cluster is None and joined_label == cfg.task_label:
+            raise _Skip
+        arch = pick_arch(uname)
+        r.arch = arch
+        pkg_dir: str | None = None
+        if cfg.packages:
+            pkg = ctx.packages.get(arch)
+            if pkg is None:
+                raise MachineError(f"no package for {arch} in the job config")
+            _phase(ctx, r, MachinePhase.TRANSFERRING)
+            async with _timed(r, "transfer"):
+                pkg_dir, sent = await ensure_package(s, pkg, work_dir, t.transfer, t.command)
+            r.transferred = r.transferred or sent
+        _phase(ctx, r, MachinePhase.INSTALLING)
+        abs_cfg = cfg.model_copy(update={"work_dir": work_dir})
+        rendered = render_install(
+            abs_cfg, m, arch, pkg_dir, {"token": ctx.creds.token}, ctx.creds.redactor
+        )
+        marker = join_path(work_dir, JOINED_MARKER)
+        async with _timed(r, "install"):
+            await s.run("install", f"rm -f -- {shlex.quote(marker)}", t.command)
+            for f in rendered.files:
+                await s.run("install", write_file_command(f.path), t.command, input=f.content)
+            for line in rendered.reset:
+                await s.run("reset", line, t.install)
+        _phase(ctx, r, MachinePhase.JOINING)
+        try:
+            async with _timed(r, "join"):
+                if ctx.cluster is not None:
+                    await ctx.cluster.delete_stale(m.name, m.ip, cfg.task_label)
+                for line in rendered.join:
+                    await s.run("join", line, t.install)
+        finally:
+            if rendered.files:  # the files may hold the token: never leave them behind
+                paths = " ".join(shlex.quote(f.path) for f in rendered.files)
+                try:
+                    await s.run("cleanup", f"rm -f -- {paths}", t.command)
+                except Exception as e:  # best effort, reported as a warning
+                    r.warnings.append(describe(e, cfg.ssh_port, ctx.creds.redactor))
+        if ctx.cluster is not None:
+            async with _timed(r, "wait_ready"):
+                await with_timeout(
+                    "wait for Ready",
+                    t.wait_ready + 5,
+                    ctx.cluster.wait_ready(m.name, t.wait_ready),
+                )
+            await ctx.cluster.label_node(m.name, cfg.task_label)
+        label = shlex.quote(cfg.task_label)
+        await s.run("record", f"echo {label} > {shlex.quote(marker)}", t.command)
+    finally:
+        s.close()
+
+
+async def install_machine(ctx: JobContext, m: Machine, r: MachineResult) -> MachineResult:
+    """One machine, with retries of transient errors (exponential backoff)."""
+    t0 = time.monotonic()
+    retry = ctx.cfg.retry
+    try:
+        while True:
+            r.attempts += 1
+            try:
+                await attempt(ctx, m, r)
+                r.phase, r.error = MachinePhase.JOINED, None
+                return r
+            except _Skip:
+                r.phase, r.error, r.skipped = MachinePhase.JOINED, None, True
+                return r
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # every error becomes this machine's result
+                r.error = describe(e, ctx.cfg.ssh_port, ctx.creds.redactor)
+                if not is_transient(e) or r.attempts >= retry.attempts:
+                    if is_transient(e) and r.attempts > 1:
+                        r.error = truncate_error(f"{r.error} (after {r.attempts} attempts)")
+                    r.phase = MachinePhase.FAILED
+                    return r
+                _phase(ctx, r, MachinePhase.PENDING)
+                await ctx.sleep(
+                    backoff_delay(r.attempts, retry.backoff, retry.backoff_max, ctx.rng)
+                )
+    finally:
+        r.add_time("total", time.monotonic() - t0)
+        if ctx.reporter is not None:
+            ctx.reporter.finished(r)
+
+
+async def run_job(
+    ctx: JobContext, results: list[MachineResult] | None = None
+) -> list[MachineResult]:
+    """Every machine of the config, at most ``concurrency`` at once. Results in plan order."""
+    if results is None:
+        results = [MachineResult(m.name, m.ip) for m in ctx.cfg.machines]
+    if ctx.cfg.host_key_policy is HostKeyPolicy.INSECURE and ctx.reporter is not None:
+        ctx.reporter.warn("host key policy insecure: host keys are not checked")
+    sem = asyncio.Semaphore(ctx.cfg.concurrency)
+
+    async def one(m: Machine, r: MachineResult) -> MachineResult:
+        async with sem:
+            return await install_machine(ctx, m, r)
+
+    await asyncio.gather(*(one(m, r) for m, r in zip(ctx.cfg.machines, results, strict=True)))
+    if ctx.reporter is not None:
+        ctx.reporter.close()
+    return results
+
+
+def all_joined(results: list[MachineResult]) -> bool:
+    return bool(results) and all(r.phase is MachinePhase.JOINED for r in results)
