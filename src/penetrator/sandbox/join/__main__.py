@@ -1,0 +1,5 @@
+import sys
+
+from penetrator.sandbox.join.program import main
+
+sys.exit(main())
