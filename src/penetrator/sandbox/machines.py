@@ -264,6 +264,8 @@ def start_sshd(name: str, it: Intranet, host: MachineHost, role: str) -> Process
     log.parent.mkdir(parents=True, exist_ok=True)
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation dir
     script = (
+        # many concurrent startups need file descriptors (CI's soft limit is often 1024)
+        "ulimit -n $(ulimit -Hn) 2>/dev/null; "
         'mount --bind "$1" /etc/passwd && mount --bind "$2" /etc/shadow && '
         f'exec {SSHD} -D -e -f "$3"'
     )
