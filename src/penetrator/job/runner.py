@@ -21,7 +21,7 @@ from penetrator.api import MachinePhase, truncate_error
 from penetrator.api.jobconfig import UNAME_TO_ARCH, HostKeyPolicy, JobConfig, Machine
 from penetrator.job.cluster import Cluster
 from penetrator.job.credentials import Credentials
-from penetrator.job.hostkeys import HostKeyStore
+from penetrator.job.hostkeys import HostKeyMismatch, HostKeyStore, HostKeyUnknown
 from penetrator.job.package import Package, ensure_package
 from penetrator.job.report import MachineResult, Reporter
 from penetrator.job.template import join_path, render_install, write_file_command
@@ -185,6 +185,8 @@ async def install_machine(ctx: JobContext, m: Machine, r: MachineResult) -> Mach
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # every error becomes this machine's result
+                if isinstance(e, HostKeyMismatch | HostKeyUnknown):
+                    r.host_key = e.got
                 r.error = describe(e, ctx.cfg.ssh_port, ctx.creds.redactor)
                 if not is_transient(e) or r.attempts >= retry.attempts:
                     if is_transient(e) and r.attempts > 1:

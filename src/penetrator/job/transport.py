@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -49,7 +50,8 @@ class RemoteCommandFailed(Exception):
 
     def __init__(self, step: str, command: str, exit_status: int | None, stderr: str) -> None:
         self.step, self.exit_status = step, exit_status
-        what = command.split(" ", 2)[:2]
+        words = command.split(" ", 2)[:2]
+        what = [os.path.basename(words[0]), *words[1:]]
         tail = " ".join(stderr.split())[-STDERR_TAIL:]
         status = "was killed" if exit_status is None else f"exited {exit_status}"
         super().__init__(
@@ -116,12 +118,16 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> 
     return d / 2 + rng.random() * d / 2
 
 
-async def with_timeout(step: str, seconds: float, aw: Awaitable[T]) -> T:
+async def with_timeout(
+    step: str, seconds: float, aw: Awaitable[T], shown: float | None = None
+) -> T:
+    """``aw`` within ``seconds``; any timeout (also one raised inside) becomes
+    StepTimeout(step, shown or seconds)."""
     try:
         async with asyncio.timeout(seconds):
             return await aw
     except TimeoutError:
-        raise StepTimeout(step, seconds) from None
+        raise StepTimeout(step, seconds if shown is None else shown) from None
 
 
 class _Client(asyncssh.SSHClient):
@@ -206,6 +212,7 @@ async def connect(
             "connect",
             cfg.timeouts.connect + 1,
             open_(lambda: client, machine.ip, **connect_options(cfg, creds)),
+            shown=cfg.timeouts.connect,
         )
     except asyncssh.HostKeyNotVerifiable:
         if client.refusal is not None:
