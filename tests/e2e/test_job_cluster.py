@@ -1,0 +1,174 @@
+"""penetrator.job.cluster against the real apiserver: skip-if-labelled, label,
+delete a stale Node (by name or by IP), wait for Ready."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from penetrator.api import NODE_LABEL, MachinePhase
+from penetrator.api.jobconfig import HostKeyPolicy, JobConfig
+from penetrator.job.cluster import Cluster
+from penetrator.job.credentials import Credentials
+from penetrator.job.hostkeys import HostKeyStore
+from penetrator.job.report import MachineResult
+from penetrator.job.runner import JobContext, install_machine
+from penetrator.testenv.controlplane import ControlPlane
+
+pytestmark = [pytest.mark.cluster]
+
+LABEL = "jobtest-abc123"
+TOKEN = "abcdef.0123456789abcdef"
+
+
+def node(name: str, ip: str | None = None, label: str | None = None) -> dict[str, Any]:
+    obj: dict[str, Any] = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}}
+    if label:
+        obj["metadata"]["labels"] = {NODE_LABEL: label}
+    return obj
+
+
+def set_status(cp: ControlPlane, name: str, ip: str | None, ready: bool | None) -> None:
+    status: dict[str, Any] = {}
+    if ip:
+        status["addresses"] = [{"type": "InternalIP", "address": ip}]
+    if ready is not None:
+        status["conditions"] = [
+            {
+                "type": "Ready",
+                "status": "True" if ready else "False",
+                "reason": "Test",
+                "message": "set by test_job_cluster",
+                "lastHeartbeatTime": "2026-01-01T00:00:00Z",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }
+        ]
+    cp.kubectl(
+        "patch", "node", name, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": status}),
+    )  # fmt: skip
+
+
+@pytest.fixture
+def nodes(cluster: ControlPlane) -> Iterator[list[str]]:
+    """Nodes created by the test (names appended); all deleted afterwards."""
+    made: list[str] = []
+    try:
+        yield made
+    finally:
+        if made:
+            cluster.kubectl("delete", "node", "--ignore-not-found", "--wait=false", *made)
+
+
+def create(cp: ControlPlane, made: list[str], name: str, ip: str | None = None,
+           label: str | None = None, ready: bool | None = None) -> None:  # fmt: skip
+    cp.kubectl("create", "-f", "-", input=json.dumps(node(name, ip, label)))
+    made.append(name)
+    if ip or ready is not None:
+        set_status(cp, name, ip, ready)
+
+
+@pytest.fixture
+async def api(cluster: ControlPlane) -> AsyncIterator[Cluster]:
+    c = Cluster.from_kubeconfig(Path(cluster.kubeconfig), interval=0.3)
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+def labels_of(cp: ControlPlane, name: str) -> dict[str, str]:
+    out = cp.kubectl("get", "node", name, "-o", "json").stdout
+    labels: dict[str, str] = json.loads(out)["metadata"].get("labels", {})
+    return labels
+
+
+def exists(cp: ControlPlane, name: str) -> bool:
+    return bool(cp.kubectl("get", "node", name, "--ignore-not-found", "-o", "name").stdout.strip())
+
+
+async def test_get_and_label(cluster: ControlPlane, nodes: list[str], api: Cluster) -> None:
+    create(cluster, nodes, "jt-labelled", "10.99.0.1", LABEL, ready=True)
+    create(cluster, nodes, "jt-plain", "10.99.0.2")
+    got = await api.get_node("jt-labelled")
+    assert got is not None
+    assert got.labelled(LABEL)
+    assert got.ready
+    assert got.addresses == ("10.99.0.1",)
+    plain = await api.get_node("jt-plain")
+    assert plain is not None
+    assert not plain.labelled(LABEL)
+    assert await api.get_node("jt-missing") is None
+    await api.label_node("jt-plain", LABEL)
+    assert labels_of(cluster, "jt-plain")[NODE_LABEL] == LABEL
+    assert [n.name for n in await api.nodes_with_ip("10.99.0.2")] == ["jt-plain"]
+
+
+async def test_delete_stale_by_name_and_by_ip(
+    cluster: ControlPlane, nodes: list[str], api: Cluster
+) -> None:
+    create(cluster, nodes, "jt-same-name", "10.99.1.9")
+    create(cluster, nodes, "jt-old-name", "10.99.1.1")  # the machine's IP, another name
+    create(cluster, nodes, "jt-keep", "10.99.1.2")  # neither
+    create(cluster, nodes, "jt-ours", "10.99.1.3", LABEL)  # already this task's
+    gone = await api.delete_stale("jt-same-name", "10.99.1.1", LABEL)
+    assert sorted(gone) == ["jt-old-name", "jt-same-name"]
+    assert not exists(cluster, "jt-same-name")
+    assert not exists(cluster, "jt-old-name")
+    assert exists(cluster, "jt-keep")
+    assert await api.delete_stale("jt-ours", "10.99.1.3", LABEL) == []
+    assert exists(cluster, "jt-ours")
+    assert await api.delete_node("jt-never") is False
+
+
+async def test_wait_ready(cluster: ControlPlane, nodes: list[str], api: Cluster) -> None:
+    waiter = asyncio.create_task(api.wait_ready("jt-late", 30))
+    await asyncio.sleep(0.5)
+    assert not waiter.done()
+    create(cluster, nodes, "jt-late", "10.99.2.1", ready=False)  # registers, not Ready
+    await asyncio.sleep(0.8)
+    assert not waiter.done()
+    await asyncio.to_thread(set_status, cluster, "jt-late", None, True)
+    info = await asyncio.wait_for(waiter, 15)
+    assert info.ready
+    with pytest.raises(TimeoutError, match=r"jt-nope not registered after 0\.5s"):
+        await api.wait_ready("jt-nope", 0.5)
+    create(cluster, nodes, "jt-never-ready", ready=False)
+    with pytest.raises(TimeoutError, match="registered but not Ready"):
+        await api.wait_ready("jt-never-ready", 0.7)
+
+
+async def test_a_labelled_node_is_skipped_without_connecting(
+    cluster: ControlPlane, nodes: list[str], api: Cluster
+) -> None:
+    create(cluster, nodes, "jt-done", "127.0.0.1", LABEL, ready=True)
+    cfg = JobConfig.model_validate(
+        {
+            "machines": [{"name": "jt-done", "ip": "127.0.0.1"}],
+            "sshPort": 1,  # loopback, nothing listens: a connect would fail
+            "taskLabel": LABEL,
+            "apiServer": "127.0.0.1:6443",
+            "caCertHash": "sha256:" + "0" * 64,
+            "packages": {"amd64": "/nonexistent"},
+            "retry": {"attempts": 1},
+        }
+    )
+    creds = Credentials("pw-unused", None, TOKEN, None)
+    ctx = JobContext(cfg, creds, HostKeyStore(HostKeyPolicy.TOFU), {}, api, None,
+                     random.Random(0))  # fmt: skip
+    r = await install_machine(ctx, cfg.machines[0], MachineResult("jt-done", "127.0.0.1"))
+    assert r.phase is MachinePhase.JOINED
+    assert r.skipped
+    assert "connect" not in r.durations
+    # the same machine under another task's label is not skipped (and fails to connect here)
+    other = cfg.model_copy(update={"task_label": "other-task"})
+    ctx2 = JobContext(other, creds, HostKeyStore(HostKeyPolicy.TOFU), {}, api, None)
+    r2 = await install_machine(ctx2, other.machines[0], MachineResult("jt-done", "127.0.0.1"))
+    assert r2.phase is MachinePhase.FAILED
+    assert r2.error == "connection refused on port 1"
