@@ -304,3 +304,41 @@ def arch(name: str, intranet: int, ip: str, arch: str) -> None:
     except (KeyError, SandboxError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"{intranet}/{ip}: {arch}")
+
+
+# ---------------------------------------------------- join package and heartbeats
+
+
+@sandbox.command("join-package")
+@click.option("--dest", type=click.Path(file_okay=False), required=True, help="Output directory.")
+@click.option("--arch", "arches", multiple=True, type=click.Choice(["amd64", "arm64"]))
+def join_package(dest: str, arches: tuple[str, ...]) -> None:
+    """Build the sandbox's edgeadm package(s) (the join program for edge machines)."""
+    from pathlib import Path
+
+    from penetrator.sandbox.join.package import build_join_package
+
+    for a in arches or ("amd64", "arm64"):
+        pkg = build_join_package(Path(dest), a)
+        click.echo(f"{pkg.path}  sha256:{pkg.sha256}")
+
+
+@sandbox.command()
+@name_option
+@click.argument("action", type=click.Choice(["start", "stop", "status"]))
+def heartbeat(name: str, action: str) -> None:
+    """Start, stop or show the heartbeat services (one per intranet) that keep
+    joined edge machines Ready."""
+    from penetrator.sandbox.join import heartbeat as hb
+
+    sb = _load(name)
+    ks = [it.index for it in sb.topology.intranets]
+    if action == "start":
+        for rec in hb.start_sandbox_heartbeats(sb):
+            click.echo(f"{rec.role}: pid {rec.pid} in {rec.namespace}")
+    elif action == "stop":
+        hb.stop_sandbox_heartbeats(name, ks)
+    else:
+        for k in ks:
+            st = hb.service_status(hb.sandbox_registry_dir(name, k))
+            click.echo(f"intranet {k}: " + (json.dumps(st) if st is not None else "not running"))
