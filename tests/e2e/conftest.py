@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from penetrator.sandbox import preflight
+from penetrator.sandbox.cluster import SandboxCluster, start_cluster
 from penetrator.sandbox.lifecycle import Sandbox, down
 from penetrator.sandbox.sshprobe import run_probe
 from penetrator.sandbox.topology import SandboxSpec
@@ -65,6 +66,18 @@ def sandbox_net(sandbox_factory: Any) -> Iterator[Sandbox]:
     sb = sandbox_factory(machines=3, intranets=2, routed=1, slow_delay_ms=150)
     try:
         yield sb
+    finally:
+        down(sb.name)
+
+
+@pytest.fixture(scope="session")
+def sandbox_cluster(sandbox_factory: Any) -> Iterator[tuple[Sandbox, SandboxCluster]]:
+    """A sandbox with its cluster: the real control plane in the cloud, the
+    control-plane node and proxy nodes (two NAT'd intranets, one routed), 3
+    machines each. Shared by the session; tests clean up what they create."""
+    sb = sandbox_factory(machines=3, intranets=2, routed=1)
+    try:
+        yield sb, start_cluster(sb)
     finally:
         down(sb.name)
 

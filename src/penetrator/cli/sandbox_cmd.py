@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from penetrator.sandbox import preflight
+from penetrator.sandbox.cluster import SandboxCluster, load_cluster, start_cluster
 from penetrator.sandbox.faults import parse_fault
 from penetrator.sandbox.lifecycle import Sandbox, SandboxError, down
 from penetrator.sandbox.network import CommandError, exec_argv
@@ -153,6 +154,12 @@ def sandbox() -> None:
     metavar="[K/]IP=KIND",
     help="Put a machine in a fault at up (repeatable).",
 )
+@click.option(
+    "--cluster/--no-cluster",
+    default=True,
+    show_default=True,
+    help="Also start the control plane in the cloud and register the proxy nodes.",
+)
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 def up(
     name: str,
@@ -166,6 +173,7 @@ def up(
     arm_every: int,
     slow_delay_ms: int,
     faults: tuple[str, ...],
+    cluster: bool,
     output: str,
 ) -> None:
     """Bring the sandbox up (idempotent) and print its summary and export lines."""
@@ -186,6 +194,7 @@ def up(
         fault_map = dict(_parse_fault_arg(f) for f in faults)
         t0 = time.monotonic()
         sb = Sandbox.up(spec, faults=fault_map)
+        info = start_cluster(sb) if cluster else None
     except (
         ValueError,
         KeyError,
@@ -200,9 +209,38 @@ def up(
         click.echo(json.dumps(st, indent=1))
         return
     print_summary(st)
+    if info:
+        _print_cluster(info)
     click.echo(f"up in {time.monotonic() - t0:.1f}s")
     for line in export_lines(st):
         click.echo(line)
+    if info:
+        click.echo(f"export KUBECONFIG={info.kubeconfig}")
+
+
+def _print_cluster(info: SandboxCluster) -> None:
+    proxies = ", ".join(f"{n} (intranet {k})" for k, n in info.proxy_nodes.items())
+    Console().print(
+        f"cluster: apiserver {info.server} (CA {info.ca_cert_hash[:19]}...), "
+        f"nodes {info.control_plane_node}, {proxies}"
+    )
+
+
+@sandbox.command()
+@name_option
+@click.option("-n", "--namespace", default="edge-system", show_default=True)
+@click.argument("pod")
+def logs(name: str, namespace: str, pod: str) -> None:
+    """Print the log of a pod the sandbox's node agent ran."""
+    info = load_cluster(_load(name))
+    if info is None:
+        _fail(f"sandbox {name} has no running cluster")
+        return
+    path = info.pod_log(pod, namespace)
+    if path is None:
+        _fail(f"no log for pod {namespace}/{pod} (pods run here: {info.pods_dir})")
+        return
+    click.echo(path.read_text(errors="replace"), nl=False)
 
 
 @sandbox.command()
@@ -215,9 +253,14 @@ def status(name: str, output: str) -> None:
         click.echo(json.dumps(st, indent=1))
         return
     print_summary(st)
+    info = load_cluster(_load(name))
+    if info:
+        _print_cluster(info)
     click.echo(f"healthy: {st['up']}")
     for line in export_lines(st):
         click.echo(line)
+    if info:
+        click.echo(f"export KUBECONFIG={info.kubeconfig}")
 
 
 @sandbox.command("down")

@@ -79,6 +79,17 @@ class CertificateAuthority:
         )
         return cls(cert=cert, key=key)
 
+    @classmethod
+    def load(cls, cert_path: Path, key_path: Path) -> CertificateAuthority:
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{key_path}: expected an EC private key")
+        return cls(cert=x509.load_pem_x509_certificate(cert_path.read_bytes()), key=key)
+
+    def issue_node_client(self, node_name: str) -> tuple[bytes, bytes]:
+        """A kubelet-style client certificate: the Node authorizer knows this identity."""
+        return self.issue(f"system:node:{node_name}", organization="system:nodes", client=True)
+
     @property
     def cert_pem(self) -> bytes:
         return self.cert.public_bytes(serialization.Encoding.PEM)

@@ -1,0 +1,1 @@
+"""The sandbox's node agent: plays the kubelet for the sandbox's own nodes."""

@@ -1,0 +1,262 @@
+"""The sandbox's node agent against the real control plane: the real scheduler
+binds pods to its node, the real Job controller runs Jobs, RBAC is real."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from penetrator.sandbox.cluster import SandboxCluster
+from penetrator.sandbox.lifecycle import Sandbox
+
+pytestmark = [pytest.mark.cluster, pytest.mark.netns]
+
+NODE = "proxy-1"  # the proxy node of intranet 1, inside its network namespace
+TOLERATION = {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def cluster(sandbox_cluster: tuple[Sandbox, SandboxCluster]) -> Iterator[SandboxCluster]:
+    _, info = sandbox_cluster
+    info.kubectl("create", "namespace", "agent-probe")
+    try:
+        yield info
+    finally:
+        info.kubectl("delete", "namespace", "agent-probe", "--wait=false", check=False)
+
+
+def job(name: str, sa: str, code: str, **extra: object) -> str:
+    manifest = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": "agent-probe"},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "serviceAccountName": sa,
+                    "nodeSelector": {"kubernetes.io/hostname": NODE},
+                    "tolerations": [TOLERATION],
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": "ignored",
+                            "command": ["python", "-c", code],
+                            "volumeMounts": [
+                                {
+                                    "name": "probe-secret",
+                                    "mountPath": "/run/penetrator-test/probe-secret",
+                                    "readOnly": True,
+                                }
+                            ],
+                        }
+                    ],
+                    "volumes": [{"name": "probe-secret", "secret": {"secretName": "probe"}}],
+                    **extra,
+                }
+            },
+        },
+    }
+    return json.dumps(manifest)
+
+
+READ_CONFIGMAP = """
+import os, stat
+from lightkube import Client
+from lightkube.resources.core_v1 import ConfigMap
+cm = Client().get(ConfigMap, "probe", namespace="agent-probe")
+secret = "/run/penetrator-test/probe-secret/key"
+print("configmap:", cm.data["greeting"])
+print("secret:", open(secret).read())
+print("mode:", oct(stat.S_IMODE(os.stat(secret).st_mode)))
+"""
+
+
+def job_condition(cluster: SandboxCluster, name: str) -> str:
+    out = cluster.kubectl(
+        "-n",
+        "agent-probe",
+        "get",
+        "job",
+        name,
+        "-o",
+        "jsonpath={.status.conditions[?(@.status=='True')].type}",
+        check=False,
+    )
+    return out.stdout
+
+
+def pod_log(cluster: SandboxCluster, job_name: str) -> str:
+    logs = list(cluster.pods_dir.glob(f"agent-probe_{job_name}-*/container.log"))
+    return "\n".join(p.read_text() for p in logs)
+
+
+def test_job_reads_configmap_with_in_cluster_config_and_a_mounted_secret(
+    cluster: SandboxCluster,
+) -> None:
+    cluster.kubectl(
+        "-n", "agent-probe", "create", "configmap", "probe", "--from-literal=greeting=hello"
+    )
+    cluster.kubectl(
+        "-n", "agent-probe", "create", "secret", "generic", "probe", "--from-literal=key=s3cret"
+    )
+    cluster.kubectl("-n", "agent-probe", "create", "serviceaccount", "reader")
+    cluster.kubectl(
+        "-n", "agent-probe", "create", "role", "read-cm", "--verb=get", "--resource=configmaps"
+    )
+    cluster.kubectl(
+        "-n",
+        "agent-probe",
+        "create",
+        "rolebinding",
+        "reader",
+        "--role=read-cm",
+        "--serviceaccount=agent-probe:reader",
+    )
+    cluster.kubectl("apply", "-f", "-", input=job("reads", "reader", READ_CONFIGMAP))
+    wait_until(
+        lambda: (
+            "Complete" in job_condition(cluster, "reads")
+            or "Failed" in job_condition(cluster, "reads")
+        ),
+        "the Job to finish",
+        90,
+    )
+    log = pod_log(cluster, "reads")
+    assert "Complete" in job_condition(cluster, "reads"), log
+    assert "configmap: hello" in log
+    assert "secret: s3cret" in log
+    assert "mode: 0o400" in log
+
+
+def test_job_without_rbac_is_forbidden(
+    cluster: SandboxCluster,
+) -> None:
+    cluster.kubectl("-n", "agent-probe", "create", "serviceaccount", "nobody")
+    cluster.kubectl(
+        "-n",
+        "agent-probe",
+        "create",
+        "secret",
+        "generic",
+        "probe",
+        "--from-literal=key=s3cret",
+        check=False,
+    )
+    cluster.kubectl("apply", "-f", "-", input=job("forbidden", "nobody", READ_CONFIGMAP))
+    wait_until(lambda: "Failed" in job_condition(cluster, "forbidden"), "the Job to fail", 90)
+    assert "403" in pod_log(cluster, "forbidden") or "Forbidden" in pod_log(cluster, "forbidden")
+
+
+def test_deleting_a_running_pod_stops_its_process(cluster: SandboxCluster) -> None:
+    cluster.kubectl(
+        "-n",
+        "agent-probe",
+        "create",
+        "secret",
+        "generic",
+        "probe",
+        "--from-literal=key=s3cret",
+        check=False,
+    )
+    cluster.kubectl(
+        "apply", "-f", "-", input=job("sleeper", "default", "import time; time.sleep(600)")
+    )
+
+    def running_pid() -> int:
+        out = cluster.kubectl(
+            "-n",
+            "agent-probe",
+            "get",
+            "pods",
+            "-l",
+            "job-name=sleeper",
+            "-o",
+            "jsonpath={.items[0].status.containerStatuses[0].containerID}",
+            check=False,
+        ).stdout
+        return int(out.removeprefix("sandbox://")) if out.startswith("sandbox://") else 0
+
+    wait_until(lambda: running_pid() > 0, "the sleeper pod to run", 60)
+    pid = running_pid()
+    assert Path(f"/proc/{pid}").exists()
+    pod = cluster.kubectl(
+        "-n",
+        "agent-probe",
+        "get",
+        "pods",
+        "-l",
+        "job-name=sleeper",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ).stdout
+    cluster.kubectl("-n", "agent-probe", "delete", "job", "sleeper", "--cascade=orphan")
+    cluster.kubectl(
+        "-n",
+        "agent-probe",
+        "delete",
+        "pod",
+        pod,
+        "--grace-period=2",
+        "--wait=true",
+        "--timeout=60s",
+    )
+    wait_until(lambda: not Path(f"/proc/{pid}").exists(), "the pod's process to stop", 30)
+
+
+def test_service_gets_the_pods_ip_in_its_endpoints(cluster: SandboxCluster) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "web", "namespace": "agent-probe", "labels": {"app": "web"}},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": NODE},
+            "tolerations": [TOLERATION],
+            "containers": [
+                {
+                    "name": "web",
+                    "image": "ignored",
+                    "command": ["python", "-m", "http.server", "18080", "--bind", "127.0.0.1"],
+                    "ports": [{"containerPort": 18080}],
+                }
+            ],
+        },
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    cluster.kubectl("-n", "agent-probe", "create", "service", "clusterip", "web", "--tcp=80:18080")
+
+    def endpoint_ips() -> list[str]:
+        out = cluster.kubectl(
+            "-n",
+            "agent-probe",
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=web",
+            "-o",
+            "json",
+        ).stdout
+        return [
+            a
+            for s in json.loads(out)["items"]
+            for e in (s.get("endpoints") or [])
+            if (e.get("conditions") or {}).get("ready")
+            for a in e["addresses"]
+        ]
+
+    wait_until(lambda: endpoint_ips() == ["10.10.0.2"], "the Service's endpoints", 60)
+    cluster.kubectl("-n", "agent-probe", "delete", "pod", "web", "--grace-period=1", "--wait=false")
