@@ -18,7 +18,7 @@ from pathlib import Path
 
 from penetrator.api.jobconfig import JobConfig
 from penetrator.job.template import join_path, package_dir
-from penetrator.job.transport import MachineError, Session
+from penetrator.job.transport import MachineError, RemoteCommandFailed, Session
 
 EXTRACTED_MARKER = ".extracted"
 
@@ -67,10 +67,16 @@ class RemotePaths:
         )
 
 
-def probe_command(paths: RemotePaths) -> str:
-    """Prints the archive's checksum (if any) and whether it is extracted."""
-    a, d = shlex.quote(paths.archive), shlex.quote(paths.directory + "/" + EXTRACTED_MARKER)
-    return f"sha256sum -- {a} 2>/dev/null; test -e {d} && echo extracted; true"
+def probe_script(rel: RemotePaths) -> str:
+    """Shell fragment (run in the work dir) printing two lines: the archive's
+    checksum line (or '-') and 'yes'/'no' for an extraction."""
+    a, d = shlex.quote(rel.archive), shlex.quote(rel.directory + "/" + EXTRACTED_MARKER)
+    return f"(sha256sum -- {a} 2>/dev/null || echo -) && (test -e {d} && echo yes || echo no)"
+
+
+def parse_probe(sha_line: str, extracted_line: str, pkg: Package) -> tuple[bool, bool]:
+    """(archive present with the right checksum, extracted)."""
+    return sha_line.split(" ", 1)[0] == pkg.sha256, extracted_line.strip() == "yes"
 
 
 def extract_command(paths: RemotePaths) -> str:
@@ -89,36 +95,30 @@ def verify_command(path: str, sha256: str) -> str:
 
 
 async def ensure_package(
-    s: Session, pkg: Package, work_dir: str, transfer_limit: float, command_limit: float
+    s: Session,
+    pkg: Package,
+    work_dir: str,
+    present: tuple[bool, bool],
+    transfer_limit: float,
+    command_limit: float,
 ) -> tuple[str, bool]:
-    """Make the package available on the machine: (package dir, transferred?)."""
+    """Make the package available on the machine: (package dir, transferred?).
+
+    ``present`` is (archive with this checksum there, extracted) from the probe;
+    the packages directory exists (made by the probe)."""
     paths = RemotePaths.of(work_dir, pkg)
-    out = await s.run("package check", probe_command(paths), command_limit)
-    lines = out.split("\n")
-    have = bool(lines) and lines[0].split(" ", 1)[0] == pkg.sha256
-    extracted = "extracted" in lines[1:]
-    transferred = False
-    if not have:
-        part = paths.archive + ".part"
-        await s.run(
-            "package upload",
-            f"mkdir -p -- {shlex.quote(paths.archive.rsplit('/', 1)[0])}",
-            command_limit,
-        )
-        await s.put("package upload", str(pkg.path), part, transfer_limit)
-        try:
-            await s.run("package verify", verify_command(part, pkg.sha256), command_limit)
-        except Exception:
-            raise MachineError(
-                "package verify failed: the uploaded file's SHA-256 differs"
-            ) from None
-        await s.run(
-            "package upload",
-            f"mv -f -- {shlex.quote(part)} {shlex.quote(paths.archive)}",
-            command_limit,
-        )
-        transferred = True
-        extracted = False
-    if not extracted:
+    have, extracted = present
+    if have and extracted:
+        return paths.directory, False
+    if have:
         await s.run("package extract", extract_command(paths), transfer_limit)
-    return paths.directory, transferred
+        return paths.directory, False
+    part = paths.archive + ".part"
+    await s.put("package upload", str(pkg.path), part, transfer_limit)
+    try:
+        await s.run("package verify", verify_command(part, pkg.sha256), command_limit)
+    except RemoteCommandFailed:
+        raise MachineError("package verify failed: the uploaded file's SHA-256 differs") from None
+    move = f"mv -f -- {shlex.quote(part)} {shlex.quote(paths.archive)}"
+    await s.run("package extract", f"{move} && {extract_command(paths)}", transfer_limit)
+    return paths.directory, True

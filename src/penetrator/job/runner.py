@@ -18,11 +18,17 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from penetrator.api import MachinePhase, truncate_error
-from penetrator.api.jobconfig import UNAME_TO_ARCH, HostKeyPolicy, JobConfig, Machine
+from penetrator.api.jobconfig import (
+    UNAME_TO_ARCH,
+    HostKeyPolicy,
+    JobConfig,
+    Machine,
+    check_safe_path,
+)
 from penetrator.job.cluster import Cluster
 from penetrator.job.credentials import Credentials
 from penetrator.job.hostkeys import HostKeyMismatch, HostKeyStore, HostKeyUnknown
-from penetrator.job.package import Package, ensure_package
+from penetrator.job.package import Package, RemotePaths, ensure_package, parse_probe, probe_script
 from penetrator.job.report import MachineResult, Reporter
 from penetrator.job.template import join_path, render_install, write_file_command
 from penetrator.job.transport import (
@@ -72,20 +78,38 @@ def _phase(ctx: JobContext, r: MachineResult, phase: MachinePhase) -> None:
         ctx.reporter.changed(r)
 
 
-async def prepare(s: Session, work_dir: str, limit: float) -> tuple[str, str, str]:
-    """(uname -m, absolute work dir, joined-marker contents) in one round trip."""
+@dataclass(frozen=True)
+class Prepared:
+    uname: str
+    work_dir: str  # absolute, as the machine resolves it
+    joined_label: str  # contents of the joined marker ('' if none)
+    packages: dict[str, tuple[bool, bool]]  # arch -> (archive there, extracted)
+
+
+async def prepare(
+    s: Session, work_dir: str, packages: dict[str, Package], limit: float
+) -> Prepared:
+    """One round trip: arch, the work dir (made), the joined marker and, for each
+    configured package, whether the machine already has it."""
     wd = shlex.quote(work_dir)
-    marker = shlex.quote(JOINED_MARKER)
-    out = await s.run(
-        "prepare",
-        f"uname -m && umask 077 && mkdir -p -- {wd} && cd -- {wd} && pwd -P && "
-        f"(cat -- {marker} 2>/dev/null || true)",
-        limit,
-    )
-    lines = out.split("\n")
-    if len(lines) < 2:
-        raise MachineError("prepare: unexpected output from uname/pwd")
-    return lines[0].strip(), lines[1].strip(), (lines[2].strip() if len(lines) > 2 else "")
+    rel = {a: RemotePaths.of(".", p) for a, p in sorted(packages.items())}
+    parts = [
+        "uname -m",
+        "umask 077",
+        f"mkdir -p -- {wd}/packages",
+        f"cd -- {wd}",
+        "pwd -P",
+        f'printf "%s\\n" "$(cat -- {shlex.quote(JOINED_MARKER)} 2>/dev/null)"',
+        *[probe_script(r) for r in rel.values()],
+    ]
+    out = (await s.run("prepare", " && ".join(parts), limit)).split("\n")
+    if len(out) < 3 + 2 * len(rel):
+        raise MachineError("prepare: unexpected output from uname/pwd/sha256sum")
+    present = {
+        arch: parse_probe(out[3 + 2 * i], out[4 + 2 * i], packages[arch])
+        for i, arch in enumerate(rel)
+    }
+    return Prepared(out[0].strip(), out[1].strip(), out[2].strip(), present)
 
 
 def pick_arch(uname: str) -> str:
@@ -114,10 +138,14 @@ async def attempt(ctx: JobContext, m: Machine, r: MachineResult) -> None:
         if s.verdict.insecure and not r.warnings:
             r.warnings.append(f"host key {s.verdict.fingerprint} accepted without checking")
         async with _timed(r, "prepare"):
-            uname, work_dir, joined_label = await prepare(s, cfg.work_dir, t.command)
-        if ctx.cluster is None and joined_label == cfg.task_label:
+            prep = await prepare(s, cfg.work_dir, ctx.packages, t.command)
+        if ctx.cluster is None and prep.joined_label == cfg.task_label:
             raise _Skip
-        arch = pick_arch(uname)
+        work_dir = prep.work_dir
+        problem = check_safe_path(work_dir)
+        if problem:
+            raise MachineError(f"the work dir resolves to an unusable path: {problem}")
+        arch = pick_arch(prep.uname)
         r.arch = arch
         pkg_dir: str | None = None
         if cfg.packages:
@@ -126,7 +154,9 @@ async def attempt(ctx: JobContext, m: Machine, r: MachineResult) -> None:
                 raise MachineError(f"no package for {arch} in the job config")
             _phase(ctx, r, MachinePhase.TRANSFERRING)
             async with _timed(r, "transfer"):
-                pkg_dir, sent = await ensure_package(s, pkg, work_dir, t.transfer, t.command)
+                pkg_dir, sent = await ensure_package(
+                    s, pkg, work_dir, prep.packages[arch], t.transfer, t.command
+                )
             r.transferred = r.transferred or sent
         _phase(ctx, r, MachinePhase.INSTALLING)
         abs_cfg = cfg.model_copy(update={"work_dir": work_dir})
@@ -134,36 +164,44 @@ async def attempt(ctx: JobContext, m: Machine, r: MachineResult) -> None:
             abs_cfg, m, arch, pkg_dir, {"token": ctx.creds.token}, ctx.creds.redactor
         )
         marker = join_path(work_dir, JOINED_MARKER)
+        unmark = f"rm -f -- {shlex.quote(marker)}"
         async with _timed(r, "install"):
-            await s.run("install", f"rm -f -- {shlex.quote(marker)}", t.command)
-            for f in rendered.files:
-                await s.run("install", write_file_command(f.path), t.command, input=f.content)
+            if not rendered.files:
+                await s.run("install", unmark, t.command)
+            for i, f in enumerate(rendered.files):
+                write = write_file_command(f.path)
+                line = f"{unmark} && {write}" if i == 0 else write
+                await s.run("install", line, t.command, input=f.content)
             for line in rendered.reset:
                 await s.run("reset", line, t.install)
         _phase(ctx, r, MachinePhase.JOINING)
+        # the files may hold the token: never leave them behind
+        cleanup = "rm -f -- " + " ".join(shlex.quote(f.path) for f in rendered.files)
+        record = f"echo {shlex.quote(cfg.task_label)} > {shlex.quote(marker)}"
         try:
             async with _timed(r, "join"):
                 if ctx.cluster is not None:
                     await ctx.cluster.delete_stale(m.name, m.ip, cfg.task_label)
                 for line in rendered.join:
                     await s.run("join", line, t.install)
-        finally:
-            if rendered.files:  # the files may hold the token: never leave them behind
-                paths = " ".join(shlex.quote(f.path) for f in rendered.files)
+        except Exception:
+            if rendered.files:
                 try:
-                    await s.run("cleanup", f"rm -f -- {paths}", t.command)
+                    await s.run("cleanup", cleanup, t.command)
                 except Exception as e:  # best effort, reported as a warning
                     r.warnings.append(describe(e, cfg.ssh_port, ctx.creds.redactor))
-        if ctx.cluster is not None:
-            async with _timed(r, "wait_ready"):
-                await with_timeout(
-                    "wait for Ready",
-                    t.wait_ready + 5,
-                    ctx.cluster.wait_ready(m.name, t.wait_ready),
-                )
-            await ctx.cluster.label_node(m.name, cfg.task_label)
-        label = shlex.quote(cfg.task_label)
-        await s.run("record", f"echo {label} > {shlex.quote(marker)}", t.command)
+            raise
+        if ctx.cluster is None:  # done: clean up and record in one round trip
+            await s.run("record", f"{cleanup} && {record}" if rendered.files else record, t.command)
+            return
+        if rendered.files:
+            await s.run("cleanup", cleanup, t.command)
+        async with _timed(r, "wait_ready"):
+            await with_timeout(
+                "wait for Ready", t.wait_ready + 5, ctx.cluster.wait_ready(m.name, t.wait_ready)
+            )
+        await ctx.cluster.label_node(m.name, cfg.task_label)
+        await s.run("record", record, t.command)
     finally:
         s.close()
 
