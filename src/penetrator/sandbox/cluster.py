@@ -74,7 +74,11 @@ class SandboxCluster:
         """The Go-built kubectl from the host, through the forwarder, as the admin."""
         proc = subprocess.run(
             [str(self.kubectl_binary), f"--kubeconfig={self.kubeconfig}", *args],
-            input=input, capture_output=True, text=True, check=False, timeout=timeout,
+            input=input,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
         )
         if check and proc.returncode != 0:
             raise SandboxError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
