@@ -47,7 +47,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from penetrator.sandbox.join.http import Connection, HttpError, verified_context
+from penetrator.sandbox.join.http import (
+    Connection,
+    HttpError,
+    limit_ssl_buffers,
+    verified_context,
+)
 from penetrator.sandbox.join.machine import write_file
 from penetrator.sandbox.join.node import ApiError, now_rfc3339, post_status, renew_lease
 
@@ -293,6 +298,15 @@ class HeartbeatService:
             log("stopped")
 
 
+def _raise_nofile() -> None:
+    """One socket per machine: lift the soft open-files limit to the hard one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def rss_kb() -> int:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -467,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lease-interval", type=float, default=LEASE_INTERVAL_S)
     p.add_argument("--status-interval", type=float, default=STATUS_INTERVAL_S)
     a = p.parse_args(argv)
+    limit_ssl_buffers()
+    _raise_nofile()
     svc = HeartbeatService(
         a.registry,
         a.sandbox_state,

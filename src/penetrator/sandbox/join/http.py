@@ -240,6 +240,21 @@ def _describe(e: BaseException) -> str:
     return text
 
 
+SSL_READ_BUFFER = 16 * 1024
+
+
+def limit_ssl_buffers(size: int = SSL_READ_BUFFER) -> None:
+    """Make asyncio's TLS transports allocate a `size` read buffer instead of
+    256 KiB each (CPython 3.11+ allocates and touches it per connection, class
+    attribute ``SSLProtocol.max_size``). For a process that keeps a thousand
+    idle TLS connections this is the difference between ~290 and ~50 KiB per
+    connection (measured); reads larger than `size` are simply done in pieces."""
+    import asyncio.sslproto
+
+    if hasattr(asyncio.sslproto.SSLProtocol, "max_size"):
+        asyncio.sslproto.SSLProtocol.max_size = size
+
+
 def insecure_context() -> ssl.SSLContext:
     """TLS without verifying the server: only for reading cluster-info, whose
     content is then verified by the token's signature and the CA pin."""
