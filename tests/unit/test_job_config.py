@@ -35,7 +35,8 @@ def test_defaults() -> None:
     assert cfg.ssh_port == 22
     assert cfg.ssh_user == "root"
     assert cfg.host_key_policy is HostKeyPolicy.TOFU
-    assert cfg.concurrency == 200
+    assert cfg.concurrency == 1000
+    assert cfg.transfer_concurrency == 50
     assert cfg.template == edgeadm_template()
     assert cfg.work_dir == "/var/lib/penetrator"
 

@@ -57,6 +57,7 @@ class JobContext:
     reporter: Reporter | None = None
     rng: random.Random = field(default_factory=random.Random)
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    transfers: asyncio.Semaphore | None = None  # made by run_job from the config
 
 
 class _Skip(Exception):
@@ -70,6 +71,11 @@ async def _timed(r: MachineResult, step: str) -> AsyncIterator[None]:
         yield
     finally:
         r.add_time(step, time.monotonic() - t0)
+
+
+@asynccontextmanager
+async def _unbounded() -> AsyncIterator[None]:
+    yield
 
 
 def _phase(ctx: JobContext, r: MachineResult, phase: MachinePhase) -> None:
@@ -153,7 +159,7 @@ async def attempt(ctx: JobContext, m: Machine, r: MachineResult) -> None:
             if pkg is None:
                 raise MachineError(f"no package for {arch} in the job config")
             _phase(ctx, r, MachinePhase.TRANSFERRING)
-            async with _timed(r, "transfer"):
+            async with _timed(r, "transfer"), ctx.transfers or _unbounded():
                 pkg_dir, sent = await ensure_package(
                     s, pkg, work_dir, prep.packages[arch], t.transfer, t.command
                 )
@@ -250,6 +256,8 @@ async def run_job(
     if ctx.cfg.host_key_policy is HostKeyPolicy.INSECURE and ctx.reporter is not None:
         ctx.reporter.warn("host key policy insecure: host keys are not checked")
     sem = asyncio.Semaphore(ctx.cfg.concurrency)
+    if ctx.transfers is None:
+        ctx.transfers = asyncio.Semaphore(ctx.cfg.transfer_concurrency)
 
     async def one(m: Machine, r: MachineResult) -> MachineResult:
         async with sem:

@@ -35,6 +35,9 @@ TRANSIENT_ERRNOS = frozenset(
     }
 )
 STDERR_TAIL = 160
+SFTP_BLOCK = 64 * 1024
+SFTP_REQUESTS = 16
+"""At most 1 MiB in flight per push (memory stays bounded with many pushes)."""
 
 
 class StepTimeout(Exception):
@@ -169,7 +172,7 @@ class Session:
     async def put(self, step: str, local: str, remote: str, limit: float) -> None:
         async def go() -> None:
             async with self.conn.start_sftp_client() as sftp:
-                await sftp.put(local, remote)
+                await sftp.put(local, remote, block_size=SFTP_BLOCK, max_requests=SFTP_REQUESTS)
 
         await with_timeout(step, limit, go())
 
