@@ -1,0 +1,497 @@
+"""plan.reconcile: the decision table, rounds, back-off, attempt limit, status
+(compat fields and ours), and properties over simulated worlds."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from penetrator.api import (
+    API_VERSION,
+    CONFIGMAP_NAME_ANNOTATION,
+    JOB_NAME_ANNOTATION,
+    NODE_LABEL,
+    MachinePhase,
+    NodeTask,
+    TaskPhase,
+)
+from penetrator.api.results import MachineResult, ResultsDoc
+from penetrator.plan.reconcile import (
+    ApplyConfigMap,
+    ApplySecret,
+    CreateJob,
+    Decision,
+    DeleteJob,
+    EmitEvent,
+    ObservedJob,
+    ReconcileSettings,
+    RequeueAfter,
+    WriteResults,
+    fold,
+    reconcile,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+S = ReconcileSettings(max_attempts=3, backoff_base=30, backoff_max=600, poll_interval=10)
+
+
+def make_task(
+    n: int = 3, *, status: dict[str, Any] | None = None, prepared: bool = True
+) -> NodeTask:
+    plan = {f"edge-{i:06d}": f"10.{i // 65536}.{i // 256 % 256}.{i % 256}" for i in range(n)}
+    meta: dict[str, Any] = {"name": "nodes", "uid": "u-1", "generation": 2}
+    spec: dict[str, Any] = {"sshCredential": "login", "proxyNode": "proxy-1"}
+    if prepared:
+        meta["labels"] = {NODE_LABEL: "nodes-abc123"}
+        meta["annotations"] = {
+            JOB_NAME_ANNOTATION: "nodes-job",
+            CONFIGMAP_NAME_ANNOTATION: "nodes-config",
+        }
+        spec["nodeNamesOverride"] = plan
+    else:
+        spec["nodeNamePrefix"] = "edge"
+        spec["targetMachines"] = list(plan.values())
+    return NodeTask.from_dict(
+        {
+            "apiVersion": API_VERSION,
+            "kind": "NodeTask",
+            "metadata": meta,
+            "spec": spec,
+            "status": status or {},
+        }
+    )
+
+
+def kinds(d: Decision) -> list[str]:
+    return [type(a).__name__ for a in d.actions]
+
+
+def only(d: Decision, kind: type[Any]) -> Any:
+    found = [a for a in d.actions if isinstance(a, kind)]
+    assert len(found) == 1, kinds(d)
+    return found[0]
+
+
+# --- the decision table --------------------------------------------------------------
+
+
+def test_unprepared_task_waits_without_actions() -> None:
+    d = reconcile(make_task(prepared=False), {}, None, None, T0, S)
+    assert d.actions == ()
+    assert d.status.nodetask_status is TaskPhase.CREATING
+    assert d.status.condition("Progressing").reason == "WaitingForPreparation"  # type: ignore[union-attr]
+
+
+def test_new_task_starts_round_one_in_order() -> None:
+    task = make_task(3)
+    d = reconcile(task, {}, None, None, T0, S)
+    assert kinds(d) == [
+        "WriteResults",
+        "ApplySecret",
+        "ApplyConfigMap",
+        "CreateJob",
+        "EmitEvent",
+        "RequeueAfter",
+    ]
+    doc = only(d, WriteResults).doc
+    assert doc.round == 1
+    assert doc.started == T0
+    assert doc.finished is None
+    assert {n: (m.attempts, m.round, m.phase) for n, m in doc.machines.items()} == {
+        n: (1, 1, MachinePhase.PENDING) for n in task.spec.plan()
+    }
+    assert dict(only(d, ApplyConfigMap).machines) == task.spec.plan()
+    st_ = d.status
+    assert st_.nodetask_status is TaskPhase.CREATING
+    assert st_.node_status == task.spec.plan()
+    assert (st_.planned, st_.joined, st_.failed) == (3, 0, 0)
+    assert st_.observed_generation == 2
+    assert st_.condition("Ready").reason == "Installing"  # type: ignore[union-attr]
+
+
+def test_already_installed_machines_are_left_out() -> None:
+    task = make_task(3)
+    plan = task.spec.plan()
+    first = next(iter(plan))
+    d = reconcile(task, {first: plan[first]}, None, None, T0, S)
+    assert first not in only(d, ApplyConfigMap).machines
+    assert first not in d.status.node_status
+    assert d.status.joined == 1
+
+
+def test_all_installed_is_ready_with_one_event() -> None:
+    task = make_task(2)
+    d = reconcile(task, task.spec.plan(), None, None, T0, S)
+    assert kinds(d) == ["EmitEvent"]
+    assert only(d, EmitEvent).reason == "Ready"
+    assert d.status.nodetask_status is TaskPhase.READY
+    assert d.status.node_status == {}
+    again = make_task(2, status=d.status.to_dict())
+    d2 = reconcile(again, again.spec.plan(), None, None, T0 + timedelta(hours=1), S)
+    assert d2.actions == ()  # the Ready event once
+    assert d2.status == d.status  # transition times kept
+
+
+@pytest.mark.parametrize(
+    ("job", "expected"),
+    [
+        (ObservedJob("nodes-job", "j1", deleting=True), ["RequeueAfter"]),
+        (ObservedJob("nodes-job", "j1"), ["RequeueAfter"]),
+    ],
+)
+def test_existing_job_running_or_deleting_only_waits(job: ObservedJob, expected: list[str]) -> None:
+    task = make_task(3)
+    doc = only(reconcile(task, {}, None, None, T0, S), WriteResults).doc
+    d = reconcile(task, {}, job, doc, T0 + timedelta(seconds=5), S)
+    assert kinds(d) == expected
+
+
+def test_finished_job_is_folded_then_deleted() -> None:
+    task = make_task(3)
+    names = list(task.spec.plan())
+    doc = only(reconcile(task, {}, None, None, T0, S), WriteResults).doc
+    t1 = T0 + timedelta(seconds=60)
+    doc = doc.with_machine(
+        names[1],
+        doc.machines[names[1]].model_copy(
+            update={"phase": MachinePhase.FAILED, "error": "auth failed", "updated": t1}
+        ),
+    )
+    installed = {names[0]: task.spec.plan()[names[0]]}
+    job = ObservedJob("nodes-job", "j1", finished=True, reason="BackoffLimitExceeded")
+    d = reconcile(task, installed, job, doc, t1, S)
+    assert kinds(d)[0] == "WriteResults"
+    assert kinds(d)[-2:] == ["DeleteJob", "RequeueAfter"]
+    assert only(d, DeleteJob) == DeleteJob("nodes-job", "j1")
+    folded = only(d, WriteResults).doc
+    assert folded.finished == t1
+    assert folded.machines[names[0]].phase is MachinePhase.JOINED
+    assert folded.machines[names[1]].phase is MachinePhase.PENDING
+    assert folded.machines[names[1]].error == "auth failed"
+    assert folded.machines[names[2]].phase is MachinePhase.PENDING
+    assert "BackoffLimitExceeded" in (folded.machines[names[2]].error or "")
+    assert d.round_finished == 1
+    reasons = [a.reason for a in d.actions if isinstance(a, EmitEvent)]
+    assert reasons[0] == "RoundFinished"
+    assert "MachinesJoined" in reasons
+    # the same job seen again after the fold: only delete
+    d2 = reconcile(task, installed, job, folded, t1 + timedelta(seconds=1), S)
+    assert kinds(d2) == ["DeleteJob", "RequeueAfter"]
+
+
+def test_backoff_grows_and_next_round_retries_only_the_rest() -> None:
+    task = make_task(2)
+    names = list(task.spec.plan())
+    installed = {names[0]: task.spec.plan()[names[0]]}
+    doc = ResultsDoc(
+        round=1,
+        started=T0,
+        finished=T0 + timedelta(seconds=100),
+        machines={
+            names[0]: MachineResult(ip="10.0.0.0", phase=MachinePhase.JOINED, attempts=1, round=1),
+            names[1]: MachineResult(
+                ip="10.0.0.1", phase=MachinePhase.PENDING, attempts=1, round=1, error="x"
+            ),
+        },
+    )
+    early = reconcile(task, installed, None, doc, T0 + timedelta(seconds=110), S)
+    assert kinds(early) == ["RequeueAfter"]
+    assert only(early, RequeueAfter).seconds == pytest.approx(20)
+    assert early.status.condition("Progressing").reason == "BackingOff"  # type: ignore[union-attr]
+    d = reconcile(task, installed, None, doc, T0 + timedelta(seconds=130), S)
+    assert dict(only(d, ApplyConfigMap).machines) == {names[1]: "10.0.0.1"}
+    new = only(d, WriteResults).doc
+    assert new.round == 2
+    assert new.machines[names[1]].attempts == 2
+    assert new.machines[names[1]].error == "x"  # the last error stays until replaced
+    assert S.backoff(1) == 30
+    assert S.backoff(2) == 60
+    assert S.backoff(3) == 120
+    assert S.backoff(30) == 600
+
+
+def test_attempt_limit_makes_machine_failed_and_task_failed() -> None:
+    task = make_task(2)
+    names = list(task.spec.plan())
+    installed = {names[0]: task.spec.plan()[names[0]]}
+    doc = ResultsDoc(
+        round=3,
+        started=T0,
+        machines={
+            names[0]: MachineResult(ip="10.0.0.0", phase=MachinePhase.JOINED, attempts=1, round=1),
+            names[1]: MachineResult(
+                ip="10.0.0.1",
+                phase=MachinePhase.FAILED,
+                attempts=3,
+                round=3,
+                error="Permission denied",
+                updated=T0 + timedelta(seconds=1),
+            ),
+        },
+    )
+    job = ObservedJob("nodes-job", "j3", finished=True)
+    d = reconcile(task, installed, job, doc, T0 + timedelta(seconds=9), S)
+    assert only(d, WriteResults).doc.machines[names[1]].phase is MachinePhase.FAILED
+    assert d.status.nodetask_status is TaskPhase.FAILED
+    assert d.status.node_status == {names[1]: "10.0.0.1"}  # compat: not installed
+    assert d.status.failed == 1
+    assert d.status.machines[names[1]].phase is MachinePhase.FAILED
+    assert d.status.machines[names[1]].last_error == "Permission denied"
+    after = reconcile(task, installed, None, only(d, WriteResults).doc, T0 + timedelta(hours=1), S)
+    assert not any(isinstance(a, CreateJob) for a in after.actions)
+    assert [a.reason for a in after.actions if isinstance(a, EmitEvent)] == ["Failed"]
+
+
+def test_round_started_but_job_never_created_is_resumed_without_a_new_attempt() -> None:
+    task = make_task(3)
+    doc = only(reconcile(task, {}, None, None, T0, S), WriteResults).doc
+    d = reconcile(task, {}, None, doc, T0 + timedelta(seconds=3), S)
+    assert kinds(d) == ["ApplySecret", "ApplyConfigMap", "CreateJob", "RequeueAfter"]
+    assert only(d, CreateJob).round == 1
+    assert not any(isinstance(a, WriteResults) for a in d.actions)
+
+
+def test_job_vanished_after_writing_results_is_folded() -> None:
+    task = make_task(1)
+    name = next(iter(task.spec.plan()))
+    doc = only(reconcile(task, {}, None, None, T0, S), WriteResults).doc
+    doc = doc.with_machine(
+        name,
+        doc.machines[name].model_copy(
+            update={"phase": MachinePhase.INSTALLING, "updated": T0 + timedelta(seconds=2)}
+        ),
+    )
+    d = reconcile(task, {}, None, doc, T0 + timedelta(seconds=9), S)
+    assert kinds(d)[0] == "WriteResults"
+    assert only(d, WriteResults).doc.finished is not None
+    assert not any(isinstance(a, CreateJob) for a in d.actions)  # back-off first
+
+
+def test_busy_machines_wait_for_the_other_task() -> None:
+    task = make_task(2)
+    plan = task.spec.plan()
+    names = list(plan)
+    d = reconcile(task, {}, None, None, T0, S, busy={plan[names[0]]: "older"})
+    assert dict(only(d, ApplyConfigMap).machines) == {names[1]: plan[names[1]]}
+    assert "older" in (d.status.machines[names[0]].last_error or "")
+    all_busy = {ip: "older" for ip in plan.values()}
+    d2 = reconcile(task, {}, None, None, T0, S, busy=all_busy)
+    assert kinds(d2) == ["RequeueAfter"]
+    assert d2.status.condition("Progressing").reason == "WaitingForOtherTask"  # type: ignore[union-attr]
+
+
+def test_job_reported_joined_but_no_label_is_retried() -> None:
+    task = make_task(1)
+    name = next(iter(task.spec.plan()))
+    doc = ResultsDoc(
+        round=1,
+        started=T0,
+        machines={
+            name: MachineResult(ip="10.0.0.0", phase=MachinePhase.JOINED, attempts=1, round=1)
+        },
+    )
+    folded, _ = fold(doc, {}, None, T0, S)
+    assert folded.machines[name].phase is MachinePhase.PENDING
+    assert "label" in (folded.machines[name].error or "")
+
+
+def test_status_is_bounded_for_5000_machines() -> None:
+    task = make_task(5000)
+    doc = ResultsDoc(
+        round=1,
+        started=T0,
+        machines={
+            n: MachineResult(ip=ip, phase=MachinePhase.FAILED, attempts=3, round=1, error="e" * 500)
+            for n, ip in task.spec.plan().items()
+        },
+    )
+    d = reconcile(task, {}, ObservedJob("nodes-job", "j", finished=True), doc, T0, S)
+    size = len(json.dumps(d.status.to_dict()))
+    assert size < 400 * 1024, size
+    assert d.status.failed == 5000
+    assert len(d.status.node_status) == 5000
+    assert len(d.status.machines) <= 1000
+    results_size = len(only(d, WriteResults).doc.to_json())
+    assert results_size < 900 * 1024, results_size
+
+
+def test_events_are_aggregated_for_large_rounds() -> None:
+    task = make_task(500)
+    doc = only(reconcile(task, {}, None, None, T0, S), WriteResults).doc
+    d = reconcile(task, task.spec.plan(), ObservedJob("j", "u", finished=True), doc, T0, S)
+    joined = [a for a in d.actions if isinstance(a, EmitEvent) and a.reason == "MachinesJoined"]
+    assert len(joined) == 1
+    assert "and 490 more" in joined[0].message
+    assert len(joined[0].message) < 1024
+
+
+# --- simulated worlds (properties) -------------------------------------------------------
+
+
+@dataclass
+class World:
+    """The cluster as the operator sees it; applies decisions like the operator does."""
+
+    task: NodeTask
+    outcome: Callable[[str, int], bool]  # (name, attempt) -> joins?
+    now: datetime = T0
+    installed: dict[str, str] = field(default_factory=dict)
+    job: ObservedJob | None = None
+    doc: ResultsDoc | None = None
+    configmap: dict[str, str] = field(default_factory=dict)
+    jobs_created: int = 0
+    tries: dict[str, int] = field(default_factory=dict)
+    max_jobs_at_once: int = 0
+
+    def apply(self, d: Decision) -> None:
+        for a in d.actions:
+            if isinstance(a, WriteResults):
+                self.doc = a.doc
+            elif isinstance(a, ApplyConfigMap):
+                self.configmap = dict(a.machines)
+            elif isinstance(a, CreateJob):
+                assert self.job is None, "a second Job"
+                self.jobs_created += 1
+                self.job = ObservedJob("nodes-job", f"j{self.jobs_created}")
+            elif isinstance(a, DeleteJob):
+                assert self.job is not None
+                assert self.job.finished
+                self.job = ObservedJob(self.job.name, self.job.uid, True, deleting=True)
+            elif isinstance(a, ApplySecret | EmitEvent | RequeueAfter):
+                pass
+        self.task = self.task.model_copy(update={"status": d.status})
+
+    def run_job(self) -> None:
+        """The Job runs to its end: writes results, labels the joined Nodes."""
+        assert self.job is not None
+        assert self.doc is not None
+        doc = self.doc
+        for name, ip in self.configmap.items():
+            self.tries[name] = self.tries.get(name, 0) + 1
+            ok = self.outcome(name, self.tries[name])
+            if ok:
+                self.installed[name] = ip
+            entry = doc.machines[name].model_copy(
+                update={
+                    "phase": MachinePhase.JOINED if ok else MachinePhase.FAILED,
+                    "error": None if ok else "it failed",
+                    "updated": self.now,
+                }
+            )
+            doc = doc.with_machine(name, entry)
+        self.doc = doc.model_copy(update={"done": True})
+        self.job = ObservedJob(self.job.name, self.job.uid, finished=True)
+
+    def step(self) -> Decision:
+        d = reconcile(self.task, self.installed, self.job, self.doc, self.now, S)
+        again = reconcile(self.task, self.installed, self.job, self.doc, self.now, S)
+        assert again == d  # idempotent for the same observed state
+        assert sum(isinstance(a, CreateJob) for a in d.actions) <= 1
+        if self.job is not None:
+            assert not any(isinstance(a, CreateJob) for a in d.actions)
+        self.apply(d)
+        return d
+
+    def run(self, limit: int = 200) -> None:
+        for _ in range(limit):
+            d = self.step()
+            if self.job is not None and self.job.deleting:
+                self.job = None  # GC done
+            elif self.job is not None and not self.job.finished:
+                self.run_job()
+            if d.status.nodetask_status in (TaskPhase.READY, TaskPhase.FAILED) and not d.actions:
+                return
+            self.now += timedelta(seconds=d.requeue_after or 1)
+        raise AssertionError("no end")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(min_value=1, max_value=25),
+    fail_until=st.lists(st.integers(min_value=0, max_value=5), min_size=25, max_size=25),
+)
+def test_world_ends_and_honours_attempt_limit(n: int, fail_until: list[int]) -> None:
+    task = make_task(n)
+    names = list(task.spec.plan())
+    need = {name: fail_until[i] for i, name in enumerate(names)}  # fails this many times
+    w = World(task, lambda name, attempt: attempt > need[name])
+    w.run()
+    status = w.task.status
+    for name in names:
+        if need[name] < S.max_attempts:
+            assert name in w.installed
+            assert w.tries[name] == need[name] + 1
+        else:
+            assert name not in w.installed
+            assert w.tries[name] == S.max_attempts  # never more than the limit
+            assert status.machines[name].phase is MachinePhase.FAILED
+    expected_failed = sum(1 for v in need.values() if v >= S.max_attempts)
+    assert status.failed == expected_failed
+    assert status.joined == n - expected_failed
+    assert status.nodetask_status is (TaskPhase.FAILED if expected_failed else TaskPhase.READY)
+    assert set(status.node_status) == {x for x in names if x not in w.installed}
+    assert w.jobs_created <= S.max_attempts
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(min_value=1, max_value=10),
+    installed_mask=st.lists(st.booleans(), min_size=10, max_size=10),
+    round_=st.integers(min_value=0, max_value=5),
+    finished=st.booleans(),
+    job_state=st.sampled_from(["none", "running", "finished", "deleting"]),
+    elapsed=st.integers(min_value=0, max_value=2000),
+)
+def test_any_state_at_most_one_create_job_and_never_with_a_job(
+    n: int,
+    installed_mask: list[bool],
+    round_: int,
+    finished: bool,
+    job_state: str,
+    elapsed: int,
+) -> None:
+    task = make_task(n)
+    plan = task.spec.plan()
+    installed = {k: v for i, (k, v) in enumerate(plan.items()) if installed_mask[i]}
+    doc = ResultsDoc(
+        round=round_,
+        started=T0 if round_ else None,
+        finished=T0 if round_ and finished else None,
+        machines={
+            k: MachineResult(ip=v, attempts=min(round_, 3), round=round_)
+            for k, v in plan.items()
+            if round_
+        },
+    )
+    job = {
+        "none": None,
+        "running": ObservedJob("j", "u"),
+        "finished": ObservedJob("j", "u", finished=True),
+        "deleting": ObservedJob("j", "u", finished=True, deleting=True),
+    }[job_state]
+    now = T0 + timedelta(seconds=elapsed)
+    d = reconcile(task, installed, job, doc, now, S)
+    assert d == reconcile(task, installed, job, doc, now, S)
+    creates = [a for a in d.actions if isinstance(a, CreateJob)]
+    assert len(creates) <= 1
+    if job is not None:
+        assert not creates
+    if creates:
+        cm = only(d, ApplyConfigMap)
+        assert not set(cm.machines) & set(installed)
+        assert cm.machines
+    for a in d.actions:
+        if isinstance(a, DeleteJob):
+            assert job is not None
+            assert job.finished
+            assert not job.deleting
+    for m in d.status.machines.values():
+        assert m.attempts <= S.max_attempts
+    assert set(d.status.node_status) == set(plan) - set(installed)
