@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
+import subprocess
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -337,7 +338,10 @@ def test_the_package_is_reproducible_and_laid_out_like_edgeadms(tmp_path: Path) 
     assert a.path.name == package_name("arm64") == "edgeadm-arm64-v1.37.2.tar.gz"
     with tarfile.open(a.path) as t:
         names = t.getnames()
-        assert all(n.split("/")[0] == a.top_dir for n in names)
+        # plain `tar -xzf` (penetrator's job) and `--strip-components 1` (SuperEdge's
+        # script) both find ./edgeadm
+        assert "edgeadm" in names
+        assert f"{a.top_dir}/edgeadm" in names
         member = t.getmember(f"{a.top_dir}/edgeadm")
         assert member.mode == 0o755
         f = t.extractfile(member)
@@ -346,6 +350,12 @@ def test_the_package_is_reproducible_and_laid_out_like_edgeadms(tmp_path: Path) 
     assert script.startswith("#!/bin/sh\n")
     assert '-m penetrator.sandbox.join "$@"' in script
     assert f"{a.top_dir}/kube-linux-arm64-v1.37.2.tar.gz" in names
+    assert "kube-linux-arm64-v1.37.2.tar.gz" in names
+    for strip in ([], ["--strip-components", "1"]):
+        out = tmp_path / f"x{len(strip)}"
+        out.mkdir()
+        subprocess.run(["tar", "-xzf", str(a.path), "-C", str(out), *strip], check=True)
+        assert (out / "edgeadm").stat().st_mode & 0o777 == 0o755
     with pytest.raises(ValueError, match="arch must be one of"):
         build_join_package(tmp_path, "mips")
 

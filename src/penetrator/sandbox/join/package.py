@@ -1,14 +1,18 @@
-"""The sandbox's join package: a tarball laid out like SuperEdge's edgeadm
-package, so the installer's steps (copy, unpack with --strip-components 1,
-``./edgeadm join ...``) stay those of the product. Only the content differs:
-``edgeadm`` is a small sh script running this checkout's Python with
-``-m penetrator.sandbox.join`` (the sandbox's machines share the host's
-filesystem, so the venv is there).
+"""The sandbox's join package: a tarball the installer handles exactly like the
+real edgeadm package (copy, unpack, ``edgeadm reset --force``, ``edgeadm join
+--config FILE``). Only the content differs: ``edgeadm`` is a small sh script
+running this checkout's Python with ``-m penetrator.sandbox.join`` (the
+sandbox's machines share the host's filesystem, so the venv is there).
 
-    edgeadm-linux-<arch>-<k8s version>/
-        edgeadm                               the join program (sh, 0755)
-        kube-linux-<arch>-<k8s version>.tar.gz   placeholder for --install-pkg-path
-        VERSION
+The files are at the top of the archive (penetrator's job unpacks with plain
+``tar -xzf`` and runs ``{package_dir}/edgeadm``) and again under one top
+directory, so SuperEdge's own script (``tar -zxf ... --strip-components 1``,
+which drops the top-level copies) finds them too::
+
+    edgeadm                                    the join program (sh, 0755)
+    kube-linux-<arch>-<k8s version>.tar.gz     placeholder for --install-pkg-path
+    VERSION
+    edgeadm-linux-<arch>-<k8s version>/        the same three files
 
 The archive is reproducible (fixed mtimes, owners and order): the same
 checkout gives the same sha256.
@@ -43,7 +47,7 @@ class JoinPackage:
     sha256: str
     arch: str
     k8s_version: str
-    top_dir: str  # the single top directory (unpack with --strip-components 1)
+    top_dir: str  # the copy for `tar --strip-components 1`
 
 
 def package_name(arch: str, k8s_version: str = K8S_VERSION) -> str:
@@ -93,11 +97,12 @@ def build_join_package(
     top = f"edgeadm-linux-{arch}-{k8s_version}"
     script = EDGEADM_SCRIPT.format(arch=arch, python=shlex.quote(py)).encode()
     kube = _gz(_tar_bytes([("README", b"placeholder: the sandbox runs no kubelet\n", 0o644)], []))
-    files = [
-        (f"{top}/edgeadm", script, 0o755),
-        (f"{top}/kube-linux-{arch}-{k8s_version}.tar.gz", kube, 0o644),
-        (f"{top}/VERSION", f"penetrator-sandbox {k8s_version} {arch}\n".encode(), 0o644),
+    content = [
+        ("edgeadm", script, 0o755),
+        (f"kube-linux-{arch}-{k8s_version}.tar.gz", kube, 0o644),
+        ("VERSION", f"penetrator-sandbox {k8s_version} {arch}\n".encode(), 0o644),
     ]
+    files = content + [(f"{top}/{n}", d, m) for n, d, m in content]
     data = _gz(_tar_bytes(files, [top]))
     dest.mkdir(parents=True, exist_ok=True)
     path = dest / package_name(arch, k8s_version)
