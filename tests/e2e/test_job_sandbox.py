@@ -166,9 +166,18 @@ def test_password_and_key_join_then_a_second_run_does_nothing(
     sb.set_arch(1, arm, "aarch64")
     pins = tmp_path / "pins"
     try:
-        rc1, r1, out1 = run_job(sb, tmp_path / "pw", by_password, "t-one", packages, pins=pins)
+        rc1, r1, out1 = run_job(
+            sb, tmp_path / "pw", by_password, "t-one", packages, pins=pins, distribution="http"
+        )
         rc2, r2, out2 = run_job(
-            sb, tmp_path / "key", by_key, "t-one", packages, key=True, pins=pins
+            sb,
+            tmp_path / "key",
+            by_key,
+            "t-one",
+            packages,
+            key=True,
+            pins=pins,
+            distribution="sftp",
         )
     finally:
         sb.set_arch(1, arm, "x86_64")
@@ -179,6 +188,8 @@ def test_password_and_key_join_then_a_second_run_does_nothing(
         r = results[ip]
         assert r["phase"] == "joined", r
         assert r["transferred"] is True
+        assert r["delivery"] == ("http" if ip in by_password else "sftp")
+        assert r["warnings"] == []
         assert r["attempts"] == 1
         assert r["host_key"].startswith("SHA256:")
         assert r["arch"] == ("arm64" if ip == arm else "amd64")

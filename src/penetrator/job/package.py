@@ -94,6 +94,13 @@ def verify_command(path: str, sha256: str) -> str:
     return f"echo {shlex.quote(sha256 + '  ' + path)} | sha256sum -c --status -"
 
 
+@dataclass(frozen=True)
+class Delivery:
+    directory: str  # {package_dir}
+    method: str | None  # None (already there), "sftp" or "http"
+    note: str | None = None  # why http fell back to sftp
+
+
 async def ensure_package(
     s: Session,
     pkg: Package,
@@ -101,24 +108,56 @@ async def ensure_package(
     present: tuple[bool, bool],
     transfer_limit: float,
     command_limit: float,
-) -> tuple[str, bool]:
-    """Make the package available on the machine: (package dir, transferred?).
+    url: str | None = None,
+) -> Delivery:
+    """Make the package available on the machine.
 
     ``present`` is (archive with this checksum there, extracted) from the probe;
-    the packages directory exists (made by the probe)."""
+    the packages directory exists (made by the probe). With ``url`` the machine
+    pulls the package (curl or wget); SFTP push is the fallback."""
     paths = RemotePaths.of(work_dir, pkg)
     have, extracted = present
     if have and extracted:
-        return paths.directory, False
+        return Delivery(paths.directory, None)
     if have:
         await s.run("package extract", extract_command(paths), transfer_limit)
-        return paths.directory, False
+        return Delivery(paths.directory, None)
     part = paths.archive + ".part"
-    await s.put("package upload", str(pkg.path), part, transfer_limit)
+    method, note = "sftp", None
+    if url is not None:
+        try:
+            await s.run("package download", pull_command(url, part, transfer_limit), transfer_limit)
+            method = "http"
+        except RemoteCommandFailed as e:
+            note = (
+                "no curl or wget on the machine: pushed by SFTP"
+                if e.exit_status == NO_DOWNLOADER
+                else f"download failed ({e}): pushed by SFTP"
+            )
+    if method == "sftp":
+        await s.put("package upload", str(pkg.path), part, transfer_limit)
     try:
         await s.run("package verify", verify_command(part, pkg.sha256), command_limit)
     except RemoteCommandFailed:
-        raise MachineError("package verify failed: the uploaded file's SHA-256 differs") from None
+        raise MachineError(
+            f"package verify failed: the file received by {method} has another SHA-256"
+        ) from None
     move = f"mv -f -- {shlex.quote(part)} {shlex.quote(paths.archive)}"
     await s.run("package extract", f"{move} && {extract_command(paths)}", transfer_limit)
-    return paths.directory, True
+    return Delivery(paths.directory, method, note)
+
+
+NO_DOWNLOADER = 97
+"""Exit status of the pull command when the machine has neither curl nor wget."""
+
+
+def pull_command(url: str, part: str, limit: float) -> str:
+    """Download ``url`` to ``part`` with curl or wget; exit NO_DOWNLOADER if neither."""
+    u, p, t = shlex.quote(url), shlex.quote(part), str(int(max(1, limit)))
+    return (
+        "if command -v curl >/dev/null 2>&1; then "
+        f"curl -fsS --connect-timeout 10 --max-time {t} -o {p} {u}; "
+        "elif command -v wget >/dev/null 2>&1; then "
+        f"wget -q -T 30 -O {p} {u}; "
+        f"else exit {NO_DOWNLOADER}; fi"
+    )

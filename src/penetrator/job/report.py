@@ -26,6 +26,7 @@ class MachineResult:
     error: str | None = None  # short, credential-free
     durations: dict[str, float] = field(default_factory=dict)  # step -> seconds (summed)
     transferred: bool = False  # the package was sent in this run
+    delivery: str | None = None  # how: "sftp" (pushed) or "http" (pulled from the job)
     skipped: bool = False  # already a Node with this task's label: nothing done
     host_key: str | None = None  # SHA256:... fingerprint seen
     arch: str | None = None

@@ -20,6 +20,7 @@ from typing import TypeVar
 from penetrator.api import MachinePhase, truncate_error
 from penetrator.api.jobconfig import (
     UNAME_TO_ARCH,
+    Distribution,
     HostKeyPolicy,
     JobConfig,
     Machine,
@@ -29,6 +30,7 @@ from penetrator.job.cluster import Cluster
 from penetrator.job.credentials import Credentials
 from penetrator.job.hostkeys import HostKeyMismatch, HostKeyStore, HostKeyUnknown
 from penetrator.job.package import Package, RemotePaths, ensure_package, parse_probe, probe_script
+from penetrator.job.pkgserver import PackageServer
 from penetrator.job.report import MachineResult, Reporter
 from penetrator.job.template import join_path, render_install, write_file_command
 from penetrator.job.transport import (
@@ -58,6 +60,7 @@ class JobContext:
     rng: random.Random = field(default_factory=random.Random)
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     transfers: asyncio.Semaphore | None = None  # made by run_job from the config
+    server: PackageServer | None = None  # distribution http: started by run_job
 
 
 class _Skip(Exception):
@@ -160,10 +163,15 @@ async def attempt(ctx: JobContext, m: Machine, r: MachineResult) -> None:
                 raise MachineError(f"no package for {arch} in the job config")
             _phase(ctx, r, MachinePhase.TRANSFERRING)
             async with _timed(r, "transfer"), ctx.transfers or _unbounded():
-                pkg_dir, sent = await ensure_package(
-                    s, pkg, work_dir, prep.packages[arch], t.transfer, t.command
+                url = ctx.server.url(s.local_address(), pkg) if ctx.server else None
+                got = await ensure_package(
+                    s, pkg, work_dir, prep.packages[arch], t.transfer, t.command, url
                 )
-            r.transferred = r.transferred or sent
+            pkg_dir = got.directory
+            if got.method is not None:
+                r.transferred, r.delivery = True, got.method
+            if got.note and got.note not in r.warnings:
+                r.warnings.append(truncate_error(got.note))
         _phase(ctx, r, MachinePhase.INSTALLING)
         abs_cfg = cfg.model_copy(update={"work_dir": work_dir})
         rendered = render_install(
@@ -263,7 +271,17 @@ async def run_job(
         async with sem:
             return await install_machine(ctx, m, r)
 
-    await asyncio.gather(*(one(m, r) for m, r in zip(ctx.cfg.machines, results, strict=True)))
+    started_server = False
+    if ctx.cfg.distribution is Distribution.HTTP and ctx.packages and ctx.server is None:
+        ctx.server = PackageServer(ctx.packages, port=ctx.cfg.http_port)
+        await ctx.server.start()
+        started_server = True
+    try:
+        pairs = zip(ctx.cfg.machines, results, strict=True)
+        await asyncio.gather(*(one(m, r) for m, r in pairs))
+    finally:
+        if started_server and ctx.server is not None:
+            await ctx.server.close()
     if ctx.reporter is not None:
         ctx.reporter.close()
     return results

@@ -176,6 +176,11 @@ class Session:
 
         await with_timeout(step, limit, go())
 
+    def local_address(self) -> str:
+        """Our address as the machine sees it (the proxy node's, on its LAN)."""
+        sockname = self.conn.get_extra_info("sockname")
+        return str(sockname[0]) if sockname else ""
+
     def close(self) -> None:
         self.conn.close()
 
