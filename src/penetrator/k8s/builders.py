@@ -1,0 +1,340 @@
+"""Pure builders of the objects that serve a NodeTask (typed lightkube models).
+
+Every object lives in ``edge-system``, carries the task's label and an
+ownerReference to the task (controller, blockOwnerDeletion), so deleting the task
+garbage-collects it. Names come from the task's annotations (compat.md):
+
+* ConfigMap ``<configmap-name>``: ``config.json``, the job config (no secret);
+* ConfigMap ``<configmap-name>-results``: the results document (no secret);
+* Secret ``<configmap-name>-credentials``: ``token`` (bootstrap token), a copy of the
+  SSH credential (``passwd`` or ``sshkey``) and, if given, ``known_hosts``;
+* Job ``<job-name>``: one pod running ``penetrator job`` on the proxy node (or on
+  the control plane in direct mode).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from lightkube.models.batch_v1 import JobSpec
+from lightkube.models.core_v1 import (
+    Affinity,
+    ConfigMapVolumeSource,
+    Container,
+    EnvVar,
+    EnvVarSource,
+    NodeAffinity,
+    NodeSelector,
+    NodeSelectorRequirement,
+    NodeSelectorTerm,
+    ObjectFieldSelector,
+    PodSpec,
+    PodTemplateSpec,
+    SecretVolumeSource,
+    Toleration,
+    Volume,
+    VolumeMount,
+)
+from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
+from lightkube.resources.batch_v1 import Job
+from lightkube.resources.core_v1 import ConfigMap, Secret
+
+from penetrator.api import (
+    API_VERSION,
+    CREDENTIAL_PASSWORD_KEY,
+    CREDENTIAL_SSHKEY_KEY,
+    KIND,
+    MAX_OBJECT_NAME_LENGTH,
+    NAMESPACE,
+    NODE_LABEL,
+    NodeTask,
+)
+from penetrator.api.jobconfig import JobConfig
+from penetrator.api.results import RESULTS_KEY, ResultsDoc, results_configmap_name
+from penetrator.k8s.bootstrap_token import BootstrapToken
+
+CONFIG_KEY: Final = "config.json"
+CONFIG_DIR: Final = "/etc/penetrator/job"
+CREDENTIALS_DIR: Final = "/etc/penetrator/credentials"
+TOKEN_KEY: Final = "token"  # noqa: S105 - a key name
+KNOWN_HOSTS_KEY: Final = "known_hosts"
+SECRET_SUFFIX: Final = "-credentials"  # noqa: S105 - a name suffix
+MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "penetrator"}
+TASK_NAME_LABEL: Final = "nodetask.apps.superedge.io/task"
+ROUND_ANNOTATION: Final = "nodetask.apps.superedge.io/round"
+HOSTNAME_LABEL: Final = "kubernetes.io/hostname"
+CONTROL_PLANE_LABEL: Final = "node-role.kubernetes.io/control-plane"
+CONTROL_PLANE_TOLERATIONS: Final = (
+    Toleration(key="node-role.kubernetes.io/control-plane", operator="Exists", effect="NoSchedule"),
+    Toleration(key="node-role.kubernetes.io/master", operator="Exists", effect="NoSchedule"),
+)
+SECRET_FILE_MODE: Final = 0o400
+
+
+class BuildError(ValueError):
+    """The task lacks what the builders need (names, label, uid)."""
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """How the Job is made (the operator's Settings fill this in)."""
+
+    image: str = "penetrator:latest"
+    command: tuple[str, ...] = ("penetrator",)
+    """argv before ``job ...`` (the image's entry point; the sandbox runs it from the venv)."""
+    service_account: str = "penetrator-job"
+    active_deadline_seconds: int = 3600
+    image_pull_policy: str = "IfNotPresent"
+    report: bool = True
+    """Pass ``--report-configmap`` (the job writes results through the API)."""
+    cloud_node_label: str = CONTROL_PLANE_LABEL
+    """Direct mode: the Job runs on a node carrying this label (the control plane)."""
+    extra_args: tuple[str, ...] = ()
+    job_config_defaults: Mapping[str, Any] = field(default_factory=dict)
+    """Merged into every job config (packages, template, hostKeyPolicy, ...)."""
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """What machines join: the API server endpoint and the CA pin."""
+
+    server: str
+    """https://host:port, as in ``cluster-info``."""
+    ca_cert_hash: str
+    """``sha256:<hex>`` of the CA's SubjectPublicKeyInfo."""
+
+    @property
+    def endpoint(self) -> str:
+        """``host:port`` (kubeadm's apiServerEndpoint)."""
+        parts = urlsplit(self.server)
+        host = parts.hostname or ""
+        port = parts.port or 443
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# --- names --------------------------------------------------------------------------
+
+
+def _require(task: NodeTask) -> tuple[str, str, str, str]:
+    """(job name, configmap name, task label, uid) or ``BuildError``."""
+    missing = [
+        what
+        for what, value in (
+            ("annotation app.superedge.io/job-name", task.job_name),
+            ("annotation app.superedge.io/configmap-name", task.configmap_name),
+            ("label app.superedge.io/node-label", task.task_label),
+            ("metadata.uid", task.metadata.uid),
+        )
+        if not value
+    ]
+    if missing:
+        raise BuildError(f"task {task.name}: missing {', '.join(missing)}")
+    return (
+        task.job_name or "",
+        task.configmap_name or "",
+        task.task_label or "",
+        task.metadata.uid or "",
+    )
+
+
+def secret_name(task: NodeTask) -> str:
+    _, cm, _, _ = _require(task)
+    return cm[: MAX_OBJECT_NAME_LENGTH - len(SECRET_SUFFIX)].rstrip("-.") + SECRET_SUFFIX
+
+
+def results_name(task: NodeTask) -> str:
+    _, cm, _, _ = _require(task)
+    return results_configmap_name(cm)
+
+
+def owner_reference(task: NodeTask) -> OwnerReference:
+    _, _, _, uid = _require(task)
+    return OwnerReference(
+        apiVersion=API_VERSION,
+        kind=KIND,
+        name=task.name,
+        uid=uid,
+        controller=True,
+        blockOwnerDeletion=True,
+    )
+
+
+def _meta(task: NodeTask, name: str, annotations: dict[str, str] | None = None) -> ObjectMeta:
+    _, _, label, _ = _require(task)
+    return ObjectMeta(
+        name=name,
+        namespace=NAMESPACE,
+        labels={NODE_LABEL: label, TASK_NAME_LABEL: task.name[:63].rstrip("-."), **MANAGED_BY},
+        annotations=annotations or None,
+        ownerReferences=[owner_reference(task)],
+    )
+
+
+# --- the job config and ConfigMaps ------------------------------------------------------
+
+
+def build_job_config(
+    task: NodeTask,
+    machines: Mapping[str, str],
+    cluster: ClusterInfo,
+    defaults: Mapping[str, Any] | None = None,
+) -> JobConfig:
+    """The job config for ``machines`` (name -> IP). ``defaults`` (settings) may set
+    packages, template, hostKeyPolicy, concurrency, ...; the task's own facts win."""
+    _, _, label, _ = _require(task)
+    data: dict[str, Any] = dict(defaults or {})
+    data.update(
+        sshPort=task.spec.ssh_port,
+        taskLabel=label,
+        apiServer=cluster.endpoint,
+        caCertHash=cluster.ca_cert_hash,
+    )
+    return JobConfig.from_plan(dict(machines), **data)
+
+
+def build_configmap(task: NodeTask, job_config: JobConfig, round_: int = 0) -> ConfigMap:
+    """The task's ConfigMap: ``config.json`` (compact JSON; no secret by construction:
+    ``JobConfig`` has no field for one)."""
+    _, cm, _, _ = _require(task)
+    text = job_config.model_dump_json(by_alias=True, exclude_none=True)
+    return ConfigMap(
+        apiVersion="v1",
+        kind="ConfigMap",
+        metadata=_meta(task, cm, {ROUND_ANNOTATION: str(round_)}),
+        data={CONFIG_KEY: text},
+    )
+
+
+def build_results_configmap(task: NodeTask, doc: ResultsDoc) -> ConfigMap:
+    return ConfigMap(
+        apiVersion="v1",
+        kind="ConfigMap",
+        metadata=_meta(task, results_name(task)),
+        data={RESULTS_KEY: doc.to_json()},
+    )
+
+
+# --- the Secret ----------------------------------------------------------------------------
+
+
+def _b64(text: str | bytes) -> str:
+    raw = text.encode() if isinstance(text, str) else text
+    return base64.b64encode(raw).decode()
+
+
+def build_secret(
+    task: NodeTask,
+    token: BootstrapToken,
+    credential: Mapping[str, bytes] | None = None,
+    known_hosts: str | None = None,
+) -> Secret:
+    """The task's Secret: the bootstrap token, a copy of the SSH credential (``passwd``
+    or ``sshkey`` from the user's Secret, as raw bytes; other keys are not copied) and
+    the host keys to pin. ``repr`` of the result holds the secret: never log it."""
+    data = {TOKEN_KEY: _b64(token.value)}
+    for key in (CREDENTIAL_PASSWORD_KEY, CREDENTIAL_SSHKEY_KEY):
+        if credential is not None and key in credential:
+            data[key] = _b64(credential[key])
+    if known_hosts:
+        data[KNOWN_HOSTS_KEY] = _b64(known_hosts)
+    return Secret(
+        apiVersion="v1",
+        kind="Secret",
+        type="Opaque",
+        metadata=_meta(task, secret_name(task)),
+        data=data,
+    )
+
+
+# --- the Job ---------------------------------------------------------------------------------
+
+
+def job_argv(task: NodeTask, settings: JobSettings) -> list[str]:
+    argv = [
+        *settings.command,
+        "job",
+        "--config",
+        f"{CONFIG_DIR}/{CONFIG_KEY}",
+        "--credentials",
+        CREDENTIALS_DIR,
+    ]
+    if settings.report:
+        argv += ["--report-configmap", results_name(task)]
+    return [*argv, *settings.extra_args]
+
+
+def _affinity(task: NodeTask, settings: JobSettings) -> Affinity:
+    if task.spec.proxy_node:
+        req = NodeSelectorRequirement(
+            key=HOSTNAME_LABEL, operator="In", values=[task.spec.proxy_node]
+        )
+    else:
+        req = NodeSelectorRequirement(key=settings.cloud_node_label, operator="Exists")
+    return Affinity(
+        nodeAffinity=NodeAffinity(
+            requiredDuringSchedulingIgnoredDuringExecution=NodeSelector(
+                nodeSelectorTerms=[NodeSelectorTerm(matchExpressions=[req])]
+            )
+        )
+    )
+
+
+def build_job(task: NodeTask, settings: JobSettings, round_: int = 0) -> Job:
+    """The task's one Job: ``backoffLimit: 0`` (rounds are the operator's business),
+    ``activeDeadlineSeconds`` from settings, on the proxy node (node affinity on
+    ``kubernetes.io/hostname``) or, in direct mode, on the control plane; the usual
+    control-plane taints tolerated; config and credentials mounted read-only, the
+    Secret with mode 0400."""
+    job_name, cm, _, _ = _require(task)
+    meta = _meta(task, job_name, {ROUND_ANNOTATION: str(round_)})
+    pod_labels = dict(meta.labels or {})
+    container = Container(
+        name="install",
+        image=settings.image,
+        imagePullPolicy=settings.image_pull_policy,
+        command=job_argv(task, settings),
+        env=[
+            EnvVar(
+                name="POD_NAMESPACE",
+                valueFrom=EnvVarSource(
+                    fieldRef=ObjectFieldSelector(fieldPath="metadata.namespace")
+                ),
+            ),
+        ],
+        volumeMounts=[
+            VolumeMount(name="config", mountPath=CONFIG_DIR, readOnly=True),
+            VolumeMount(name="credentials", mountPath=CREDENTIALS_DIR, readOnly=True),
+        ],
+    )
+    pod = PodSpec(
+        restartPolicy="Never",
+        serviceAccountName=settings.service_account,
+        automountServiceAccountToken=True,
+        enableServiceLinks=False,
+        affinity=_affinity(task, settings),
+        tolerations=list(CONTROL_PLANE_TOLERATIONS),
+        containers=[container],
+        volumes=[
+            Volume(name="config", configMap=ConfigMapVolumeSource(name=cm)),
+            Volume(
+                name="credentials",
+                secret=SecretVolumeSource(
+                    secretName=secret_name(task), defaultMode=SECRET_FILE_MODE
+                ),
+            ),
+        ],
+    )
+    return Job(
+        apiVersion="batch/v1",
+        kind="Job",
+        metadata=meta,
+        spec=JobSpec(
+            backoffLimit=0,
+            activeDeadlineSeconds=settings.active_deadline_seconds,
+            template=PodTemplateSpec(metadata=ObjectMeta(labels=pod_labels), spec=pod),
+        ),
+    )

@@ -1,0 +1,298 @@
+"""k8s.builders, k8s.clusterinfo, k8s.tokens, k8s.observe: pure parts."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import re
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.x509.oid import NameOID
+
+from penetrator.api import (
+    API_VERSION,
+    CONFIGMAP_NAME_ANNOTATION,
+    JOB_NAME_ANNOTATION,
+    NODE_LABEL,
+    NodeTask,
+)
+from penetrator.api.jobconfig import JobConfig
+from penetrator.api.results import MachineResult, ResultsDoc, results_configmap_name
+from penetrator.k8s.bootstrap_token import BootstrapToken, bootstrap_token_secret
+from penetrator.k8s.builders import (
+    BuildError,
+    ClusterInfo,
+    JobSettings,
+    build_configmap,
+    build_job,
+    build_job_config,
+    build_results_configmap,
+    build_secret,
+    results_name,
+    secret_name,
+)
+from penetrator.k8s.clusterinfo import ClusterInfoError, ca_cert_hash, parse_cluster_info
+from penetrator.k8s.observe import installed_nodes, observe_job
+from penetrator.k8s.tokens import pick_token, token_from_secret
+from penetrator.plan.prepare import default_configmap_name, default_job_name, prepare
+
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+CLUSTER = ClusterInfo("https://172.31.0.1:6443", "sha256:" + "ab" * 32)
+DEFAULTS = {"packages": {"amd64": "/opt/pkg/amd64.tgz"}}
+
+
+def task(proxy: str | None = "proxy-1", **meta: Any) -> NodeTask:
+    spec: dict[str, Any] = {
+        "sshCredential": "login",
+        "nodeNamesOverride": {"edge-aaaaaa": "10.0.0.1", "edge-bbbbbb": "10.0.0.2"},
+        "sshPort": 2222,
+    }
+    if proxy is not None:
+        spec["proxyNode"] = proxy
+    metadata: dict[str, Any] = {
+        "name": "nodes",
+        "uid": "1234-uid",
+        "labels": {NODE_LABEL: "nodes-x1y2z3"},
+        "annotations": {JOB_NAME_ANNOTATION: "nodes-job", CONFIGMAP_NAME_ANNOTATION: "nodes-cm"},
+    }
+    metadata.update(meta)
+    return NodeTask.from_dict(
+        {"apiVersion": API_VERSION, "kind": "NodeTask", "metadata": metadata, "spec": spec}
+    )
+
+
+def owner_ok(obj: Any, t: NodeTask) -> None:
+    refs = obj.metadata.ownerReferences
+    assert len(refs) == 1
+    ref = refs[0]
+    assert (ref.apiVersion, ref.kind, ref.name, ref.uid) == (
+        API_VERSION,
+        "NodeTask",
+        t.name,
+        "1234-uid",
+    )
+    assert ref.controller is True
+    assert ref.blockOwnerDeletion is True
+    assert obj.metadata.namespace == "edge-system"
+    assert obj.metadata.labels[NODE_LABEL] == "nodes-x1y2z3"
+
+
+def test_configmap_holds_the_job_config_and_no_secret() -> None:
+    t = task()
+    cfg = build_job_config(t, {"edge-aaaaaa": "10.0.0.1"}, CLUSTER, DEFAULTS)
+    cm = build_configmap(t, cfg, round_=2)
+    owner_ok(cm, t)
+    assert cm.metadata.name == "nodes-cm"
+    data = json.loads(cm.data["config.json"])
+    assert data["machines"] == [{"name": "edge-aaaaaa", "ip": "10.0.0.1"}]
+    assert data["apiServer"] == "172.31.0.1:6443"
+    assert data["caCertHash"] == CLUSTER.ca_cert_hash
+    assert data["taskLabel"] == "nodes-x1y2z3"
+    assert data["sshPort"] == 2222
+    assert JobConfig.model_validate(data) == cfg  # the job reads back what we wrote
+    text = cm.data["config.json"]
+    assert not re.search(r"[a-z0-9]{6}\.[a-z0-9]{16}", text)  # no bootstrap token
+    assert "passwd" not in text
+    assert "PRIVATE KEY" not in text
+    assert cm.metadata.annotations["nodetask.apps.superedge.io/round"] == "2"
+
+
+def test_secret_holds_token_credential_and_known_hosts() -> None:
+    t = task()
+    token = BootstrapToken("abcdef", "0123456789abcdef", NOW)
+    s = build_secret(
+        t, token, {"passwd": b"hunter2", "other": b"x"}, known_hosts="10.0.0.1 ssh-ed25519 AAAA"
+    )
+    owner_ok(s, t)
+    assert s.metadata.name == secret_name(t) == "nodes-cm-credentials"
+    decoded = {k: base64.b64decode(v).decode() for k, v in s.data.items()}
+    assert decoded == {
+        "token": "abcdef.0123456789abcdef",
+        "passwd": "hunter2",
+        "known_hosts": "10.0.0.1 ssh-ed25519 AAAA",
+    }
+    assert s.stringData is None
+
+
+def test_results_configmap_name_and_content() -> None:
+    t = task()
+    doc = ResultsDoc(round=1, machines={"edge-aaaaaa": MachineResult(ip="10.0.0.1", attempts=1)})
+    cm = build_results_configmap(t, doc)
+    owner_ok(cm, t)
+    assert cm.metadata.name == results_name(t) == "nodes-cm-results"
+    assert ResultsDoc.from_json(cm.data["results.json"]) == doc
+    long = "a" * 253
+    assert len(results_configmap_name(long)) == 253
+    assert results_configmap_name(long).endswith("-results")
+
+
+def test_job_on_the_proxy_node() -> None:
+    t = task()
+    j = build_job(t, JobSettings(image="img:1", active_deadline_seconds=900), round_=3)
+    owner_ok(j, t)
+    assert j.metadata.name == "nodes-job"
+    spec = j.spec
+    assert spec.backoffLimit == 0
+    assert spec.activeDeadlineSeconds == 900
+    pod = spec.template.spec
+    assert pod.restartPolicy == "Never"
+    assert pod.serviceAccountName == "penetrator-job"
+    term = pod.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution
+    req = term.nodeSelectorTerms[0].matchExpressions[0]
+    assert (req.key, req.operator, req.values) == ("kubernetes.io/hostname", "In", ["proxy-1"])
+    assert {(x.key, x.operator, x.effect) for x in pod.tolerations} >= {
+        ("node-role.kubernetes.io/control-plane", "Exists", "NoSchedule")
+    }
+    (c,) = pod.containers
+    assert c.image == "img:1"
+    assert c.command == [
+        "penetrator",
+        "job",
+        "--config",
+        "/etc/penetrator/job/config.json",
+        "--credentials",
+        "/etc/penetrator/credentials",
+        "--report-configmap",
+        "nodes-cm-results",
+    ]
+    assert all(m.readOnly for m in c.volumeMounts)
+    vols = {v.name: v for v in pod.volumes}
+    assert vols["config"].configMap.name == "nodes-cm"
+    assert vols["credentials"].secret.secretName == "nodes-cm-credentials"
+    assert vols["credentials"].secret.defaultMode == 0o400
+
+
+def test_job_in_direct_mode_runs_on_the_control_plane() -> None:
+    for proxy in (None, ""):
+        j = build_job(task(proxy=proxy), JobSettings(report=False))
+        pod = j.spec.template.spec
+        term = pod.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution
+        req = term.nodeSelectorTerms[0].matchExpressions[0]
+        assert (req.key, req.operator) == ("node-role.kubernetes.io/control-plane", "Exists")
+        assert "--report-configmap" not in pod.containers[0].command
+
+
+def test_builders_refuse_an_unprepared_task() -> None:
+    t = task(annotations={})
+    with pytest.raises(BuildError, match="job-name"):
+        build_job(t, JobSettings())
+
+
+def test_prepare_fills_in_label_names_and_annotations() -> None:
+    import random
+
+    raw = {
+        "apiVersion": API_VERSION,
+        "kind": "NodeTask",
+        "metadata": {"name": "nodes", "uid": "u-9"},
+        "spec": {
+            "sshCredential": "login",
+            "nodeNamePrefix": "edge",
+            "targetMachines": ["10.0.0.1", "10.0.0.2", "10.0.0.1"],
+        },
+    }
+    t = NodeTask.from_dict(raw)
+    prep = prepare(t, random.Random(1))
+    assert prep is not None
+    patch = prep.patch()
+    assert patch["metadata"]["annotations"] == {  # type: ignore[index]
+        JOB_NAME_ANNOTATION: default_job_name("nodes", "u-9"),
+        CONFIGMAP_NAME_ANNOTATION: default_configmap_name("nodes", "u-9"),
+    }
+    assert patch["metadata"]["labels"][NODE_LABEL].startswith("nodes-")  # type: ignore[index]
+    names = patch["spec"]["nodeNamesOverride"]  # type: ignore[index]
+    assert sorted(names.values()) == ["10.0.0.1", "10.0.0.2"]
+    merged = {**raw, "metadata": {**raw["metadata"], **patch["metadata"]}}  # type: ignore[dict-item]
+    merged["spec"] = {**raw["spec"], **patch["spec"]}  # type: ignore[dict-item]
+    again = NodeTask.from_dict(merged)
+    assert prepare(again, random.Random(2)) is None
+    assert len(default_job_name("x" * 253, "u")) <= 63
+
+
+def _ca() -> tuple[bytes, str]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kubernetes")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(NOW)
+        .not_valid_after(NOW + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    import hashlib
+
+    spki = key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return cert.public_bytes(Encoding.PEM), "sha256:" + hashlib.sha256(spki).hexdigest()
+
+
+def test_cluster_info_server_and_ca_pin() -> None:
+    pem, expected = _ca()
+    assert ca_cert_hash(pem) == expected
+    kubeconfig = (
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: ''\n  cluster:\n"
+        "    server: https://172.31.0.1:6443\n"
+        f"    certificate-authority-data: {base64.b64encode(pem).decode()}\n"
+    )
+    info = parse_cluster_info(kubeconfig)
+    assert info == ClusterInfo("https://172.31.0.1:6443", expected)
+    assert info.endpoint == "172.31.0.1:6443"
+    assert parse_cluster_info(kubeconfig, "https://[fd00::1]:443").endpoint == "[fd00::1]:443"
+    with pytest.raises(ClusterInfoError):
+        parse_cluster_info("clusters: []")
+
+
+def test_token_from_secret_and_pick() -> None:
+    good = BootstrapToken("abcdef", "0123456789abcdef", NOW + dt.timedelta(hours=10))
+    body = bootstrap_token_secret(good, "d")
+    data = {k: base64.b64encode(v.encode()).decode() for k, v in body["stringData"].items()}
+    assert token_from_secret(body["type"], data) == good
+    assert token_from_secret("Opaque", data) is None
+    assert token_from_secret(body["type"], {**data, "expiration": ""}) is None
+    soon = BootstrapToken("zzzzzz", "0123456789abcdef", NOW + dt.timedelta(minutes=30))
+    assert pick_token([soon, good], NOW, dt.timedelta(hours=1)) == good
+    assert pick_token([soon], NOW, dt.timedelta(hours=1)) is None
+    assert "0123456789abcdef" not in repr(good)
+
+
+def test_observe_job_conditions() -> None:
+    base = {"metadata": {"name": "j", "uid": "u"}}
+    assert not observe_job(base).finished
+    failing = {**base, "status": {"conditions": [{"type": "FailureTarget", "status": "True"}]}}
+    assert not observe_job(failing).finished  # pods may still run
+    failed = {
+        **base,
+        "status": {
+            "conditions": [{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]
+        },
+    }
+    o = observe_job(failed)
+    assert (o.finished, o.succeeded, o.reason) == (True, False, "DeadlineExceeded")
+    done = {**base, "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    assert observe_job(done).succeeded
+    deleting = {"metadata": {"name": "j", "uid": "u", "deletionTimestamp": "2026-01-01T00:00:00Z"}}
+    assert observe_job(deleting).deleting
+
+
+def test_installed_nodes_by_label() -> None:
+    nodes = [
+        {
+            "metadata": {"name": "a", "labels": {NODE_LABEL: "t-1"}},
+            "status": {
+                "addresses": [
+                    {"type": "Hostname", "address": "a"},
+                    {"type": "InternalIP", "address": "10.0.0.1"},
+                ]
+            },
+        },
+        {"metadata": {"name": "b", "labels": {NODE_LABEL: "other"}}},
+    ]
+    assert installed_nodes(nodes, "t-1") == {"a": "10.0.0.1"}
