@@ -1,0 +1,342 @@
+"""One reconcile of one task: observe, decide (``plan.reconcile``), apply.
+
+Observing costs a fixed number of requests, whatever the size of the cluster: the
+Nodes carrying the task's label (one list by label selector), the task's Job (one
+get), its results ConfigMap (one get). Other tasks come from the Kopf index. Every
+write is a server-side apply with our field manager, except the Job (create: a
+second Job of the same name is refused by the API server) and the status (apply on
+the status subresource).
+
+Nothing secret is logged: exceptions are reported by type and HTTP status only.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import random
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from lightkube import AsyncClient
+from lightkube.core.exceptions import ApiError
+from lightkube.generic_resource import create_global_resource
+from lightkube.models.core_v1 import EventSource, ObjectReference
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.batch_v1 import Job
+from lightkube.resources.core_v1 import ConfigMap, Event, Node, Secret
+from lightkube.types import CascadeType, PatchType
+
+from penetrator.api import (
+    API_VERSION,
+    CREDENTIAL_PASSWORD_KEY,
+    CREDENTIAL_SSHKEY_KEY,
+    GROUP,
+    KIND,
+    NODE_LABEL,
+    PLURAL,
+    VERSION,
+    NodeTask,
+    NodeTaskStatus,
+    TaskPhase,
+)
+from penetrator.api.results import ResultsDoc
+from penetrator.k8s.builders import (
+    KNOWN_HOSTS_KEY,
+    ClusterInfo,
+    build_configmap,
+    build_job,
+    build_job_config,
+    build_results_configmap,
+    build_secret,
+    results_name,
+)
+from penetrator.k8s.clusterinfo import read_cluster_info
+from penetrator.k8s.observe import installed_nodes, observe_job
+from penetrator.k8s.tokens import ensure_bootstrap_token
+from penetrator.operator.metrics import Metrics
+from penetrator.operator.settings import Settings
+from penetrator.plan.prepare import prepare
+from penetrator.plan.reconcile import (
+    ApplyConfigMap,
+    ApplySecret,
+    CreateJob,
+    Decision,
+    DeleteJob,
+    EmitEvent,
+    ObservedJob,
+    RequeueAfter,
+    WriteResults,
+    reconcile,
+)
+
+log = logging.getLogger(__name__)
+NodeTaskResource = create_global_resource(GROUP, VERSION, KIND, PLURAL)
+USER_ERROR_REQUEUE = 30.0
+
+
+class UserError(Exception):
+    """Something the user must fix (missing credential Secret, ...): an Event, a
+    condition, and a retry later. The message holds no secret."""
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, ApiError):
+        return f"API error {e.status.code} ({e.status.reason})"
+    return type(e).__name__
+
+
+class Runtime:
+    """The operator's state that outlives one reconcile: the client, settings,
+    metrics and the cluster-info cache. Holds no per-task state."""
+
+    def __init__(self, client: AsyncClient, settings: Settings, metrics: Metrics) -> None:
+        self.client = client
+        self.settings = settings
+        self.metrics = metrics
+        self.rsettings = settings.reconcile_settings()
+        self.jsettings = settings.job_settings()
+        self.rng = random.SystemRandom()
+        self._cluster: ClusterInfo | None = None
+        self.requests = 0  # API requests made (bench: per reconcile)
+
+    # --- observe --------------------------------------------------------------------------
+
+    async def _get_optional(self, res: Any, name: str, namespace: str) -> Any | None:
+        self.requests += 1
+        try:
+            return await self.client.get(res, name, namespace=namespace)
+        except ApiError as e:
+            if e.status.code == 404:
+                return None
+            raise
+
+    async def observe(
+        self, task: NodeTask
+    ) -> tuple[dict[str, str], ObservedJob | None, ResultsDoc | None]:
+        assert task.task_label
+        assert task.job_name
+        self.requests += 1
+        nodes = [n async for n in self.client.list(Node, labels={NODE_LABEL: task.task_label})]
+        installed = installed_nodes(nodes, task.task_label)
+        job_obj = await self._get_optional(Job, task.job_name, self.settings.namespace)
+        job = observe_job(job_obj) if job_obj is not None else None
+        cm = await self._get_optional(ConfigMap, results_name(task), self.settings.namespace)
+        doc = ResultsDoc.from_configmap_data(cm.data) if cm is not None else None
+        return installed, job, doc
+
+    # --- the step ---------------------------------------------------------------------------
+
+    async def step(
+        self, body: Mapping[str, Any], busy: Mapping[str, str] | None = None
+    ) -> float | None:
+        """Reconcile the task ``body`` once; the seconds until the next step (None:
+        only on events)."""
+        self.metrics.reconciles.inc()
+        task = NodeTask.from_dict(_clean(body))
+        prep = prepare(task, self.rng)
+        if prep is not None:
+            await self._patch_task(task.name, prep.patch())
+            return 0.5  # the next step sees the prepared task
+        installed, job, doc = await self.observe(task)
+        now = datetime.now(UTC)
+        decision = reconcile(task, installed, job, doc, now, self.rsettings, busy)
+        requeue = decision.requeue_after
+        try:
+            await self.apply(task, decision)
+        except UserError as e:
+            await self.event(task, "Warning", "CannotStart", str(e))
+            requeue = USER_ERROR_REQUEUE
+        await self.write_status(task, decision.status)
+        self.metrics.task_status(task.name, decision.status)
+        if decision.round_finished is not None and doc is not None and doc.started is not None:
+            self.metrics.rounds_finished.inc()
+            self.metrics.round_duration.observe(max(0.0, (now - doc.started).total_seconds()))
+        return requeue
+
+    async def apply(self, task: NodeTask, decision: Decision) -> None:
+        for action in decision.actions:
+            try:
+                await self._apply_one(task, action)
+            except ApiError as e:
+                self.metrics.api_errors.labels(operation=type(action).__name__).inc()
+                if isinstance(action, CreateJob) and e.status.code == 409:
+                    log.info("task %s: job already exists; waiting for it", task.name)
+                    return
+                raise
+
+    async def _apply_one(self, task: NodeTask, action: Any) -> None:
+        ns = self.settings.namespace
+        fm = self.settings.field_manager
+        if isinstance(action, WriteResults):
+            self.requests += 1
+            await self.client.apply(
+                build_results_configmap(task, action.doc), field_manager=fm, force=True
+            )
+        elif isinstance(action, ApplySecret):
+            await self._apply_secret(task)
+        elif isinstance(action, ApplyConfigMap):
+            cluster = await self.cluster_info()
+            config = build_job_config(
+                task, action.machines, cluster, self.jsettings.job_config_defaults
+            )
+            self.requests += 1
+            await self.client.apply(
+                build_configmap(task, config, action.round), field_manager=fm, force=True
+            )
+        elif isinstance(action, CreateJob):
+            self.requests += 1
+            await self.client.create(build_job(task, self.jsettings, action.round))
+            self.metrics.rounds.inc()
+            log.info("task %s: round %d: job created", task.name, action.round)
+        elif isinstance(action, DeleteJob):
+            self.requests += 1
+            try:
+                await self.client.delete(
+                    Job, action.name, namespace=ns, cascade=CascadeType.FOREGROUND
+                )
+            except ApiError as e:
+                if e.status.code != 404:
+                    raise
+        elif isinstance(action, EmitEvent):
+            await self.event(task, action.type, action.reason, action.message)
+        elif isinstance(action, RequeueAfter):
+            pass
+
+    async def _apply_secret(self, task: NodeTask) -> None:
+        ns = self.settings.namespace
+        self.requests += 1
+        try:
+            user = await self.client.get(Secret, task.spec.ssh_credential, namespace=ns)
+        except ApiError as e:
+            if e.status.code == 404:
+                raise UserError(
+                    f"spec.sshCredential: Secret {ns}/{task.spec.ssh_credential} does not "
+                    f"exist; create it with key {CREDENTIAL_PASSWORD_KEY} or "
+                    f"{CREDENTIAL_SSHKEY_KEY}"
+                ) from None
+            raise
+        raw = {k: base64.b64decode(v) for k, v in (user.data or {}).items()}
+        if (CREDENTIAL_PASSWORD_KEY in raw) == (CREDENTIAL_SSHKEY_KEY in raw):
+            raise UserError(
+                f"spec.sshCredential: Secret {ns}/{task.spec.ssh_credential} must hold "
+                f"exactly one of the keys {CREDENTIAL_PASSWORD_KEY} and {CREDENTIAL_SSHKEY_KEY}"
+            )
+        known_hosts = raw.get(KNOWN_HOSTS_KEY)
+        self.requests += 2
+        token = await ensure_bootstrap_token(
+            self.client,
+            datetime.now(UTC),
+            ttl=timedelta(hours=self.settings.token_ttl_hours),
+            margin=timedelta(hours=self.settings.token_margin_hours),
+        )
+        secret = build_secret(
+            task, token, raw, known_hosts.decode(errors="replace") if known_hosts else None
+        )
+        self.requests += 1
+        await self.client.apply(secret, field_manager=self.settings.field_manager, force=True)
+
+    async def cluster_info(self) -> ClusterInfo:
+        if self._cluster is None:
+            self.requests += 1
+            self._cluster = await read_cluster_info(self.client, self.settings.api_server)
+        return self._cluster
+
+    # --- writes on the task ----------------------------------------------------------------
+
+    async def _patch_task(self, name: str, patch: dict[str, Any]) -> None:
+        self.requests += 1
+        await self.client.patch(NodeTaskResource, name, patch, patch_type=PatchType.MERGE)
+
+    async def write_status(self, task: NodeTask, status: NodeTaskStatus) -> None:
+        if status == task.status:
+            return
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {"name": task.name},
+            "status": status.to_dict(),
+        }
+        self.requests += 1
+        await self.client.patch(
+            NodeTaskResource.Status,
+            task.name,
+            body,
+            patch_type=PatchType.APPLY,
+            field_manager=self.settings.field_manager,
+            force=True,
+        )
+
+    async def event(self, task: NodeTask, type_: str, reason: str, message: str) -> None:
+        now = datetime.now(UTC)
+        ev = Event(
+            metadata=ObjectMeta(
+                generateName=f"{task.name[:200]}.", namespace=self.settings.namespace
+            ),
+            involvedObject=ObjectReference(
+                apiVersion=API_VERSION, kind=KIND, name=task.name, uid=task.metadata.uid
+            ),
+            reason=reason,
+            message=message[:1024],
+            type=type_,
+            firstTimestamp=now,
+            lastTimestamp=now,
+            count=1,
+            source=EventSource(component="penetrator-operator"),
+            reportingComponent="penetrator-operator",
+            reportingInstance=self.settings.identity[:128],
+        )
+        self.requests += 1
+        try:
+            await self.client.create(ev)
+        except ApiError as e:
+            self.metrics.api_errors.labels(operation="Event").inc()
+            log.warning("task %s: event %s not posted: %s", task.name, reason, _describe(e))
+
+
+def _clean(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A plain dict of the Kopf body (its views are mappings, not dicts)."""
+    out: dict[str, Any] = {}
+    for key in ("apiVersion", "kind", "metadata", "spec", "status"):
+        if key in body:
+            out[key] = _plain(body[key])
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def active_claims(tasks: Mapping[str, Mapping[str, Any]], me: str) -> dict[str, str]:
+    """IP -> name of an older active task (creationTimestamp, then name) that still
+    has the machine to install: those machines wait (no machine is installed by two
+    tasks at once). ``tasks``: name -> body (from the Kopf index)."""
+    mine = tasks.get(me)
+    if mine is None:
+        return {}
+
+    def key(body: Mapping[str, Any]) -> tuple[str, str]:
+        meta = body.get("metadata") or {}
+        return (str(meta.get("creationTimestamp") or ""), str(meta.get("name") or ""))
+
+    my_key = key(mine)
+    claims: dict[str, str] = {}
+    for name, body in tasks.items():
+        if name == me or key(body) >= my_key:
+            continue
+        status = body.get("status") or {}
+        if status.get("nodetaskStatus") in (TaskPhase.READY.value, TaskPhase.FAILED.value):
+            continue
+        pending = status.get("nodeStatus")
+        if pending is None:
+            pending = (body.get("spec") or {}).get("nodeNamesOverride") or {}
+            if not pending:
+                pending = {ip: ip for ip in (body.get("spec") or {}).get("targetMachines") or []}
+        for ip in pending.values():
+            claims.setdefault(str(ip), name)
+    return claims
