@@ -102,6 +102,7 @@ async def run_from_files(
     try:
         await run_job(ctx, results)
     finally:
+        reporter.close()
         if files.known_hosts_out is not None:
             write_pins(files.known_hosts_out, store.pins_text())
         if cluster is not None:

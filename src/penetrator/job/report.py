@@ -126,4 +126,5 @@ class Reporter:
             self.live(summary_line(self.results, now - self._t0))
         if self.results_path is not None and (final or now - self._last_write >= self.throttle):
             self._last_write = now
-            write_results(self.results_path, self.results, final, self.warnings)
+            done = final and all(r.phase.finished for r in self.results)
+            write_results(self.results_path, self.results, done, self.warnings)

@@ -40,10 +40,10 @@ from penetrator.job.transport import (
     connect,
     describe,
     is_transient,
-    with_timeout,
 )
 
 T = TypeVar("T")
+PROBE_MARK = "--penetrator-probe--"
 JOINED_MARKER = "joined"
 """``{work_dir}/joined`` holds the task label after a join; without cluster
 access it is how a later run knows the machine is done."""
@@ -103,6 +103,7 @@ async def prepare(
     wd = shlex.quote(work_dir)
     rel = {a: RemotePaths.of(".", p) for a, p in sorted(packages.items())}
     parts = [
+        f"echo {PROBE_MARK}",  # whatever a login script prints comes before this
         "uname -m",
         "umask 077",
         f"mkdir -p -- {wd}/packages",
@@ -111,7 +112,10 @@ async def prepare(
         f'printf "%s\\n" "$(cat -- {shlex.quote(JOINED_MARKER)} 2>/dev/null)"',
         *[probe_script(r) for r in rel.values()],
     ]
-    out = (await s.run("prepare", " && ".join(parts), limit)).split("\n")
+    text = await s.run("prepare", " && ".join(parts), limit)
+    out = text.split("\n")
+    marks = [i for i, line in enumerate(out) if line.strip() == PROBE_MARK]
+    out = out[marks[-1] + 1 :] if marks else []
     if len(out) < 3 + 2 * len(rel):
         raise MachineError("prepare: unexpected output from uname/pwd/sha256sum")
     present = {
@@ -211,9 +215,10 @@ async def attempt(ctx: JobContext, m: Machine, r: MachineResult) -> None:
         if rendered.files:
             await s.run("cleanup", cleanup, t.command)
         async with _timed(r, "wait_ready"):
-            await with_timeout(
-                "wait for Ready", t.wait_ready + 5, ctx.cluster.wait_ready(m.name, t.wait_ready)
-            )
+            try:
+                await ctx.cluster.wait_ready(m.name, t.wait_ready)
+            except TimeoutError as e:  # its own deadline: final, with what was seen
+                raise MachineError(f"joined, but {e}") from None
         await ctx.cluster.label_node(m.name, cfg.task_label)
         await s.run("record", record, t.command)
     finally:
