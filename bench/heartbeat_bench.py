@@ -191,7 +191,7 @@ def main() -> None:
                     ),
                     "get_nodes_median_s": round(med, 2),
                     "get_nodes_max_s": round(worst, 2),
-                    "load_avg_1m": os.getloadavg()[0],
+                    "load_avg_1m": round(os.getloadavg()[0], 1),
                     "nodes_listed": n,
                 }
                 rows.append(row)
