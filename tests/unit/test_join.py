@@ -422,3 +422,93 @@ async def test_the_service_follows_the_registry_and_the_down_fault(tmp_path: Pat
         assert m.task is not None
         m.task.cancel()
     await asyncio.sleep(0)
+
+
+# ------------------------------------------------------------- http client
+
+
+async def test_the_http_client_reads_chunked_and_sized_bodies_and_reconnects(
+    tmp_path: Path,
+) -> None:
+    import ssl
+
+    from penetrator.sandbox.join.http import Connection, HttpError, verified_context
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    import ipaddress
+
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(3)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    (tmp_path / "s.crt").write_bytes(pem)
+    (tmp_path / "s.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    sctx.load_cert_chain(tmp_path / "s.crt", tmp_path / "s.key")
+    served = {"n": 0}
+
+    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while True:
+            line = await r.readline()
+            if not line:
+                break
+            length = 0
+            while (h := await r.readline()) not in (b"\r\n", b""):
+                if h.lower().startswith(b"content-length:"):
+                    length = int(h.split(b":")[1])
+            body = await r.readexactly(length) if length else b""
+            served["n"] += 1
+            if b"/chunked" in line:
+                w.write(
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b'5\r\n{"a":\r\n3\r\n 1}\r\n0\r\n\r\n'
+                )
+            elif b"/close" in line:
+                w.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}")
+                await w.drain()
+                w.close()
+                return
+            else:
+                out = json.dumps({"echo": json.loads(body) if body else None}).encode()
+                w.write(b"HTTP/1.1 201 Created\r\nContent-Length: %d\r\n\r\n" % len(out) + out)
+            await w.drain()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=sctx)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        c = Connection(f"https://127.0.0.1:{port}", verified_context(pem), timeout=5)
+        r = await c.request("GET", "/chunked")
+        assert (r.status, r.json()) == (200, {"a": 1})
+        r = await c.request("POST", "/x", {"k": "v"})
+        assert (r.status, r.json()) == (201, {"echo": {"k": "v"}})
+        r = await c.request("GET", "/close")  # the server closes after answering
+        assert r.status == 404
+        r = await c.request("GET", "/chunked")  # a new connection, transparently
+        assert r.status == 200
+        await c.close()
+        other = Connection(f"https://127.0.0.1:{port}", verified_context(CA_PEM), timeout=5)
+        with pytest.raises(HttpError, match="not trusted"):
+            await other.request("GET", "/chunked")
+    finally:
+        server.close()
+        await server.wait_closed()
