@@ -10,6 +10,7 @@ import click
 
 from penetrator import __version__
 from penetrator.cli.job_cmd import job
+from penetrator.cli.operator_cmd import operator
 from penetrator.cli.sandbox_cmd import sandbox
 from penetrator.cli.testenv_cmd import testenv
 
@@ -23,6 +24,7 @@ def cli() -> None:
 cli.add_command(testenv)
 cli.add_command(sandbox)
 cli.add_command(job)
+cli.add_command(operator)
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import ConfigMap, Event, Node, Secret
 from lightkube.types import CascadeType, PatchType
+from pydantic import ValidationError
 
 from penetrator.api import (
     API_VERSION,
@@ -178,9 +179,18 @@ class Runtime:
             await self._apply_secret(task)
         elif isinstance(action, ApplyConfigMap):
             cluster = await self.cluster_info()
-            config = build_job_config(
-                task, action.machines, cluster, self.jsettings.job_config_defaults
-            )
+            try:
+                config = build_job_config(
+                    task, action.machines, cluster, self.jsettings.job_config_defaults
+                )
+            except ValidationError as e:
+                where = "; ".join(
+                    f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}"
+                    for err in e.errors()[:5]
+                )
+                raise UserError(
+                    f"the job config is invalid (operator setting job_config_defaults?): {where}"
+                ) from None
             self.requests += 1
             await self.client.apply(
                 build_configmap(task, config, action.round), field_manager=fm, force=True

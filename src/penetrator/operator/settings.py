@@ -86,7 +86,9 @@ class Settings(BaseModel):
         )
 
     @classmethod
-    def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    def load(
+        cls, env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+    ) -> Settings:
         """``PENETRATOR_<FIELD>`` variables (upper case; JSON for
         ``PENETRATOR_JOB_CONFIG_DEFAULTS``, or ``PENETRATOR_JOB_CONFIG_DEFAULTS_FILE``),
         then ``overrides`` (CLI options; None values ignored)."""
@@ -112,7 +114,7 @@ class Settings(BaseModel):
                 raise SettingsError(
                     f"{ENV_PREFIX}JOB_CONFIG_DEFAULTS: not JSON (an object of job config fields)"
                 ) from None
-        data.update({k: v for k, v in overrides.items() if v is not None})
+        data.update({k: v for k, v in (overrides or {}).items() if v is not None})
         try:
             return cls.model_validate(data)
         except ValidationError as e:

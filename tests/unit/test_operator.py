@@ -1,0 +1,204 @@
+"""operator: settings, claims between tasks, metrics, and the deploy/ manifests
+(least-privilege RBAC without wildcards, the Deployment)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import generate_latest
+
+from penetrator.api import NodeTaskStatus
+from penetrator.operator.metrics import Metrics
+from penetrator.operator.runtime import _clean, active_claims
+from penetrator.operator.settings import Settings, SettingsError
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+def docs(name: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((DEPLOY / name).read_text()) if d]
+
+
+# --- settings -----------------------------------------------------------------------
+
+
+def test_settings_from_env_then_overrides() -> None:
+    env = {
+        "PENETRATOR_MAX_ATTEMPTS": "5",
+        "PENETRATOR_JOB_COMMAND": "python -m penetrator",
+        "PENETRATOR_JOB_CONFIG_DEFAULTS": '{"packages": {"amd64": "/p.tgz"}}',
+        "PENETRATOR_METRICS_PORT": "",
+    }
+    s = Settings.load(env, {"max_attempts": 7, "image": None})
+    assert s.max_attempts == 7
+    assert s.job_command == ("python", "-m", "penetrator")
+    assert s.job_config_defaults == {"packages": {"amd64": "/p.tgz"}}
+    assert s.metrics_port == 8080
+    assert s.reconcile_settings().max_attempts == 7
+    assert s.job_settings().command == ("python", "-m", "penetrator")
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"PENETRATOR_MAX_ATTEMPTS": "0"}, "PENETRATOR_MAX_ATTEMPTS"),
+        ({"PENETRATOR_POLL_INTERVAL": "soon"}, "PENETRATOR_POLL_INTERVAL"),
+        ({"PENETRATOR_JOB_CONFIG_DEFAULTS": "{nope"}, "JOB_CONFIG_DEFAULTS"),
+        ({"PENETRATOR_JOB_CONFIG_DEFAULTS_FILE": "/nonexistent/x"}, "cannot read"),
+    ],
+)
+def test_settings_fail_fast_naming_the_variable(env: dict[str, str], needle: str) -> None:
+    with pytest.raises(SettingsError, match=needle):
+        Settings.load(env)
+
+
+def test_unknown_override_is_refused() -> None:
+    with pytest.raises(SettingsError):
+        Settings.load({}, {"no_such_setting": 1})
+
+
+# --- claims ---------------------------------------------------------------------------
+
+
+def body(name: str, created: str, plan: dict[str, str], status: dict[str, Any] | None = None):  # type: ignore[no-untyped-def]
+    return {
+        "metadata": {"name": name, "creationTimestamp": created},
+        "spec": {"nodeNamesOverride": plan},
+        "status": status or {},
+    }
+
+
+def test_older_active_task_holds_its_unfinished_machines() -> None:
+    tasks = {
+        "old": body("old", "2026-01-01T00:00:00Z", {"a": "10.0.0.1", "b": "10.0.0.2"}),
+        "new": body("new", "2026-01-02T00:00:00Z", {"c": "10.0.0.1"}),
+        "done": body(
+            "done",
+            "2025-01-01T00:00:00Z",
+            {"d": "10.0.0.2"},
+            {"nodetaskStatus": "ready", "nodeStatus": {}},
+        ),
+        "partial": body(
+            "partial",
+            "2025-06-01T00:00:00Z",
+            {"e": "10.0.0.3", "f": "10.0.0.4"},
+            {"nodetaskStatus": "creating", "nodeStatus": {"f": "10.0.0.4"}},
+        ),
+    }
+    assert active_claims(tasks, "new") == {
+        "10.0.0.1": "old",
+        "10.0.0.2": "old",
+        "10.0.0.4": "partial",
+    }
+    assert active_claims(tasks, "partial") == {}  # only "done" is older, and it is done
+    assert active_claims(tasks, "missing") == {}
+
+
+def test_same_creation_time_is_ordered_by_name() -> None:
+    t = "2026-01-01T00:00:00Z"
+    tasks = {"a": body("a", t, {"x": "10.0.0.1"}), "b": body("b", t, {"y": "10.0.0.1"})}
+    assert active_claims(tasks, "b") == {"10.0.0.1": "a"}
+    assert active_claims(tasks, "a") == {}
+
+
+def test_clean_turns_views_into_dicts() -> None:
+    from types import MappingProxyType
+
+    b = MappingProxyType({"metadata": MappingProxyType({"name": "x"}), "spec": {"l": (1, 2)}})
+    assert _clean(b) == {"metadata": {"name": "x"}, "spec": {"l": [1, 2]}}
+
+
+# --- metrics ----------------------------------------------------------------------------
+
+
+def test_metrics_by_state_and_phase() -> None:
+    m = Metrics()
+    m.task_status(
+        "a",
+        NodeTaskStatus.model_validate(
+            {
+                "nodetaskStatus": "creating",
+                "planned": 5,
+                "joined": 2,
+                "failed": 1,
+                "machines": {"x": {"phase": "installing"}, "y": {"phase": "failed"}},
+            }
+        ),
+    )
+    m.task_status(
+        "b", NodeTaskStatus.model_validate({"nodetaskStatus": "ready", "planned": 1, "joined": 1})
+    )
+    text = generate_latest(m.registry).decode()
+    assert 'penetrator_tasks{state="creating"} 1.0' in text
+    assert 'penetrator_tasks{state="ready"} 1.0' in text
+    assert 'penetrator_machines{phase="joined"} 3.0' in text
+    assert 'penetrator_machines{phase="installing"} 1.0' in text
+    assert 'penetrator_machines{phase="pending"} 1.0' in text
+    m.task_status("b", None)
+    assert 'penetrator_tasks{state="ready"} 0.0' in generate_latest(m.registry).decode()
+
+
+# --- deploy/ -----------------------------------------------------------------------------
+
+
+def test_no_wildcard_in_any_rbac_rule() -> None:
+    rules = [
+        (d["metadata"]["name"], r)
+        for d in docs("rbac.yaml")
+        if d["kind"] in ("Role", "ClusterRole")
+        for r in d["rules"]
+    ]
+    assert rules
+    for name, rule in rules:
+        for key in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
+            assert "*" not in rule.get(key, []), (name, rule)
+            assert all("*" not in str(v) for v in rule.get(key, [])), (name, rule)
+
+
+def test_job_service_account_has_only_what_the_job_needs() -> None:
+    by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs("rbac.yaml")}
+    cluster = by_name[("ClusterRole", "penetrator-job")]["rules"]
+    assert cluster == [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "patch", "delete"]}
+    ]
+    ns = by_name[("Role", "penetrator-job")]
+    assert ns["metadata"]["namespace"] == "edge-system"
+    assert ns["rules"] == [
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "patch"]}
+    ]
+
+
+def test_operator_cannot_touch_nodes_beyond_listing() -> None:
+    by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs("rbac.yaml")}
+    rules = by_name[("ClusterRole", "penetrator-operator")]["rules"]
+    nodes = [r for r in rules if "nodes" in r["resources"]]
+    assert nodes == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]}]
+    secrets = [
+        (d["metadata"]["namespace"], r["verbs"])
+        for d in docs("rbac.yaml")
+        if d["kind"] == "Role"
+        for r in d["rules"]
+        if "secrets" in r["resources"]
+    ]
+    assert ("kube-system", ["list", "create"]) in secrets
+    assert all("delete" not in verbs for _, verbs in secrets)
+
+
+def test_operator_deployment() -> None:
+    (dep,) = docs("operator.yaml")
+    assert dep["kind"] == "Deployment"
+    assert dep["metadata"]["namespace"] == "edge-system"
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "penetrator-operator"
+    (c,) = pod["containers"]
+    assert c["command"] == ["penetrator", "operator"]
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert any(t["key"] == "node-role.kubernetes.io/control-plane" for t in pod["tolerations"])
+    (ns,) = docs("namespace.yaml")
+    assert ns["metadata"]["name"] == "edge-system"
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    Settings.load({k: v for k, v in env.items() if v is not None})  # valid settings
