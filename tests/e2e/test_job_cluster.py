@@ -172,3 +172,52 @@ async def test_a_labelled_node_is_skipped_without_connecting(
     r2 = await install_machine(ctx2, other.machines[0], MachineResult("jt-done", "127.0.0.1"))
     assert r2.phase is MachinePhase.FAILED
     assert r2.error == "connection refused on port 1"
+
+
+def test_cli_reports_into_the_results_configmap(cluster: ControlPlane, tmp_path: Path) -> None:
+    """`penetrator job --kubeconfig --report-configmap`: a machine that refuses SSH
+    ends `failed` in the operator's results ConfigMap, with the job's message."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from penetrator.api.results import RESULTS_KEY
+
+    ns = f"jobtest-{os.getpid()}"
+    cluster.kubectl("create", "namespace", ns)
+    try:
+        cluster.kubectl("-n", ns, "create", "configmap", "results-1")
+        (tmp_path / "creds").mkdir()
+        (tmp_path / "creds" / "passwd").write_text("pw-unused\n")
+        (tmp_path / "creds" / "token").write_text(TOKEN)
+        cfg = {
+            "machines": [{"name": "jt-refuses", "ip": "127.0.0.1"}],
+            "sshPort": 1,
+            "taskLabel": LABEL,
+            "apiServer": "127.0.0.1:6443",
+            "caCertHash": "sha256:" + "0" * 64,
+            "template": {"join": [["true"]]},
+            "retry": {"attempts": 1},
+        }
+        (tmp_path / "job.yaml").write_text(yaml.safe_dump(cfg))
+        cp = subprocess.run(
+            [sys.executable, "-m", "penetrator.cli", "job", "--config", str(tmp_path / "job.yaml"),
+             "--credentials", str(tmp_path / "creds"), "--kubeconfig", str(cluster.kubeconfig),
+             "--report-configmap", "results-1"],
+            capture_output=True, text=True, timeout=60, check=False,
+            env={**os.environ, "POD_NAMESPACE": ns},
+        )  # fmt: skip
+        assert cp.returncode == 1, cp.stderr
+        line = json.loads(cp.stdout.splitlines()[0])
+        assert line["error"] == "connection refused on port 1"
+        out = cluster.kubectl("-n", ns, "get", "configmap", "results-1", "-o", "json").stdout
+        doc = json.loads(json.loads(out)["data"][RESULTS_KEY])
+        assert doc["done"] is True
+        m = doc["machines"]["jt-refuses"]
+        assert m["phase"] == "failed"
+        assert m["ip"] == "127.0.0.1"
+        assert m["error"] == "connection refused on port 1"
+    finally:
+        cluster.kubectl("delete", "namespace", ns, "--wait=false")

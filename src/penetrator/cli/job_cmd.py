@@ -45,6 +45,11 @@ _path = click.Path(path_type=Path)
     is_flag=True,
     help="Never talk to the API server; trust the install's exit code.",
 )
+@click.option(
+    "--report-configmap",
+    metavar="NAME",
+    help="Also write the results into this ConfigMap (the pod's namespace), batched.",
+)
 def job(
     config: Path,
     credentials: Path,
@@ -52,9 +57,12 @@ def job(
     known_hosts_out: Path | None,
     kubeconfig: Path | None,
     no_cluster: bool,
+    report_configmap: str | None,
 ) -> None:
     """Install and join every machine of a job config over SSH (JSON lines on stdout)."""
-    files = JobFiles(config, credentials, results, known_hosts_out, kubeconfig, not no_cluster)
+    files = JobFiles(
+        config, credentials, results, known_hosts_out, kubeconfig, not no_cluster, report_configmap
+    )
     console = Console(stderr=True)
     try:
         if console.is_terminal:

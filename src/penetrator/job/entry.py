@@ -25,6 +25,7 @@ from penetrator.job.credentials import CredentialError, load_credentials
 from penetrator.job.hostkeys import HostKeyStore, write_pins
 from penetrator.job.package import load_packages
 from penetrator.job.report import MachineResult, Reporter, summary
+from penetrator.job.report_api import ResultsWriter
 from penetrator.job.runner import JobContext, all_joined, run_job
 
 EXIT_OK, EXIT_FAILED, EXIT_CANNOT_START = 0, 1, 2
@@ -59,6 +60,7 @@ class JobFiles:
     known_hosts_out: Path | None = None
     kubeconfig: Path | None = None
     use_cluster: bool = True  # False: never talk to the API, even in a pod
+    report_configmap: str | None = None  # also write results into this ConfigMap
 
 
 def raise_nofile() -> None:
@@ -97,12 +99,21 @@ async def run_from_files(
             raise JobSetupError(f"cannot load cluster access: {type(e).__name__}: {e}") from None
     raise_nofile()
     results = [MachineResult(m.name, m.ip) for m in cfg.machines]
-    reporter = Reporter(results, out=out, results_path=files.results, live=live)
+    writer: ResultsWriter | None = None
+    if files.report_configmap:
+        try:
+            writer = ResultsWriter.from_environment(files.report_configmap, files.kubeconfig)
+        except Exception as e:
+            raise JobSetupError(f"cannot load cluster access: {type(e).__name__}") from None
+        await writer.start()
+    reporter = Reporter(results, out=out, results_path=files.results, live=live, sink=writer)
     ctx = JobContext(cfg, creds, store, packages, cluster, reporter)
     try:
         await run_job(ctx, results)
     finally:
         reporter.close()
+        if writer is not None:
+            await writer.close(done=all(r.phase.finished for r in results))
         if files.known_hosts_out is not None:
             write_pins(files.known_hosts_out, store.pins_text())
         if cluster is not None:

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from penetrator.api import MachinePhase
 
@@ -82,6 +82,12 @@ def write_results(
     os.replace(tmp, path)
 
 
+class ResultSink(Protocol):
+    """Where else results go (``report_api.ResultsWriter``: the task's results ConfigMap)."""
+
+    def observe(self, result: MachineResult) -> None: ...
+
+
 class Reporter:
     """Receives phase changes and finished machines."""
 
@@ -92,7 +98,9 @@ class Reporter:
         results_path: Path | None = None,
         live: Callable[[str], None] | None = None,
         throttle: float = 2.0,
+        sink: ResultSink | None = None,
     ) -> None:
+        self.sink = sink
         self.results = results
         self.out = out
         self.results_path = results_path
@@ -109,9 +117,13 @@ class Reporter:
             self.out.flush()
 
     def changed(self, r: MachineResult) -> None:
+        if self.sink is not None:
+            self.sink.observe(r)
         self._tick(final=False)
 
     def finished(self, r: MachineResult) -> None:
+        if self.sink is not None:
+            self.sink.observe(r)
         if self.out is not None:
             self.out.write(json.dumps(r.to_dict(), sort_keys=True) + "\n")
             self.out.flush()
