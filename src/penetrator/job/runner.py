@@ -182,22 +182,17 @@ async def attempt(ctx: JobContext, m: Machine, r: MachineResult) -> None:
             abs_cfg, m, arch, pkg_dir, {"token": ctx.creds.token}, ctx.creds.redactor
         )
         marker = join_path(work_dir, JOINED_MARKER)
-        unmark = f"rm -f -- {shlex.quote(marker)}"
         async with _timed(r, "install"):
-            if not rendered.files:
-                await s.run("install", unmark, t.command)
-            for i, f in enumerate(rendered.files):
-                write = write_file_command(f.path)
-                line = f"{unmark} && {write}" if i == 0 else write
-                await s.run("install", line, t.command, input=f.content)
+            await s.run("install", f"rm -f -- {shlex.quote(marker)}", t.command)
             for line in rendered.reset:
                 await s.run("reset", line, t.install)
         _phase(ctx, r, MachinePhase.JOINING)
-        # the files may hold the token: never leave them behind
+        # the files may hold the token: written just before the join, removed after it
         cleanup = "rm -f -- " + " ".join(shlex.quote(f.path) for f in rendered.files)
-        record = f"echo {shlex.quote(cfg.task_label)} > {shlex.quote(marker)}"
         try:
             async with _timed(r, "join"):
+                for f in rendered.files:
+                    await s.run("join", write_file_command(f.path), t.command, input=f.content)
                 if ctx.cluster is not None:
                     await ctx.cluster.delete_stale(m.name, m.ip, cfg.task_label)
                 for line in rendered.join:
@@ -209,18 +204,20 @@ async def attempt(ctx: JobContext, m: Machine, r: MachineResult) -> None:
                 except Exception as e:  # best effort, reported as a warning
                     r.warnings.append(describe(e, cfg.ssh_port, ctx.creds.redactor))
             raise
-        if ctx.cluster is None:  # done: clean up and record in one round trip
+        if ctx.cluster is None:
+            # no cluster to ask later: the marker tells the next run it is done
+            record = f"echo {shlex.quote(cfg.task_label)} > {shlex.quote(marker)}"
             await s.run("record", f"{cleanup} && {record}" if rendered.files else record, t.command)
             return
         if rendered.files:
             await s.run("cleanup", cleanup, t.command)
+        s.close()  # nothing more to do on the machine: free its sshd while we wait
         async with _timed(r, "wait_ready"):
             try:
                 await ctx.cluster.wait_ready(m.name, t.wait_ready)
             except TimeoutError as e:  # its own deadline: final, with what was seen
                 raise MachineError(f"joined, but {e}") from None
         await ctx.cluster.label_node(m.name, cfg.task_label)
-        await s.run("record", record, t.command)
     finally:
         s.close()
 
