@@ -8,9 +8,9 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -35,6 +35,7 @@ KUBELET_SIGNER = "kubernetes.io/kube-apiserver-client-kubelet"
 RETRY_S = 1.0
 
 Say = Callable[[str], None]
+T = TypeVar("T")
 
 
 class JoinError(Exception):
@@ -63,6 +64,30 @@ class JoinResult:
     ip: str | None
     seconds: float
     heartbeat: str  # "registered", "registered (no heartbeat service running)", "none"
+
+
+TRANSIENT_STATUS = (429, 500, 502, 503, 504)
+
+
+async def retrying(what: str, step: Callable[[], Awaitable[T]], deadline: float, say: Say) -> T:
+    """Run `step` until it succeeds, retrying connection errors, timeouts and
+    429/5xx answers (an apiserver under load) with backoff until `deadline`,
+    as the kubelet keeps retrying its registration."""
+    delay = 1.0
+    while True:
+        try:
+            return await step()
+        except HttpError as e:
+            err: Exception = e
+        except ApiError as e:
+            if e.status not in TRANSIENT_STATUS:
+                raise
+            err = e
+        if time.monotonic() + delay > deadline:
+            raise err
+        say(f"{what}: {err}; retrying in {delay:.0f}s")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 8.0)
 
 
 def _bearer(token: disc.Token) -> dict[str, str]:
@@ -177,10 +202,18 @@ async def tls_bootstrap(
     conn = Connection(
         params.server, verified_context(info.ca_pem), headers=_bearer(params.tls_token), timeout=15
     )
+    deadline = time.monotonic() + params.bootstrap_timeout
+
+    async def create() -> Response:
+        r = await conn.request("POST", CSR_PATH, csr_object(csr_pem, params.node_name))
+        if r.status in TRANSIENT_STATUS:
+            raise ApiError("creating the CSR", r)
+        return r
+
     try:
         try:
-            r = await conn.request("POST", CSR_PATH, csr_object(csr_pem, params.node_name))
-        except HttpError as e:
+            r = await retrying("[kubelet-start] creating the CSR", create, deadline, say)
+        except (HttpError, ApiError) as e:
             raise JoinError(f"[kubelet-start] creating the CSR: {e}", EXIT_UNREACHABLE) from None
         if r.status == 401:
             raise JoinError(
@@ -194,7 +227,6 @@ async def tls_bootstrap(
             )
         name = str(r.json()["metadata"]["name"])
         say(f"[kubelet-start] CSR {name} created, waiting for approval and signing")
-        deadline = time.monotonic() + params.bootstrap_timeout
         while True:
             got: Response | None = None
             try:
@@ -320,9 +352,17 @@ async def join(params: JoinParams, m: MachineContext, say: Say) -> JoinResult:
     conn = Connection(
         server, verified_context(info.ca_pem, str(m.cert_file), str(m.key_file)), timeout=15
     )
-    try:
+
+    async def register() -> tuple[str, str]:
         uid, transition = await register_node(conn, params.node_name, m.ip, arch, params.taints)
         await renew_lease(conn, params.node_name, uid)
+        return uid, transition
+
+    deadline = time.monotonic() + params.bootstrap_timeout
+    try:
+        uid, transition = await retrying(
+            "[kubelet-start] registering the Node", register, deadline, say
+        )
     except (ApiError, HttpError) as e:
         raise JoinError(f"[kubelet-start] registering the Node: {e}", EXIT_REGISTER) from None
     finally:
