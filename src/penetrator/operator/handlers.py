@@ -164,6 +164,10 @@ async def task_daemon(
 def _what(e: BaseException) -> str:
     from lightkube.core.exceptions import ApiError
 
+    from penetrator.operator.runtime import StepError
+
+    if isinstance(e, StepError):
+        return str(e)
     if isinstance(e, ApiError):
         return f"API error {e.status.code} ({e.status.reason})"
     return type(e).__name__

@@ -58,7 +58,7 @@ from penetrator.k8s.observe import installed_nodes, observe_job
 from penetrator.k8s.tokens import ensure_bootstrap_token
 from penetrator.operator.metrics import Metrics
 from penetrator.operator.settings import Settings
-from penetrator.plan.prepare import prepare
+from penetrator.plan.prepare import initial_results, planned_machines, prepare
 from penetrator.plan.reconcile import (
     ApplyConfigMap,
     ApplySecret,
@@ -82,10 +82,19 @@ class UserError(Exception):
     condition, and a retry later. The message holds no secret."""
 
 
-def _describe(e: BaseException) -> str:
+def _describe(e: BaseException, detail: bool = True) -> str:
+    """For logs: the HTTP status and, unless the request carried a secret, the API
+    server's message (it names fields; our other objects hold no secret)."""
     if isinstance(e, ApiError):
-        return f"API error {e.status.code} ({e.status.reason})"
+        text = f"API error {e.status.code} ({e.status.reason})"
+        if detail and e.status.message:
+            text += f": {e.status.message[:500]}"
+        return text
     return type(e).__name__
+
+
+class StepError(Exception):
+    """One action of a decision failed; the message is safe to log."""
 
 
 class Runtime:
@@ -141,6 +150,11 @@ class Runtime:
             await self._patch_task(task.name, prep.patch())
             return 0.5  # the next step sees the prepared task
         installed, job, doc = await self.observe(task)
+        if not planned_machines(task, doc) and (doc is None or doc.round == 0):
+            first = initial_results(task, self.rng)
+            if first is not None:  # an add task without webhook: record the names once
+                await self._apply_one(task, WriteResults(first))
+                doc = first
         now = datetime.now(UTC)
         decision = reconcile(task, installed, job, doc, now, self.rsettings, busy)
         requeue = decision.requeue_after
@@ -161,11 +175,13 @@ class Runtime:
             try:
                 await self._apply_one(task, action)
             except ApiError as e:
-                self.metrics.api_errors.labels(operation=type(action).__name__).inc()
+                what = type(action).__name__
+                self.metrics.api_errors.labels(operation=what).inc()
                 if isinstance(action, CreateJob) and e.status.code == 409:
                     log.info("task %s: job already exists; waiting for it", task.name)
                     return
-                raise
+                detail = not isinstance(action, ApplySecret)
+                raise StepError(f"{what}: {_describe(e, detail)}") from None
 
     async def _apply_one(self, task: NodeTask, action: Any) -> None:
         ns = self.settings.namespace
@@ -269,14 +285,18 @@ class Runtime:
             "status": status.to_dict(),
         }
         self.requests += 1
-        await self.client.patch(
-            NodeTaskResource.Status,
-            task.name,
-            body,
-            patch_type=PatchType.APPLY,
-            field_manager=self.settings.field_manager,
-            force=True,
-        )
+        try:
+            await self.client.patch(
+                NodeTaskResource.Status,
+                task.name,
+                body,
+                patch_type=PatchType.APPLY,
+                field_manager=self.settings.field_manager,
+                force=True,
+            )
+        except ApiError as e:
+            self.metrics.api_errors.labels(operation="WriteStatus").inc()
+            raise StepError(f"WriteStatus: {_describe(e)}") from None
 
     async def event(self, task: NodeTask, type_: str, reason: str, message: str) -> None:
         now = datetime.now(UTC)
@@ -284,8 +304,16 @@ class Runtime:
             metadata=ObjectMeta(
                 generateName=f"{task.name[:200]}.", namespace=self.settings.namespace
             ),
+            # The API server only accepts an Event outside "default" when the involved
+            # object names the same namespace; compat.md wants them in edge-system
+            # (`kubectl -n edge-system get event`), so the (cluster-scoped) task is
+            # referenced with the namespace of its objects.
             involvedObject=ObjectReference(
-                apiVersion=API_VERSION, kind=KIND, name=task.name, uid=task.metadata.uid
+                apiVersion=API_VERSION,
+                kind=KIND,
+                name=task.name,
+                uid=task.metadata.uid,
+                namespace=self.settings.namespace,
             ),
             reason=reason,
             message=message[:1024],

@@ -1,10 +1,14 @@
 """What a new task needs before its first round (pure): the task label value, the
 names of its Job and ConfigMap, and node names for an add task.
 
-The admission webhook normally does this on create; the operator does it too when
-a task arrives without (no webhook installed), so the result is the same. The
-randomness comes in as a ``random.Random``; the Job and ConfigMap names are derived
-from the task's uid, so they are stable across operator restarts.
+The admission webhook normally does this on create (writing the generated names
+into ``spec.nodeNamesOverride``). Without a webhook the operator does it: label and
+annotations go on the task (metadata is mutable), but the spec is immutable after
+create (a CEL rule), so the generated names are recorded once in the task's results
+ConfigMap (``initial_results``) and read back from there (``planned_machines``): the
+plan never changes for the life of the task. The randomness comes in as a
+``random.Random``; the Job and ConfigMap names are derived from the task's uid, so
+they are stable across operator restarts.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from penetrator.api import (
     NODE_LABEL,
     NodeTask,
 )
+from penetrator.api.results import MachineResult, ResultsDoc
 from penetrator.plan.names import generate_node_names, task_label_value
 
 _NAME_HEAD = 40  # of the task name in generated object names (Job names: <= 63)
@@ -42,12 +47,10 @@ def default_configmap_name(task_name: str, uid: str) -> str:
 
 @dataclass(frozen=True)
 class TaskPreparation:
-    """A merge patch for the task: labels, annotations and (add tasks) the names."""
+    """A merge patch for the task's metadata: labels and annotations."""
 
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
-    node_names: dict[str, str] | None = None
-    """name -> IP to write into ``spec.nodeNamesOverride`` (with nodeNamesGenerated)."""
 
     def patch(self) -> dict[str, object]:
         body: dict[str, object] = {}
@@ -58,17 +61,11 @@ class TaskPreparation:
             meta["annotations"] = dict(self.annotations)
         if meta:
             body["metadata"] = meta
-        if self.node_names is not None:
-            body["spec"] = {"nodeNamesOverride": dict(self.node_names), "nodeNamesGenerated": True}
         return body
 
 
-def prepare(
-    task: NodeTask, rng: random.Random, taken: Set[str] = frozenset()
-) -> TaskPreparation | None:
-    """What is missing on ``task`` (None: nothing). ``taken``: node names that
-    generated names must avoid (names planned by other tasks; a collision with an
-    existing Node is 1 in 2e9 per name and the install of such a name fails visibly)."""
+def prepare(task: NodeTask, rng: random.Random) -> TaskPreparation | None:
+    """What is missing on ``task``'s metadata (None: nothing)."""
     labels: dict[str, str] = {}
     annotations: dict[str, str] = {}
     if not task.task_label:
@@ -78,10 +75,38 @@ def prepare(
         annotations[JOB_NAME_ANNOTATION] = default_job_name(task.name, uid)
     if not task.configmap_name:
         annotations[CONFIGMAP_NAME_ANNOTATION] = default_configmap_name(task.name, uid)
-    names: dict[str, str] | None = None
-    spec = task.spec
-    if spec.needs_names:
-        names = generate_node_names(spec.node_name_prefix or "", spec.unique_machines(), taken, rng)
-    if not labels and not annotations and names is None:
+    if not labels and not annotations:
         return None
-    return TaskPreparation(labels, annotations, names)
+    return TaskPreparation(labels, annotations)
+
+
+def planned_machines(task: NodeTask, results: ResultsDoc | None) -> dict[str, str]:
+    """name -> IP of every planned machine: ``spec.nodeNamesOverride``, or for an add
+    task without webhook the names recorded in the results document; empty while
+    names are still to be generated."""
+    spec = task.spec
+    if not spec.needs_names:
+        return spec.plan()
+    if results is None:
+        return {}
+    by_ip = {entry.ip: name for name, entry in results.machines.items()}
+    targets = spec.unique_machines()
+    if not all(ip in by_ip for ip in targets):
+        return {}
+    return {by_ip[ip]: ip for ip in targets}
+
+
+def initial_results(
+    task: NodeTask, rng: random.Random, taken: Set[str] = frozenset()
+) -> ResultsDoc | None:
+    """For an add task whose names are not generated yet (no webhook): the results
+    document recording generated names (round 0, nothing tried). None when the plan
+    is already known. ``taken``: names to avoid (planned by other tasks; a collision
+    with an existing Node is 1 in 2e9 per name, and the job's stale-Node check keeps
+    it from silently taking over a Node of another task)."""
+    if not task.spec.needs_names:
+        return None
+    names = generate_node_names(
+        task.spec.node_name_prefix or "", task.spec.unique_machines(), taken, rng
+    )
+    return ResultsDoc(machines={n: MachineResult(ip=ip) for n, ip in names.items()})

@@ -56,6 +56,7 @@ from penetrator.api import (
     canonical_ip,
 )
 from penetrator.api.results import MachineResult, ResultsDoc
+from penetrator.plan.prepare import planned_machines
 
 READY = "Ready"
 PROGRESSING = "Progressing"
@@ -229,8 +230,7 @@ def fold(
                 failed.append(name)
             machines[name] = entry.model_copy(update={"phase": MachinePhase.FAILED, "error": error})
         else:
-            if entry.phase is not MachinePhase.PENDING:
-                retry.append(name)
+            retry.append(name)
             machines[name] = entry.model_copy(
                 update={"phase": MachinePhase.PENDING, "error": error}
             )
@@ -441,7 +441,7 @@ def reconcile(
     this task's label. ``busy``: IP -> name of another task that holds the machine
     (the older of two active tasks wins; the operator computes it)."""
     busy_ips = {canonical_ip(ip): other for ip, other in (busy or {}).items()}
-    plan = task.spec.plan()
+    plan = planned_machines(task, results)
     if not plan or not task.task_label or not task.job_name or not task.configmap_name:
         status = task.status.model_copy(
             update={

@@ -1,0 +1,285 @@
+"""The operator end to end in the sandbox: the real control plane, the node agent
+running the Job's pod on the proxy node, real sshd machines behind NAT, the real
+join program. The operator runs as a subprocess with the admin kubeconfig (the
+same command the Deployment runs in-cluster).
+
+A task created with kubectl gets its ConfigMap (no secret), Secret and exactly one
+Job, owned by the task and named by its annotations; the Job's pod lands on the
+proxy node; the machines join and the task turns ready; deleting the task
+garbage-collects its objects; no secret appears in ConfigMaps, Events, the task
+or the operator's log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from penetrator.api import NODE_LABEL
+from penetrator.sandbox.join import heartbeat as hb
+from penetrator.sandbox.join.package import build_join_packages
+from penetrator.sandbox.lifecycle import Sandbox, down
+
+cluster_mod = pytest.importorskip("penetrator.sandbox.cluster")
+
+pytestmark = [pytest.mark.netns, pytest.mark.cluster]
+
+REPO = Path(__file__).resolve().parents[2]
+NS = "edge-system"
+
+
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Env:
+    def __init__(self, sb: Sandbox, info: Any, log: Path, password: str) -> None:
+        self.sb = sb
+        self.info = info
+        self.log = log
+        self.password = password
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        p = self.info.kubectl(*args, input=input, check=check)
+        return str(p.stdout)
+
+    def get(self, *args: str) -> Any:
+        out = self.kubectl("get", *args, "-o", "json", check=False)
+        return json.loads(out) if out.strip() else None
+
+
+@pytest.fixture(scope="module")
+def env(sandbox_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    sb = sandbox_factory(machines=3, intranets=1)
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        info = cluster_mod.start_cluster(sb)
+        hb.start_sandbox_heartbeats(Sandbox.load(sb.name))
+        tmp = tmp_path_factory.mktemp("operator")
+        packages = build_join_packages(tmp / "pkg")
+        for name in ("crd.yaml", "namespace.yaml", "rbac.yaml"):
+            info.kubectl("apply", "-f", str(REPO / "deploy" / name))
+        info.kubectl(
+            "wait", "--for=condition=established", "--timeout=60s",
+            "crd/nodetasks.nodetask.apps.superedge.io",
+        )  # fmt: skip
+        ssh = sb.status()["ssh"]
+        password = Path(ssh["password_file"]).read_text().strip()
+        info.kubectl(
+            "-n", NS, "create", "secret", "generic", "login",
+            f"--from-file=passwd={ssh['password_file']}",
+        )  # fmt: skip
+        defaults = {
+            "packages": {a: str(p.path) for a, p in packages.items()},
+            "workDir": "penetrator",
+            "timeouts": {"wait_ready": 120},
+        }
+        log = tmp / "operator.log"
+        environ = {
+            **os.environ,
+            "PENETRATOR_JOB_CONFIG_DEFAULTS": json.dumps(defaults),
+            "PENETRATOR_API_SERVER": str(info.server),
+            "PENETRATOR_POLL_INTERVAL": "2",
+            "PENETRATOR_BACKOFF_BASE": "2",
+            "PENETRATOR_METRICS_PORT": "0",
+            "PENETRATOR_HEALTH_ENDPOINT": f"http://127.0.0.1:{free_port()}/healthz",
+            "PENETRATOR_IDENTITY": "e2e-operator",
+            "PENETRATOR_JOB_DEADLINE_SECONDS": "600",
+        }
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "penetrator.cli", "operator",
+                 "--kubeconfig", str(info.kubeconfig)],
+                stdout=out, stderr=subprocess.STDOUT, env=environ, cwd=REPO,
+            )  # fmt: skip
+        yield Env(sb, info, log, password)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        down(sb.name)
+
+
+def task_manifest(name: str, ips: list[str], proxy: str | None) -> str:
+    spec: dict[str, Any] = {
+        "nodeNamePrefix": "edge",
+        "targetMachines": ips,
+        "sshCredential": "login",
+    }
+    if proxy:
+        spec["proxyNode"] = proxy
+    return yaml.safe_dump(
+        {
+            "apiVersion": "nodetask.apps.superedge.io/v1beta1",
+            "kind": "NodeTask",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+    )
+
+
+def owned_by(obj: dict[str, Any], task: dict[str, Any]) -> bool:
+    refs = obj["metadata"].get("ownerReferences") or []
+    return any(
+        r["uid"] == task["metadata"]["uid"]
+        and r["kind"] == "NodeTask"
+        and r.get("controller") is True
+        and r.get("blockOwnerDeletion") is True
+        for r in refs
+    )
+
+
+class JobWatch:
+    """Polls the Jobs of a task; records the most seen at once."""
+
+    def __init__(self, env: Env, task: str) -> None:
+        self.env, self.task = env, task
+        self.max_at_once = 0
+        self.uids: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            jobs = self.env.get(
+                "jobs", "-n", NS, "-l", f"nodetask.apps.superedge.io/task={self.task}"
+            )
+            if jobs:
+                items = jobs["items"]
+                self.max_at_once = max(self.max_at_once, len(items))
+                self.uids |= {j["metadata"]["uid"] for j in items}
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def test_add_task_through_the_proxy_node_joins_the_machines_and_is_collected(env: Env) -> None:
+    ips = [m.ip for m in env.sb.topology.intranet(1).machines]
+    proxy = env.info.proxy_nodes[1]
+    watch = JobWatch(env, "nodes")
+    env.kubectl("apply", "-f", "-", input=task_manifest("nodes", ips, proxy))
+
+    # the task's objects: names from its annotations, owned by it
+    task = wait_until(
+        lambda: (
+            (t := env.get("nt", "nodes"))
+            and t["metadata"].get("annotations", {}).get("app.superedge.io/job-name")
+            and t
+        ),
+        "the task's annotations",
+        60,
+    )
+    ann = task["metadata"]["annotations"]
+    job_name, cm_name = ann["app.superedge.io/job-name"], ann["app.superedge.io/configmap-name"]
+    label = task["metadata"]["labels"][NODE_LABEL]
+    job = wait_until(lambda: env.get("job", "-n", NS, job_name), "the Job", 60)
+    cm = env.get("configmap", "-n", NS, cm_name)
+    secret = env.get("secret", "-n", NS, f"{cm_name}-credentials")
+    results = env.get("configmap", "-n", NS, f"{cm_name}-results")
+    for obj in (job, cm, secret, results):
+        assert obj is not None
+        assert owned_by(obj, task), obj["metadata"]
+    config = json.loads(cm["data"]["config.json"])
+    assert sorted(m["ip"] for m in config["machines"]) == sorted(ips)
+    assert set(secret["data"]) == {"token", "passwd"}
+    text = json.dumps(cm) + json.dumps(results)
+    assert env.password not in text
+
+    # the pod runs on the proxy node
+    pod = wait_until(
+        lambda: (
+            (p := env.get("pods", "-n", NS, "-l", f"job-name={job_name}"))
+            and p["items"]
+            and p["items"][0]["spec"].get("nodeName")
+            and p["items"][0]
+        ),
+        "the Job's pod to be scheduled",
+        60,
+    )
+    assert pod["spec"]["nodeName"] == proxy
+
+    # the machines join; the task turns ready
+    def ready() -> Any:
+        t = env.get("nt", "nodes")
+        return t if (t.get("status") or {}).get("nodetaskStatus") == "ready" else None
+
+    try:
+        task = wait_until(ready, "the task to be ready", 420)
+    finally:
+        watch.stop()
+        print(env.log.read_text()[-5000:])
+    status = task["status"]
+    assert status["nodeStatus"] == {}
+    assert status["planned"] == status["joined"] == len(ips)
+    nodes = env.get("nodes", "-l", f"{NODE_LABEL}={label}")["items"]
+    assert len(nodes) == len(ips)
+    for n in nodes:
+        ready_cond = {c["type"]: c["status"] for c in n["status"]["conditions"]}
+        assert ready_cond["Ready"] == "True"
+    assert watch.max_at_once == 1  # never two Jobs of the task at once
+    columns = env.kubectl("get", "nt", "nodes", "-o", "custom-columns=STATUS:status.nodetaskStatus")
+    assert columns.split() == ["STATUS", "ready"]
+
+    # no secret anywhere we write
+    token_secrets = [
+        s for s in env.get("secrets", "-n", "kube-system")["items"]
+        if s.get("type") == "bootstrap.kubernetes.io/token"
+    ]  # fmt: skip
+    import base64
+
+    token_parts = [base64.b64decode(s["data"]["token-secret"]).decode() for s in token_secrets]
+    assert token_parts
+    events = env.kubectl("get", "events", "-n", NS, "-o", "json")
+    everything = (
+        events
+        + json.dumps(env.get("nt", "nodes"))
+        + json.dumps(env.get("configmaps", "-n", NS))
+        + json.dumps(env.get("jobs", "-n", NS))
+        + env.log.read_text()
+    )
+    for secret_text in [env.password, *token_parts]:
+        assert secret_text not in everything
+    assert "RoundStarted" in events
+
+    # deleting the task collects its objects
+    env.kubectl("delete", "nt", "nodes", "--wait=true", "--timeout=60s")
+
+    def collected() -> bool:
+        left = [
+            env.get("configmap", "-n", NS, cm_name),
+            env.get("configmap", "-n", NS, f"{cm_name}-results"),
+            env.get("secret", "-n", NS, f"{cm_name}-credentials"),
+            env.get("job", "-n", NS, job_name),
+        ]
+        return all(x is None for x in left)
+
+    wait_until(collected, "garbage collection of the task's objects", 60)
