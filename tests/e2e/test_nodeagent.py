@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from penetrator.sandbox.cluster import SandboxCluster
+from penetrator.sandbox.cluster import SandboxCluster, restart_node_agent
 from penetrator.sandbox.lifecycle import Sandbox
 
 pytestmark = [pytest.mark.cluster, pytest.mark.netns]
@@ -260,3 +260,60 @@ def test_service_gets_the_pods_ip_in_its_endpoints(cluster: SandboxCluster) -> N
 
     wait_until(lambda: endpoint_ips() == ["10.10.0.2"], "the Service's endpoints", 60)
     cluster.kubectl("-n", "agent-probe", "delete", "pod", "web", "--grace-period=1", "--wait=false")
+
+
+def test_an_agent_crash_fails_a_running_job_pod_instead_of_running_it_twice(
+    sandbox_cluster: tuple[Sandbox, SandboxCluster], cluster: SandboxCluster
+) -> None:
+    sb, _ = sandbox_cluster
+    cluster.kubectl(
+        "-n",
+        "agent-probe",
+        "create",
+        "secret",
+        "generic",
+        "probe",
+        "--from-literal=key=s3cret",
+        check=False,
+    )
+    marker = cluster.pods_dir.parent / "orphan-starts"
+    marker.unlink(missing_ok=True)
+    code = f"open({str(marker)!r}, 'a').write('started\\n'); import time; time.sleep(600)"
+    cluster.kubectl("apply", "-f", "-", input=job("orphan", "default", code))
+
+    def pod_status(path: str) -> str:
+        return cluster.kubectl(
+            "-n",
+            "agent-probe",
+            "get",
+            "pods",
+            "-l",
+            "job-name=orphan",
+            "-o",
+            f"jsonpath={{.items[*]{path}}}",
+            check=False,
+        ).stdout
+
+    wait_until(
+        lambda: pod_status(".status.containerStatuses[0].containerID").startswith("sandbox://"),
+        "the pod to run",
+        60,
+    )
+    pid = int(pod_status(".status.containerStatuses[0].containerID").removeprefix("sandbox://"))
+    assert Path(f"/proc/{pid}").exists()
+    restart_node_agent(sb)  # SIGKILL: the pod's process is orphaned
+    wait_until(lambda: pod_status(".status.phase") == "Failed", "the pod to be failed", 60)
+    assert pod_status(".status.reason") == "NodeAgentRestarted"
+    wait_until(
+        lambda: not Path(f"/proc/{pid}").exists() or " Z " in Path(f"/proc/{pid}/stat").read_text(),
+        "the orphan to stop",
+        30,
+    )
+    wait_until(lambda: "Failed" in job_condition(cluster, "orphan"), "the Job to fail", 60)
+    assert marker.read_text() == "started\n"  # it never ran a second time
+    assert len(pod_status(".metadata.name").split()) == 1
+    # The restarted agent keeps the nodes Ready and runs new pods.
+    cluster.kubectl("apply", "-f", "-", input=job("after-restart", "default", "print('ok')"))
+    wait_until(
+        lambda: "Complete" in job_condition(cluster, "after-restart"), "a Job after the restart", 60
+    )

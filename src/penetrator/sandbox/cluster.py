@@ -7,7 +7,10 @@ NAT, as in the article; the host reaches it through the sandbox's forwarder.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -173,11 +176,7 @@ def start_cluster(sb: Sandbox, ready_timeout_s: float = 120.0) -> SandboxCluster
         python=sys.executable,
     )
     (d / "agent.json").write_text(agent.dump())
-    sb.spawn(
-        "cloud",
-        [sys.executable, "-m", "penetrator.sandbox.nodeagent", str(d / "agent.json")],
-        role=ROLE_NODE_AGENT,
-    )
+    _spawn_agent(sb)
     _wait_ready(cp, [n.name for n in nodes], ready_timeout_s)
     # NodeRestriction keeps a kubelet from setting role labels on itself: the admin does.
     cp.kubectl(
@@ -190,6 +189,29 @@ def start_cluster(sb: Sandbox, ready_timeout_s: float = 120.0) -> SandboxCluster
             f"{state_dir(sb.name)}/logs and {d}/controlplane/*.log"
         )
     return info
+
+
+def _spawn_agent(sb: Sandbox) -> ProcessRecord:
+    agent_json = cluster_dir(sb.name) / "agent.json"
+    return sb.spawn(
+        "cloud",
+        [sys.executable, "-m", "penetrator.sandbox.nodeagent", str(agent_json)],
+        role=ROLE_NODE_AGENT,
+    )
+
+
+def restart_node_agent(sb: Sandbox, kill_signal: int = signal.SIGKILL) -> ProcessRecord:
+    """Stop the node agent (SIGKILL by default: a crash) and start a new one."""
+    with locked(sb.name):
+        st = load_state(sb.name) or sb.state
+        for rec in [p for p in st.processes if p.role == ROLE_NODE_AGENT]:
+            if is_alive(rec):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(rec.pid, kill_signal)
+            st.processes.remove(rec)
+        save_state(sb.name, st)
+        sb.state = st
+    return _spawn_agent(sb)
 
 
 def _record(sb: Sandbox, processes: list[tuple[str, int]]) -> None:

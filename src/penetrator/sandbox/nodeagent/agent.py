@@ -41,6 +41,7 @@ from penetrator.sandbox.nodeagent.podspec import (
     field_value,
     plan_pod,
 )
+from penetrator.sandbox.state import start_ticks
 
 log = logging.getLogger("penetrator.nodeagent")
 
@@ -388,6 +389,9 @@ class PodRunner:
                 )
             finally:
                 log_file.close()
+            # Who the process is, for an agent that restarts after a crash.
+            pid = self.process.pid
+            (self.dir / "process").write_text(f"{pid} {start_ticks(pid) or 0}\n")
             started = rfc3339(now())
             await self._report("Running", {"running": {"startedAt": started}}, True)
             code, why = await self._wait(deadline)
@@ -455,6 +459,24 @@ class PodRunner:
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
+
+    async def lost(self) -> None:
+        """The pod ran under an agent that died: stop its orphan, report it failed."""
+        try:
+            pid_text, ticks_text = (self.dir / "process").read_text().split()
+            pid, ticks = int(pid_text), int(ticks_text)
+        except (FileNotFoundError, ValueError):
+            pid, ticks = 0, 0
+        if pid and ticks and start_ticks(pid) == ticks:  # the same process, not a reused PID
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        await self._report(
+            "Failed",
+            {"terminated": {"exitCode": 137, "reason": "NodeAgentRestarted"}},
+            False,
+            reason="NodeAgentRestarted",
+            message="the node agent restarted while the pod ran; its process is gone",
+        )
 
     async def stop(self) -> None:
         """Deletion requested: SIGTERM, grace period, SIGKILL, then the final delete."""
@@ -599,15 +621,20 @@ class NodeAgentForNode:
             return
         if runner or pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
             return
-        if pod.get("status", {}).get("phase") == "Running":
-            # Running before an agent restart: its process is gone.
-            pass
         try:
             runner = PodRunner(self, pod)
         except UnsupportedPod as e:
             log.warning("pod %s: %s", pod["metadata"]["name"], e)
             return
         self.pods[uid] = runner
+        if (
+            pod.get("status", {}).get("phase") == "Running"
+            and runner.plan.restart_policy != "Always"
+        ):
+            # It ran under an earlier agent and its process is gone. Running it
+            # again could install a machine twice; a kubelet reports it failed.
+            self._spawn(runner.lost())
+            return
         self._spawn(runner.run())
 
     async def _delete_now(self, pod: dict[str, Any]) -> None:
