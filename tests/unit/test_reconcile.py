@@ -495,3 +495,37 @@ def test_any_state_at_most_one_create_job_and_never_with_a_job(
     for m in d.status.machines.values():
         assert m.attempts <= S.max_attempts
     assert set(d.status.node_status) == set(plan) - set(installed)
+
+
+def test_add_task_without_webhook_plans_from_the_recorded_names() -> None:
+    import random
+
+    from penetrator.plan.prepare import initial_results
+
+    raw = make_task(3, prepared=False).to_dict()
+    raw["metadata"]["labels"] = {NODE_LABEL: "nodes-abc123"}
+    raw["metadata"]["annotations"] = {
+        JOB_NAME_ANNOTATION: "nodes-job",
+        CONFIGMAP_NAME_ANNOTATION: "nodes-config",
+    }
+    task = NodeTask.from_dict(raw)
+    assert reconcile(task, {}, None, None, T0, S).actions == ()  # no names yet
+    first = initial_results(task, random.Random(7))
+    assert first is not None
+    d = reconcile(task, {}, None, first, T0, S)
+    machines = dict(only(d, ApplyConfigMap).machines)
+    assert sorted(machines.values()) == sorted(task.spec.unique_machines())
+    assert set(machines) == set(first.machines)
+    doc = only(d, WriteResults).doc
+    assert set(doc.machines) == set(first.machines)  # the names stay recorded
+    assert d.status.node_status == machines
+
+
+def test_round_finished_counts_every_machine_to_retry() -> None:
+    task = make_task(2)
+    doc = only(reconcile(task, {}, None, None, T0, S), WriteResults).doc
+    d = reconcile(
+        task, {}, ObservedJob("j", "u", finished=True, reason="DeadlineExceeded"), doc, T0, S
+    )
+    (finished,) = [a for a in d.actions if isinstance(a, EmitEvent) and a.reason == "RoundFinished"]
+    assert "2 to retry" in finished.message

@@ -68,6 +68,9 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.enabled = False  # our Events go to edge-system, written by us
     settings.watching.server_timeout = 300
     settings.persistence.finalizer = "nodetask.apps.superedge.io/operator"
+    # Kopf keeps its state in annotations only: the status belongs to us (replaced whole).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage()
     settings.scanning.disabled = True  # no CRD watch: no RBAC on customresourcedefinitions
     config = (
         KubeConfig.from_file(s.kubeconfig) if s.kubeconfig else KubeConfig.from_service_account()

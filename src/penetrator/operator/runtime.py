@@ -276,23 +276,20 @@ class Runtime:
         await self.client.patch(NodeTaskResource, name, patch, patch_type=PatchType.MERGE)
 
     async def write_status(self, task: NodeTask, status: NodeTaskStatus) -> None:
+        """Replace the whole status (one JSON patch on the status subresource): keys
+        of nodeStatus and machines that are gone must go, and server-side apply turns
+        an emptied map into null, which the CRD schema refuses."""
         if status == task.status:
             return
-        body = {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "metadata": {"name": task.name},
-            "status": status.to_dict(),
-        }
+        body = [{"op": "add", "path": "/status", "value": status.to_dict()}]
         self.requests += 1
         try:
             await self.client.patch(
                 NodeTaskResource.Status,
                 task.name,
                 body,
-                patch_type=PatchType.APPLY,
+                patch_type=PatchType.JSON,
                 field_manager=self.settings.field_manager,
-                force=True,
             )
         except ApiError as e:
             self.metrics.api_errors.labels(operation="WriteStatus").inc()
