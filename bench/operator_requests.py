@@ -1,0 +1,130 @@
+"""Benchmark (not a test): API requests and wall time per reconcile of one task,
+with 10 and with 5,000 Nodes in the cluster. The count must not grow with the
+cluster: the operator lists only the Nodes carrying the task's label.
+
+    .venv/bin/python bench/operator_requests.py [--nodes 10,5000] [--machines 20]
+
+Starts its own control plane (penetrator testenv), applies deploy/crd.yaml and
+namespace, creates the Nodes (no kubelets: plain objects) and a task, then runs
+``Runtime.step`` in-process (no Kopf) and counts requests with an httpx event
+hook. Appends rows to bench/results/operator_requests.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from lightkube import AsyncClient, KubeConfig
+
+from penetrator.operator.metrics import Metrics
+from penetrator.operator.runtime import NodeTaskResource, Runtime
+from penetrator.operator.settings import Settings
+from penetrator.testenv.controlplane import ControlPlane, ControlPlaneOptions
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results" / "operator_requests.csv"
+
+
+def nodes_manifest(start: int, count: int) -> str:
+    items = [
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": f"bench-node-{i:05d}", "labels": {"bench": "yes"}},
+        }
+        for i in range(start, start + count)
+    ]
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+
+
+async def measure(cp: ControlPlane, machines: int, steps: int) -> list[dict[str, Any]]:
+    config = KubeConfig.from_file(cp.kubeconfig)
+    client = AsyncClient(config, trust_env=False, field_manager="penetrator-bench")
+    settings = Settings.load(
+        {},
+        {
+            "job_config_defaults": {"packages": {"amd64": "/p.tgz"}},
+            "metrics_port": 0,
+            "poll_interval": 1,
+        },
+    )
+    runtime = Runtime(client, settings, Metrics())
+    name = f"bench-{int(time.time())}"
+    task = {
+        "apiVersion": "nodetask.apps.superedge.io/v1beta1",
+        "kind": "NodeTask",
+        "metadata": {"name": name},
+        "spec": {
+            "nodeNamePrefix": "edge",
+            "targetMachines": [f"10.9.{i // 256}.{i % 256}" for i in range(machines)],
+            "sshCredential": "login",
+            "proxyNode": "proxy-1",
+        },
+    }
+    cp.kubectl("apply", "-f", "-", input=json.dumps(task))
+    rows = []
+    for step in range(steps):
+        body = (await client.get(NodeTaskResource, name)).to_dict()
+        before = runtime.requests
+        t0 = time.perf_counter()
+        await runtime.step(body, {})
+        rows.append(
+            {
+                "step": step,
+                "requests": runtime.requests - before,
+                "seconds": round(time.perf_counter() - t0, 4),
+            }
+        )
+    cp.kubectl("delete", "nt", name, "--wait=false")
+    await client.close()
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--nodes", default="10,5000")
+    ap.add_argument("--machines", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=6)
+    args = ap.parse_args()
+    with ControlPlane(ControlPlaneOptions(die_with_parent=True)) as cp:
+        for f in ("crd.yaml", "namespace.yaml"):
+            cp.kubectl("apply", "-f", str(REPO / "deploy" / f))
+        cp.kubectl(
+            "wait", "--for=condition=established", "--timeout=60s",
+            "crd/nodetasks.nodetask.apps.superedge.io",
+        )  # fmt: skip
+        cp.kubectl(
+            "-n", "edge-system", "create", "secret", "generic", "login",
+            "--from-literal=passwd=bench",
+        )  # fmt: skip
+        have = 0
+        out: list[dict[str, Any]] = []
+        for n in sorted(int(x) for x in args.nodes.split(",")):
+            while have < n:
+                chunk = min(500, n - have)
+                cp.kubectl("create", "-f", "-", input=nodes_manifest(have, chunk))
+                have += chunk
+            rows = asyncio.run(measure(cp, args.machines, args.steps))
+            for r in rows:
+                out.append({"nodes": n, "machines": args.machines, **r})
+                print(json.dumps(out[-1]))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    new = not RESULTS.exists()
+    with RESULTS.open("a", newline="") as f:
+        w = csv.DictWriter(f, ["when", "nodes", "machines", "step", "requests", "seconds"])
+        if new:
+            w.writeheader()
+        when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for r in out:
+            w.writerow({"when": when, **r})
+
+
+if __name__ == "__main__":
+    main()
