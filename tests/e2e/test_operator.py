@@ -56,11 +56,39 @@ def free_port() -> int:
 
 
 class Env:
-    def __init__(self, sb: Sandbox, info: Any, log: Path, password: str) -> None:
+    def __init__(
+        self, sb: Sandbox, info: Any, log: Path, password: str, environ: dict[str, str]
+    ) -> None:
         self.sb = sb
         self.info = info
         self.log = log
         self.password = password
+        self.environ = environ
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start_operator(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "penetrator.cli", "operator",
+                 "--kubeconfig", str(self.info.kubeconfig)],
+                stdout=out, stderr=subprocess.STDOUT, env=self.environ, cwd=REPO,
+            )  # fmt: skip
+
+    def kill_operator(self) -> None:
+        """SIGKILL: no cleanup, the Lease is not released."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+        self.proc = None
+
+    def stop_operator(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.proc = None
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
         p = self.info.kubectl(*args, input=input, check=check)
@@ -73,8 +101,8 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(sandbox_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    sb = sandbox_factory(machines=3, intranets=1)
-    proc: subprocess.Popen[bytes] | None = None
+    sb = sandbox_factory(machines=5, intranets=1, routed=1)
+    e: Env | None = None
     try:
         info = cluster_mod.start_cluster(sb)
         hb.start_sandbox_heartbeats(Sandbox.load(sb.name))
@@ -95,7 +123,8 @@ def env(sandbox_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
         defaults = {
             "packages": {a: str(p.path) for a, p in packages.items()},
             "workDir": "penetrator",
-            "timeouts": {"wait_ready": 120},
+            "timeouts": {"wait_ready": 120, "connect": 8},
+            "retry": {"attempts": 1},
         }
         log = tmp / "operator.log"
         environ = {
@@ -108,21 +137,15 @@ def env(sandbox_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "PENETRATOR_HEALTH_ENDPOINT": f"http://127.0.0.1:{free_port()}/healthz",
             "PENETRATOR_IDENTITY": "e2e-operator",
             "PENETRATOR_JOB_DEADLINE_SECONDS": "600",
+            "PENETRATOR_MAX_ATTEMPTS": "2",
+            "PENETRATOR_LEASE_SECONDS": "6",
         }
-        with log.open("wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "penetrator.cli", "operator",
-                 "--kubeconfig", str(info.kubeconfig)],
-                stdout=out, stderr=subprocess.STDOUT, env=environ, cwd=REPO,
-            )  # fmt: skip
-        yield Env(sb, info, log, password)
+        e = Env(sb, info, log, password, environ)
+        e.start_operator()
+        yield e
     finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        if e is not None:
+            e.stop_operator()
         down(sb.name)
 
 
@@ -183,7 +206,7 @@ class JobWatch:
 
 
 def test_add_task_through_the_proxy_node_joins_the_machines_and_is_collected(env: Env) -> None:
-    ips = [m.ip for m in env.sb.topology.intranet(1).machines]
+    ips = [m.ip for m in env.sb.topology.intranet(1).machines][:3]
     proxy = env.info.proxy_nodes[1]
     watch = JobWatch(env, "nodes")
     env.kubectl("apply", "-f", "-", input=task_manifest("nodes", ips, proxy))
@@ -283,3 +306,93 @@ def test_add_task_through_the_proxy_node_joins_the_machines_and_is_collected(env
         return all(x is None for x in left)
 
     wait_until(collected, "garbage collection of the task's objects", 60)
+
+
+def wait_status(env: Env, name: str, phases: tuple[str, ...], timeout: float) -> dict[str, Any]:
+    def done() -> Any:
+        t = env.get("nt", name)
+        return t if t and (t.get("status") or {}).get("nodetaskStatus") in phases else None
+
+    try:
+        return dict(wait_until(done, f"task {name} to be {'/'.join(phases)}", timeout))
+    except AssertionError:
+        print(env.log.read_text()[-5000:])
+        print(json.dumps(env.get("nt", name), indent=1)[-3000:])
+        raise
+
+
+def test_unjoinable_machines_are_retried_then_failed_while_the_others_join(env: Env) -> None:
+    from penetrator.sandbox.topology import Fault
+
+    machines = [m.ip for m in env.sb.topology.intranet(1).machines]
+    good, down_ip, bad_pw = machines[2], machines[3], machines[4]
+    env.sb.fault(1, down_ip, Fault.DOWN)
+    env.sb.fault(1, bad_pw, Fault.WRONG_PASSWORD)
+    try:
+        env.kubectl(
+            "apply", "-f", "-",
+            input=task_manifest("faulty", [good, down_ip, bad_pw], env.info.proxy_nodes[1]),
+        )  # fmt: skip
+        task = wait_status(env, "faulty", ("failed",), 420)
+    finally:
+        env.sb.fault(1, down_ip, None)
+        env.sb.fault(1, bad_pw, None)
+    st = task["status"]
+    assert sorted(st["nodeStatus"].values()) == sorted([down_ip, bad_pw])
+    assert (st["planned"], st["joined"], st["failed"]) == (3, 1, 2)
+    for name in st["nodeStatus"]:
+        m = st["machines"][name]
+        assert m["phase"] == "failed"
+        assert m["attempts"] == 2  # PENETRATOR_MAX_ATTEMPTS
+        assert m["lastError"]
+    reasons = {c["type"]: c["reason"] for c in st["conditions"]}
+    assert reasons["Ready"] == "MachinesFailed"
+    events = env.kubectl(
+        "get", "events", "-n", NS, "--field-selector", "involvedObject.name=faulty"
+    )
+    assert "MachinesFailed" in events
+    assert "RoundStarted" in events
+    assert env.password not in events
+    env.kubectl("delete", "nt", "faulty", "--wait=true", "--timeout=60s")
+
+
+def test_direct_mode_survives_a_killed_operator(env: Env) -> None:
+    routed = [m.ip for m in env.sb.topology.intranet(2).machines][:3]
+    watch = JobWatch(env, "direct")
+    env.kubectl("apply", "-f", "-", input=task_manifest("direct", routed, None))
+    task = wait_until(
+        lambda: (
+            (t := env.get("nt", "direct"))
+            and t["metadata"].get("annotations", {}).get("app.superedge.io/job-name")
+            and t
+        ),
+        "the task's annotations",
+        60,
+    )
+    job_name = task["metadata"]["annotations"]["app.superedge.io/job-name"]
+    pod = wait_until(
+        lambda: (
+            (p := env.get("pods", "-n", NS, "-l", f"job-name={job_name}"))
+            and p["items"]
+            and p["items"][0]["spec"].get("nodeName")
+            and p["items"][0]
+        ),
+        "the Job's pod to be scheduled",
+        60,
+    )
+    assert pod["spec"]["nodeName"] == env.info.control_plane_node
+    env.kill_operator()  # mid-round
+    time.sleep(3)
+    env.start_operator()
+    try:
+        task = wait_status(env, "direct", ("ready",), 420)
+    finally:
+        watch.stop()
+    assert task["status"]["joined"] == len(routed)
+    assert watch.max_at_once == 1
+    label = task["metadata"]["labels"][NODE_LABEL]
+    nodes = env.get("nodes", "-l", f"{NODE_LABEL}={label}")["items"]
+    assert sorted(
+        a["address"] for n in nodes for a in n["status"]["addresses"] if a["type"] == "InternalIP"
+    ) == sorted(routed)
+    env.kubectl("delete", "nt", "direct", "--wait=true", "--timeout=60s")

@@ -212,13 +212,14 @@ def fold(
     failed: list[str] = []
     retry: list[str] = []
     for name, entry in doc.machines.items():
-        if name in installed:
-            if entry.phase is not MachinePhase.JOINED:
-                joined.append(name)
-            machines[name] = entry.model_copy(update={"phase": MachinePhase.JOINED, "error": None})
-            continue
         if entry.round != doc.round:
+            if name in installed:
+                entry = entry.model_copy(update={"phase": MachinePhase.JOINED, "error": None})
             machines[name] = entry  # not in this round (e.g. waiting for another task)
+            continue
+        if name in installed:
+            joined.append(name)
+            machines[name] = entry.model_copy(update={"phase": MachinePhase.JOINED, "error": None})
             continue
         error = entry.error
         if entry.phase is MachinePhase.JOINED:
@@ -226,8 +227,7 @@ def fold(
         elif entry.phase is not MachinePhase.FAILED and error is None:
             error = why
         if entry.attempts >= settings.max_attempts:
-            if entry.phase is not MachinePhase.FAILED:
-                failed.append(name)
+            failed.append(name)
             machines[name] = entry.model_copy(update={"phase": MachinePhase.FAILED, "error": error})
         else:
             retry.append(name)
@@ -439,7 +439,37 @@ def reconcile(
 ) -> Decision:
     """Decide (see the module doc). ``installed``: name -> IP of the Nodes carrying
     this task's label. ``busy``: IP -> name of another task that holds the machine
-    (the older of two active tasks wins; the operator computes it)."""
+    (the older of two active tasks wins; the operator computes it). When the task
+    becomes ready or failed, one Event says so (the previous status tells)."""
+    d = _decide(task, installed, job, results, now, settings, busy)
+    final = d.status.nodetask_status
+    if final in (TaskPhase.READY, TaskPhase.FAILED) and task.status.nodetask_status != final:
+        st = d.status
+        if final is TaskPhase.READY:
+            event = EmitEvent("Normal", "Ready", f"all {st.planned} machines joined")
+        else:
+            failed = sorted(n for n, m in st.machines.items() if m.phase is MachinePhase.FAILED)
+            event = EmitEvent(
+                "Warning",
+                "Failed",
+                f"{st.joined}/{st.planned} joined; {st.failed} failed for good: "
+                f"{_names_text(failed)}",
+            )
+        rest = [a for a in d.actions if not isinstance(a, RequeueAfter)]
+        requeue = [a for a in d.actions if isinstance(a, RequeueAfter)]
+        return Decision((*rest, event, *requeue), d.status, d.round_finished)
+    return d
+
+
+def _decide(
+    task: NodeTask,
+    installed: Mapping[str, str],
+    job: ObservedJob | None,
+    results: ResultsDoc | None,
+    now: datetime,
+    settings: ReconcileSettings,
+    busy: Mapping[str, str] | None = None,
+) -> Decision:
     busy_ips = {canonical_ip(ip): other for ip, other in (busy or {}).items()}
     plan = planned_machines(task, results)
     if not plan or not task.task_label or not task.job_name or not task.configmap_name:
@@ -545,18 +575,6 @@ def reconcile(
     # row 7: done
     if not v.remaining:
         st = _status(task, v, doc, now, ("False", "Done", "nothing left to install"), settings)
-        if task.status.nodetask_status != st.nodetask_status:
-            if st.nodetask_status is TaskPhase.READY:
-                actions.append(EmitEvent("Normal", "Ready", f"all {len(plan)} machines joined"))
-            else:
-                actions.append(
-                    EmitEvent(
-                        "Warning",
-                        "Failed",
-                        f"{len(v.installed)}/{len(plan)} joined; failed for good: "
-                        f"{_names_text(sorted(v.final_failed))}",
-                    )
-                )
         return Decision(tuple(actions), st, round_finished)
 
     runnable = {n: ip for n, ip in v.remaining.items() if n not in v.busy}

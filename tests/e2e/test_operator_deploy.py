@@ -1,0 +1,145 @@
+"""The operator deployed from deploy/ (namespace, RBAC, Deployment) into the
+sandbox: the node agent runs its pod on the control-plane node with its own
+ServiceAccount (in-cluster config, least-privilege RBAC); a task created with
+kubectl is installed through the proxy node and turns ready. Also records what
+the two ServiceAccounts may do (`kubectl auth can-i --list`), with no wildcard."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from penetrator.api import NODE_LABEL
+from penetrator.sandbox.join import heartbeat as hb
+from penetrator.sandbox.join.package import build_join_packages
+from penetrator.sandbox.lifecycle import Sandbox, down
+
+cluster_mod = pytest.importorskip("penetrator.sandbox.cluster")
+
+pytestmark = [pytest.mark.netns, pytest.mark.cluster]
+
+REPO = Path(__file__).resolve().parents[2]
+NS = "edge-system"
+
+
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def deployed(
+    sandbox_factory: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Sandbox, Any]]:
+    sb = sandbox_factory(machines=2, intranets=1)
+    try:
+        info = cluster_mod.start_cluster(sb)
+        hb.start_sandbox_heartbeats(Sandbox.load(sb.name))
+        packages = build_join_packages(tmp_path_factory.mktemp("pkg"))
+        info.kubectl("apply", "-f", str(REPO / "deploy" / "crd.yaml"))
+        info.kubectl(
+            "wait", "--for=condition=established", "--timeout=60s",
+            "crd/nodetasks.nodetask.apps.superedge.io",
+        )  # fmt: skip
+        for name in ("namespace.yaml", "rbac.yaml", "operator.yaml"):
+            info.kubectl("apply", "-f", str(REPO / "deploy" / name))
+        defaults = {
+            "packages": {a: str(p.path) for a, p in packages.items()},
+            "workDir": "penetrator",
+            "timeouts": {"wait_ready": 120},
+        }
+        info.kubectl(
+            "-n", NS, "set", "env", "deployment/penetrator-operator",
+            f"PENETRATOR_JOB_CONFIG_DEFAULTS={json.dumps(defaults)}",
+            f"PENETRATOR_API_SERVER={info.server}",
+            "PENETRATOR_POLL_INTERVAL=2",
+        )  # fmt: skip
+        ssh = sb.status()["ssh"]
+        info.kubectl(
+            "-n", NS, "create", "secret", "generic", "login",
+            f"--from-file=passwd={ssh['password_file']}",
+        )  # fmt: skip
+        yield sb, info
+    finally:
+        down(sb.name)
+
+
+def get(info: Any, *args: str) -> Any:
+    out = info.kubectl("get", *args, "-o", "json", check=False).stdout
+    return json.loads(out) if out.strip() else None
+
+
+def operator_pod(info: Any) -> Any:
+    pods = get(info, "pods", "-n", NS, "-l", "app.kubernetes.io/component=operator")
+    running = [
+        p for p in (pods or {}).get("items", [])
+        if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+    ]  # fmt: skip
+    return running[0] if running else None
+
+
+def test_deployed_operator_installs_a_task(deployed: tuple[Sandbox, Any]) -> None:
+    sb, info = deployed
+    pod = wait_until(lambda: operator_pod(info), "the operator pod to run", 120)
+    assert pod["spec"]["nodeName"] == info.control_plane_node
+    assert pod["spec"]["serviceAccountName"] == "penetrator-operator"
+    ips = [m.ip for m in sb.topology.intranet(1).machines]
+    task = {
+        "apiVersion": "nodetask.apps.superedge.io/v1beta1",
+        "kind": "NodeTask",
+        "metadata": {"name": "nodes"},
+        "spec": {
+            "nodeNamePrefix": "edge",
+            "targetMachines": ips,
+            "sshCredential": "login",
+            "proxyNode": info.proxy_nodes[1],
+        },
+    }
+    info.kubectl("apply", "-f", "-", input=yaml.safe_dump(task))
+
+    def ready() -> Any:
+        t = get(info, "nt", "nodes")
+        return t if (t.get("status") or {}).get("nodetaskStatus") == "ready" else None
+
+    try:
+        t = wait_until(ready, "the task to be ready", 300)
+    except AssertionError:
+        p = operator_pod(info)
+        log = info.pod_log(p["metadata"]["name"], NS) if p else None
+        print(log.read_text()[-5000:] if log and log.exists() else "no operator log")
+        print(json.dumps(get(info, "nt", "nodes"), indent=1)[-3000:])
+        raise
+    label = t["metadata"]["labels"][NODE_LABEL]
+    nodes = get(info, "nodes", "-l", f"{NODE_LABEL}={label}")["items"]
+    assert len(nodes) == len(ips)
+    status_column = info.kubectl(
+        "get", "nt", "nodes", "-o", "custom-columns=STATUS:status.nodetaskStatus"
+    ).stdout
+    assert status_column.split() == ["STATUS", "ready"]
+
+
+@pytest.mark.parametrize("account", ["penetrator-operator", "penetrator-job"])
+def test_service_accounts_can_do_no_wildcard(deployed: tuple[Sandbox, Any], account: str) -> None:
+    _, info = deployed
+    for ns in (NS, "kube-system", "kube-public"):
+        out = info.kubectl(
+            "auth", "can-i", "--list", "-n", ns, f"--as=system:serviceaccount:{NS}:{account}"
+        ).stdout
+        print(f"--- {account} in {ns}\n{out}")
+        for line in out.splitlines()[1:]:
+            resource, *rest = line.split()
+            verbs = line[line.rfind("[") :]
+            assert resource != "*.*", line
+            assert "[*]" not in verbs, line
+            del rest
