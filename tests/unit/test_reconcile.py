@@ -239,16 +239,21 @@ def test_attempt_limit_makes_machine_failed_and_task_failed() -> None:
     job = ObservedJob("nodes-job", "j3", finished=True)
     d = reconcile(task, installed, job, doc, T0 + timedelta(seconds=9), S)
     assert only(d, WriteResults).doc.machines[names[1]].phase is MachinePhase.FAILED
-    assert d.status.nodetask_status is TaskPhase.FAILED
-    assert d.status.node_status == {names[1]: "10.0.0.1"}  # compat: not installed
+    # the Job still exists: not final yet, but the machine is failed for good
+    assert d.status.nodetask_status is TaskPhase.CREATING
     assert d.status.failed == 1
-    assert d.status.machines[names[1]].phase is MachinePhase.FAILED
-    assert d.status.machines[names[1]].last_error == "Permission denied"
     reasons = [a.reason for a in d.actions if isinstance(a, EmitEvent)]
     assert "MachinesFailed" in reasons  # reported by the job as failed at the last attempt
-    assert "Failed" in reasons  # the task's own final event, in the decision that decides it
-    assert kinds(d)[-1] == "RequeueAfter"
-    done = task.model_copy(update={"status": d.status})
+    assert "Failed" not in reasons
+    gone = task.model_copy(update={"status": d.status})
+    d2 = reconcile(gone, installed, None, only(d, WriteResults).doc, T0 + timedelta(seconds=12), S)
+    assert d2.status.nodetask_status is TaskPhase.FAILED
+    assert d2.status.node_status == {names[1]: "10.0.0.1"}  # compat: not installed
+    assert d2.status.failed == 1
+    assert d2.status.machines[names[1]].phase is MachinePhase.FAILED
+    assert d2.status.machines[names[1]].last_error == "Permission denied"
+    assert [a.reason for a in d2.actions if isinstance(a, EmitEvent)] == ["Failed"]
+    done = task.model_copy(update={"status": d2.status})
     after = reconcile(done, installed, None, only(d, WriteResults).doc, T0 + timedelta(hours=1), S)
     assert not any(isinstance(a, CreateJob) for a in after.actions)
     assert [a.reason for a in after.actions if isinstance(a, EmitEvent)] == []  # once

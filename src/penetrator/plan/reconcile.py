@@ -337,7 +337,9 @@ def _status(
     now: datetime,
     progressing: tuple[Literal["True", "False"], str, str],
     settings: ReconcileSettings,
+    settled: bool = True,
 ) -> NodeTaskStatus:
+    """``settled``: no Job of the task exists; only then is the task ready or failed."""
     previous = task.status
     generation = task.metadata.generation
     machines: dict[str, MachineStatus] = {}
@@ -357,7 +359,7 @@ def _status(
         machines[name] = MachineStatus(
             phase=mphase, attempts=entry.attempts if entry else 0, last_error=error
         )
-    if v.remaining:
+    if v.remaining or not settled:
         phase = TaskPhase.CREATING
         ready = _condition(
             previous,
@@ -509,6 +511,7 @@ def _decide(
                 now,
                 ("True", "WaitingForJobDeletion", f"job {job.name} is being deleted"),
                 settings,
+                settled=False,
             )
             return Decision((RequeueAfter(settings.deletion_poll),), st)
         if not job.finished:
@@ -519,6 +522,7 @@ def _decide(
                 now,
                 ("True", "RoundRunning", f"round {doc.round}: job {job.name} is running"),
                 settings,
+                settled=False,
             )
             return Decision((RequeueAfter(settings.poll_interval),), st)
         if doc.round > 0 and doc.finished is None:
@@ -537,6 +541,7 @@ def _decide(
                 f"round {doc.round} finished; removing job {job.name}",
             ),
             settings,
+            settled=False,
         )
         return Decision(tuple(actions), st, round_finished)
 
