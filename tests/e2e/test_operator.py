@@ -396,3 +396,44 @@ def test_direct_mode_survives_a_killed_operator(env: Env) -> None:
         a["address"] for n in nodes for a in n["status"]["addresses"] if a["type"] == "InternalIP"
     ) == sorted(routed)
     env.kubectl("delete", "nt", "direct", "--wait=true", "--timeout=60s")
+
+
+def node_by_ip(env: Env) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for n in env.get("nodes")["items"]:
+        for a in n["status"].get("addresses", []):
+            if a["type"] == "InternalIP":
+                out[a["address"]] = n
+    return out
+
+
+def test_reinstall_with_a_rename(env: Env) -> None:
+    """Runs after the add test: its machines are Nodes with that (deleted) task's
+    label. Reinstall one under a new name and one under its own name."""
+    ips = [m.ip for m in env.sb.topology.intranet(1).machines][:2]
+    before = node_by_ip(env)
+    if not all(ip in before for ip in ips):
+        pytest.skip("the add test did not leave its Nodes")
+    old_names = [before[ip]["metadata"]["name"] for ip in ips]
+    override = {"renamed-0": ips[0], old_names[1]: ips[1]}
+    manifest = {
+        "apiVersion": "nodetask.apps.superedge.io/v1beta1",
+        "kind": "NodeTask",
+        "metadata": {"name": "reinstall"},
+        "spec": {
+            "nodeNamesOverride": override,
+            "sshCredential": "login",
+            "proxyNode": env.info.proxy_nodes[1],
+        },
+    }
+    env.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+    task = wait_status(env, "reinstall", ("ready",), 420)
+    label = task["metadata"]["labels"][NODE_LABEL]
+    after = node_by_ip(env)
+    assert after[ips[0]]["metadata"]["name"] == "renamed-0"
+    assert after[ips[1]]["metadata"]["name"] == old_names[1]
+    for ip in ips:
+        assert after[ip]["metadata"]["labels"][NODE_LABEL] == label
+    names = {n["metadata"]["name"] for n in env.get("nodes")["items"]}
+    assert old_names[0] not in names  # the old name is gone
+    env.kubectl("delete", "nt", "reinstall", "--wait=true", "--timeout=60s")
