@@ -32,7 +32,8 @@ def operator(verbose: bool, **options: object) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for noisy in ("httpx", "httpx2", "httpcore"):  # one line per request otherwise
+    # one line per request / per Job event otherwise
+    for noisy in ("httpx", "httpx2", "httpcore", "kopf.objects"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
     try:
         settings = Settings.load(overrides=options)

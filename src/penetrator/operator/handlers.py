@@ -149,6 +149,7 @@ async def task_daemon(
         while not stopped:
             wake.clear()
             runtime, elector = STATE.runtime, STATE.elector
+            STATE.metrics.is_leader.set(1 if elector is not None and elector.is_leader else 0)
             if runtime is None or elector is None or not elector.is_leader:
                 await _sleep(2.0, stopped, wake)
                 continue
