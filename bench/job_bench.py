@@ -118,6 +118,9 @@ def installs_done(sb: Sandbox) -> int:
     return n
 
 
+TRANSFER_CONCURRENCY: dict[str, int] = {}  # --transfer-concurrency, when given
+
+
 def run_job(
     sb: Sandbox, tmp: Path, pkg: Path, ips: list[str], distribution: str, concurrency: int = 1000
 ) -> dict[str, Any]:
@@ -134,6 +137,7 @@ def run_job(
         "workDir": WORK,
         "distribution": distribution,
         "concurrency": concurrency,
+        **TRANSFER_CONCURRENCY,
     }
     (tmp / "job.yaml").write_text(yaml.safe_dump(cfg))
     argv = exec_argv(
@@ -256,8 +260,11 @@ def main() -> None:
     ap.add_argument("--original-max", type=int, default=50)
     ap.add_argument("--ansible-max", type=int, default=200)
     ap.add_argument("--tools-venv", type=Path, default=Path("/root/.cache/penetrator/bench-venv"))
+    ap.add_argument("--transfer-concurrency", type=int, help="the job's transferConcurrency")
     ap.add_argument("--out", type=Path, default=RESULTS / "job.csv")
     a = ap.parse_args()
+    if a.transfer_concurrency:
+        TRANSFER_CONCURRENCY["transferConcurrency"] = a.transfer_concurrency
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     sizes = [int(x) for x in a.sizes.split(",")]
