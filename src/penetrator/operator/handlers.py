@@ -55,11 +55,35 @@ def _settings() -> Settings:
     return STATE.settings
 
 
+SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """The kubeconfig, or in-cluster: the service account's token and CA with the
+    server from KUBERNETES_SERVICE_HOST/PORT (as client-go does; Kopf's own helper
+    dials kubernetes.default.svc, which needs cluster DNS)."""
     if _settings().kubeconfig is not None:
         return kopf.login_with_kubeconfig(**kwargs)
-    return kopf.login_with_service_account(**kwargs)
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    if not host:
+        return kopf.login_with_service_account(**kwargs)
+    if ":" in host:
+        host = f"[{host}]"
+    with open(f"{SA_DIR}/token") as f:
+        token = f.read().strip()
+    namespace = None
+    if os.path.exists(f"{SA_DIR}/namespace"):
+        with open(f"{SA_DIR}/namespace") as f:
+            namespace = f.read().strip() or None
+    return kopf.ConnectionInfo(
+        server=f"https://{host}:{port}",
+        ca_path=f"{SA_DIR}/ca.crt",
+        token=token,
+        default_namespace=namespace,
+        expiration=None,
+    )
 
 
 @kopf.on.startup()
@@ -188,6 +212,10 @@ def job_event(labels: Mapping[str, str], **_: Any) -> None:
 def run(settings: Settings) -> None:
     """Run the operator until interrupted (blocks)."""
     configure(settings)
+    from penetrator.operator import webhook
+
+    if webhook.enabled():
+        webhook.register()  # the admission webhook (deploy/webhook.yaml)
     kopf.run(
         standalone=True,  # the Lease, not Kopf peering, decides who acts
         namespaces=[settings.namespace],
