@@ -325,21 +325,22 @@ def test_unjoinable_machines_are_retried_then_failed_while_the_others_join(env: 
     from penetrator.sandbox.topology import Fault
 
     machines = [m.ip for m in env.sb.topology.intranet(1).machines]
-    good, down_ip, bad_pw = machines[2], machines[3], machines[4]
-    env.sb.fault(1, down_ip, Fault.DOWN)
-    env.sb.fault(1, bad_pw, Fault.WRONG_PASSWORD)
+    good, down_ip, bad_pw, bad_install = machines[2], machines[3], machines[4], machines[5]
+    faults = {down_ip: Fault.DOWN, bad_pw: Fault.WRONG_PASSWORD, bad_install: Fault.INSTALL_FAILS}
+    for ip, fault in faults.items():
+        env.sb.fault(1, ip, fault)
     try:
         env.kubectl(
             "apply", "-f", "-",
-            input=task_manifest("faulty", [good, down_ip, bad_pw], env.info.proxy_nodes[1]),
+            input=task_manifest("faulty", [good, *faults], env.info.proxy_nodes[1]),
         )  # fmt: skip
         task = wait_status(env, "faulty", ("failed",), 420)
     finally:
-        env.sb.fault(1, down_ip, None)
-        env.sb.fault(1, bad_pw, None)
+        for ip in faults:
+            env.sb.fault(1, ip, None)
     st = task["status"]
-    assert sorted(st["nodeStatus"].values()) == sorted([down_ip, bad_pw])
-    assert (st["planned"], st["joined"], st["failed"]) == (3, 1, 2)
+    assert sorted(st["nodeStatus"].values()) == sorted(faults)
+    assert (st["planned"], st["joined"], st["failed"]) == (4, 1, 3)
     for name in st["nodeStatus"]:
         m = st["machines"][name]
         assert m["phase"] == "failed"
