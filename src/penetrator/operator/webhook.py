@@ -1,0 +1,222 @@
+"""The admission webhook, served by the operator process (Kopf handlers; wiring only:
+the decisions are ``penetrator.plan.admission``, the lookups ``penetrator.k8s.admission``).
+
+``register()`` registers the handlers and a start-up step that makes the
+serving certificate (``penetrator.k8s.webhook_tls``), serves HTTPS on
+``PENETRATOR_WEBHOOK_PORT`` and writes the CA into the caBundle of the two
+webhook configurations of ``deploy/webhook.yaml``, which call the handlers through
+the Service ``edge-system/penetrator-webhook`` at ``/<handler id>``.
+
+Settings (environment): ``PENETRATOR_WEBHOOK_PORT`` (unset or 0: no webhook),
+``PENETRATOR_WEBHOOK_SERVICE``, ``PENETRATOR_WEBHOOK_TLS_SECRET``,
+``PENETRATOR_WEBHOOK_CONFIGURATION`` (name of both configurations).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+import kopf
+from lightkube import AsyncClient, KubeConfig
+from lightkube.core.exceptions import ApiError
+
+from penetrator.api import GROUP, NAMESPACE, PLURAL, VERSION, NodeTaskSpec
+from penetrator.k8s.admission import credential_keys, list_tasks, node_exists, nodes_exist
+from penetrator.k8s.webhook_tls import ensure_serving_cert, service_hosts, set_ca_bundle
+from penetrator.plan.admission import (
+    CreateFacts,
+    Denied,
+    mutate_create,
+    parse_spec,
+    validate_create,
+    validate_update,
+)
+
+log = logging.getLogger(__name__)
+
+MUTATE_CREATE = "mutate-create"
+VALIDATE_CREATE = "validate-create"
+VALIDATE_UPDATE = "validate-update"
+RNG = random.SystemRandom()
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    port: int = 9443
+    service: str = "penetrator-webhook"
+    namespace: str = NAMESPACE
+    tls_secret: str = "penetrator-webhook-tls"  # noqa: S105 (a Secret's name)
+    configuration: str = "penetrator.nodetask.apps.superedge.io"
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None) -> WebhookSettings:
+        env = os.environ if env is None else env
+        d = cls()
+        return cls(
+            port=int(env.get("PENETRATOR_WEBHOOK_PORT") or d.port),
+            service=env.get("PENETRATOR_WEBHOOK_SERVICE") or d.service,
+            namespace=env.get("PENETRATOR_NAMESPACE") or d.namespace,
+            tls_secret=env.get("PENETRATOR_WEBHOOK_TLS_SECRET") or d.tls_secret,
+            configuration=env.get("PENETRATOR_WEBHOOK_CONFIGURATION") or d.configuration,
+        )
+
+
+def enabled(env: Mapping[str, str] | None = None) -> bool:
+    env = os.environ if env is None else env
+    """The webhook is served when ``PENETRATOR_WEBHOOK_PORT`` is set (deploy/operator.yaml
+    sets it); an operator run from a laptop or a test serves none."""
+    return env.get("PENETRATOR_WEBHOOK_PORT", "0") not in ("", "0")
+
+
+_client: AsyncClient | None = None
+
+
+def _api() -> AsyncClient:
+    global _client
+    if _client is None:
+        path = os.environ.get("KUBECONFIG")
+        config = KubeConfig.from_file(path) if path else KubeConfig.from_service_account()
+        _client = AsyncClient(config, trust_env=False, timeout=httpx2.Timeout(8.0))
+    return _client
+
+
+class ServiceWebhookServer(kopf.WebhookServer):
+    """Kopf's HTTPS server with our certificate (no files: memfd), keeping the
+    configurations' caBundle in step with it each time it (re)starts serving."""
+
+    def __init__(self, settings: WebhookSettings, cert_pem: bytes, key_pem: bytes, ca: bytes):
+        self._fds = [_memfd("webhook-cert", cert_pem), _memfd("webhook-key", key_pem)]
+        super().__init__(
+            addr="0.0.0.0",  # noqa: S104 (the Service's endpoint is the pod IP)
+            port=settings.port,
+            host=f"{settings.service}.{settings.namespace}.svc",
+            certfile=f"/proc/self/fd/{self._fds[0]}",
+            pkeyfile=f"/proc/self/fd/{self._fds[1]}",
+            cadata=ca,
+        )
+        self.settings = settings
+        self.ca = ca
+
+    async def __call__(self, fn: Any) -> AsyncIterator[Any]:
+        async for client_config in super().__call__(fn):
+            try:
+                missing = await set_ca_bundle(
+                    _api(), self.settings.configuration, self.settings.configuration, self.ca
+                )
+                if missing:
+                    log.warning(
+                        "webhook configurations %s not found (apply deploy/webhook.yaml); "
+                        "serving anyway",
+                        ", ".join(missing),
+                    )
+                else:
+                    log.info("webhook serving on :%d, caBundle up to date", self.settings.port)
+            except ApiError as e:
+                log.error("webhook caBundle not written: API error %d", e.status.code)
+            yield client_config
+
+
+def _memfd(name: str, data: bytes) -> int:
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    os.write(fd, data)
+    return fd
+
+
+async def webhook_startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    ws = WebhookSettings.load()
+    cert = await ensure_serving_cert(
+        _api(), ws.tls_secret, ws.namespace, service_hosts(ws.service, ws.namespace)
+    )
+    settings.admission.server = ServiceWebhookServer(ws, cert.cert_pem, cert.key_pem, cert.ca_pem)
+    settings.admission.managed = None  # deploy/webhook.yaml registers the webhooks
+
+
+def _refuse(e: Denied | str) -> kopf.AdmissionError:
+    return kopf.AdmissionError(str(e), code=400)
+
+
+def _lookup_failed(what: str, e: Exception) -> kopf.AdmissionError:
+    detail = f"API error {e.status.code}" if isinstance(e, ApiError) else type(e).__name__
+    return kopf.AdmissionError(
+        f"penetrator webhook: could not check {what} ({detail}); try again, or see the "
+        "operator's log (kubectl -n edge-system logs deploy/penetrator-operator)",
+        code=503,
+    )
+
+
+async def mutate_task(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    async def exist(names: list[str]) -> set[str]:
+        return await nodes_exist(_api(), names)
+
+    try:
+        mutation = await mutate_create(_plain(body), exist, RNG)
+    except Denied as e:
+        raise _refuse(e) from None
+    except (ApiError, httpx2.HTTPError, OSError, TimeoutError) as e:
+        raise _lookup_failed("the generated node names against existing Nodes", e) from None
+    for key, value in mutation.patch().items():
+        if key == "spec":
+            for k, v in value.items():
+                patch.spec[k] = v
+        else:
+            for part, entries in value.items():
+                for k, v in entries.items():
+                    patch.metadata[part][k] = v
+
+
+async def validate_new_task(body: kopf.Body, **_: Any) -> None:
+    obj = _plain(body)
+    try:
+        spec: NodeTaskSpec = parse_spec(obj)
+    except Denied as e:
+        raise _refuse(e) from None
+    client = _api()
+    try:
+        keys = await credential_keys(client, spec.ssh_credential)
+        proxy = await node_exists(client, spec.proxy_node) if spec.proxy_node else None
+        tasks = await list_tasks(client)
+    except (ApiError, httpx2.HTTPError, OSError, TimeoutError) as e:
+        raise _lookup_failed("the credential Secret, proxy node and other tasks", e) from None
+    if problems := validate_create(obj, CreateFacts(keys, proxy, tasks)):
+        raise _refuse(Denied(problems))
+
+
+async def validate_changed_task(**kwargs: Any) -> None:
+    old, new = kwargs.get("old"), kwargs.get("new")
+    if old is None or new is None:
+        return
+    if problems := validate_update(_plain(old), _plain(new)):
+        raise _refuse(Denied(problems))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+_registered = False
+
+
+def register() -> None:
+    """Register the start-up step and the three admission handlers with Kopf (once)."""
+    global _registered
+    if _registered:
+        return
+    _registered = True
+    kopf.on.startup()(webhook_startup)
+    kopf.on.mutate(GROUP, VERSION, PLURAL, id=MUTATE_CREATE, operations=["CREATE"])(mutate_task)
+    kopf.on.validate(GROUP, VERSION, PLURAL, id=VALIDATE_CREATE, operations=["CREATE"])(
+        validate_new_task
+    )
+    kopf.on.validate(GROUP, VERSION, PLURAL, id=VALIDATE_UPDATE, operations=["UPDATE"])(
+        validate_changed_task
+    )

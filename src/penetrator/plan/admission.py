@@ -1,0 +1,349 @@
+"""The admission webhook's decisions (pure: dicts in, a patch or messages out).
+
+On CREATE the mutating webhook (``mutate_create``) removes duplicate addresses,
+writes generated node names into ``spec.nodeNamesOverride`` with the
+``nodeNamesGenerated`` mark, sets the task's label value and the names of its Job
+and ConfigMap; the validating webhook (``validate_create``) refuses what would
+fail later: a missing or unusable credential Secret, an unknown proxy node, a
+machine (or node name) another unfinished task is installing. On UPDATE
+(``validate_update``) the spec and the values set at creation never change.
+
+Every message starts with the field it is about and says how to fix it. The
+facts the decisions need (the Secret's keys, whether the proxy node exists, the
+other tasks) are looked up by the caller (``penetrator.k8s.admission``); node
+names are checked through a callback, by name, never by listing all Nodes.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from penetrator.api import (
+    CONFIGMAP_NAME_ANNOTATION,
+    CREDENTIAL_PASSWORD_KEY,
+    CREDENTIAL_SSHKEY_KEY,
+    JOB_NAME_ANNOTATION,
+    NAMESPACE,
+    NODE_LABEL,
+    NodeTaskSpec,
+    TaskPhase,
+    canonical_ip,
+    check_dns1123_subdomain,
+    user_spec_problems,
+    validation_messages,
+)
+from penetrator.plan.names import NameGenerationError, generate_node_names, task_label_value
+from penetrator.plan.prepare import default_configmap_name, default_job_name
+
+MAX_MESSAGES = 8
+"""Problems reported in one refusal (the rest are counted)."""
+MAX_NAME_ROUNDS = 20
+"""Rounds of regenerating names that collided with existing Nodes."""
+SET_ONCE = (NODE_LABEL, JOB_NAME_ANNOTATION, CONFIGMAP_NAME_ANNOTATION)
+
+
+class Denied(ValueError):
+    """The request is refused; ``str()`` is the whole message, one line per problem
+    joined by '; '."""
+
+    def __init__(self, problems: Iterable[str]) -> None:
+        self.problems = list(problems)
+        shown = self.problems[:MAX_MESSAGES]
+        more = len(self.problems) - len(shown)
+        super().__init__("; ".join(shown) + (f"; and {more} more" if more > 0 else ""))
+
+
+# --- parsing ------------------------------------------------------------------------
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def task_base_name(obj: Mapping[str, Any]) -> str:
+    """``metadata.name``, or for ``generateName`` its stem (the name is only chosen by
+    the API server after admission); '' when neither is usable."""
+    meta = _mapping(obj.get("metadata"))
+    name = meta.get("name")
+    if isinstance(name, str) and name:
+        return name
+    stem = meta.get("generateName")
+    if isinstance(stem, str):
+        stem = stem.rstrip("-.")
+        if stem and check_dns1123_subdomain(stem) is None:
+            return stem
+    return ""
+
+
+def parse_spec(obj: Mapping[str, Any]) -> NodeTaskSpec:
+    """The task's spec, validated; ``Denied`` naming every bad field."""
+    spec = obj.get("spec")
+    if not isinstance(spec, Mapping):
+        raise Denied(["spec: missing or not an object; see `kubectl explain nodetask.spec`"])
+    try:
+        return NodeTaskSpec.model_validate(dict(spec))
+    except ValidationError as e:
+        raise Denied(_in_spec(validation_messages(e))) from None
+    except (TypeError, ValueError) as e:  # hostile shapes pydantic does not wrap
+        raise Denied([f"spec: {e}"]) from None
+
+
+def _in_spec(messages: list[str]) -> list[str]:
+    """Field paths from the root of the object (``spec.targetMachines: ...``)."""
+    return [m if m.startswith(("spec", "metadata")) else f"spec.{m}" for m in messages]
+
+
+# --- mutating: CREATE ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """What the mutating webhook changes: a merge patch of the task."""
+
+    spec: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+
+    def patch(self) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        if self.spec:
+            body["spec"] = dict(self.spec)
+        meta: dict[str, Any] = {}
+        if self.labels:
+            meta["labels"] = dict(self.labels)
+        if self.annotations:
+            meta["annotations"] = dict(self.annotations)
+        if meta:
+            body["metadata"] = meta
+        return body
+
+
+NodesExist = Callable[[list[str]], Awaitable[set[str]]]
+"""Which of these node names exist as Nodes (looked up by name)."""
+
+
+async def free_node_names(
+    prefix: str, ips: list[str], nodes_exist: NodesExist, rng: random.Random
+) -> dict[str, str]:
+    """``<prefix>-<6 chars>`` -> IP for each address of ``ips``: distinct, and none of
+    them an existing Node (names that collide are drawn again, only those)."""
+    taken: set[str] = set()
+    names = generate_node_names(prefix, ips, taken, rng)
+    for _ in range(MAX_NAME_ROUNDS):
+        existing = await nodes_exist(list(names))
+        if not existing:
+            return names
+        taken |= existing
+        kept = {n: ip for n, ip in names.items() if n not in existing}
+        again = [ip for n, ip in names.items() if n in existing]
+        names = kept | generate_node_names(prefix, again, taken | set(kept), rng)
+    raise NameGenerationError(
+        f"spec.nodeNamePrefix: no free node names with prefix {prefix!r} after "
+        f"{MAX_NAME_ROUNDS} rounds; use another prefix"
+    )
+
+
+async def mutate_create(
+    obj: Mapping[str, Any], nodes_exist: NodesExist, rng: random.Random
+) -> Mutation:
+    """The patch for a new task as the user wrote it; ``Denied`` if it is not
+    acceptable as user input (both lists, the webhook's mark set, bad fields)."""
+    spec = parse_spec(obj)
+    if problems := user_spec_problems(spec):
+        raise Denied(problems)
+    new_spec: dict[str, Any] = {}
+    if spec.needs_names:
+        machines = spec.unique_machines()
+        if machines != spec.target_machines:
+            new_spec["targetMachines"] = machines
+        try:
+            names = await free_node_names(spec.node_name_prefix or "", machines, nodes_exist, rng)
+        except NameGenerationError as e:
+            raise Denied([str(e)]) from None
+        new_spec["nodeNamesOverride"] = names
+        new_spec["nodeNamesGenerated"] = True
+        # the stored shape must be acceptable (the CRD's rules say the same)
+        stored = spec.to_dict() | new_spec
+        try:
+            NodeTaskSpec.model_validate(stored)
+        except ValidationError as e:
+            raise Denied(_in_spec(validation_messages(e))) from None
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+    base = task_base_name(obj)
+    if base:
+        # Always ours on create: a copied label or annotation would make this task
+        # take another task's Nodes, Job or ConfigMap for its own.
+        label = task_label_value(base, rng)
+        labels[NODE_LABEL] = label
+        annotations[JOB_NAME_ANNOTATION] = default_job_name(base, label)
+        annotations[CONFIGMAP_NAME_ANNOTATION] = default_configmap_name(base, label)
+    return Mutation(new_spec, labels, annotations)
+
+
+# --- validating: CREATE -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreateFacts:
+    """What the cluster says about a new task's references.
+
+    ``credential_keys``: key -> value length of the Secret ``edge-system/<sshCredential>``
+    (None: no such Secret). ``proxy_node_exists``: None when no proxy node is given.
+    ``tasks``: name -> body of the other NodeTasks (one list)."""
+
+    credential_keys: Mapping[str, int] | None
+    proxy_node_exists: bool | None
+    tasks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+def credential_problems(secret: str, keys: Mapping[str, int] | None) -> list[str]:
+    field_ = "spec.sshCredential"
+    create = (
+        f"create it: penetrator credential create {secret} --password-file FILE (or "
+        f"--key-file FILE), or kubectl -n {NAMESPACE} create secret generic {secret} "
+        f"--from-file={CREDENTIAL_PASSWORD_KEY}=FILE"
+    )
+    if keys is None:
+        return [f"{field_}: Secret {NAMESPACE}/{secret} does not exist; {create}"]
+    has = [k for k in (CREDENTIAL_PASSWORD_KEY, CREDENTIAL_SSHKEY_KEY) if k in keys]
+    if not has:
+        found = ", ".join(sorted(keys)[:10]) or "no keys"
+        return [
+            f"{field_}: Secret {NAMESPACE}/{secret} has neither key {CREDENTIAL_PASSWORD_KEY} "
+            f"(root password) nor {CREDENTIAL_SSHKEY_KEY} (private key), it has: {found}; "
+            f"{create}"
+        ]
+    if len(has) == 2:
+        return [
+            f"{field_}: Secret {NAMESPACE}/{secret} has both keys {CREDENTIAL_PASSWORD_KEY} and "
+            f"{CREDENTIAL_SSHKEY_KEY}; keep exactly one (the login to use)"
+        ]
+    if keys[has[0]] == 0:
+        return [
+            f"{field_}: key {has[0]} of Secret {NAMESPACE}/{secret} is empty; put the "
+            f"{'root password' if has[0] == CREDENTIAL_PASSWORD_KEY else 'private key'} in it"
+        ]
+    return []
+
+
+def is_unfinished(body: Mapping[str, Any]) -> bool:
+    status = _mapping(body.get("status"))
+    return status.get("nodetaskStatus") not in (TaskPhase.READY.value, TaskPhase.FAILED.value)
+
+
+def _canonical(ip: object) -> str | None:
+    if not isinstance(ip, str):
+        return None
+    try:
+        return canonical_ip(ip)
+    except ValueError:
+        return None
+
+
+def task_machines(body: Mapping[str, Any]) -> dict[str, str | None]:
+    """canonical IP -> node name (None: not named yet) of the machines ``body`` still
+    has to install: ``status.nodeStatus`` once the operator wrote it, else the plan."""
+    spec, status = _mapping(body.get("spec")), _mapping(body.get("status"))
+    out: dict[str, str | None] = {}
+    pending = status.get("nodeStatus")
+    if not isinstance(pending, Mapping):
+        pending = spec.get("nodeNamesOverride")
+    if isinstance(pending, Mapping):
+        for name, ip in pending.items():
+            if (key := _canonical(ip)) is not None:
+                out[key] = str(name)
+    if not isinstance(status.get("nodeStatus"), Mapping):
+        targets = spec.get("targetMachines")
+        for ip in targets if isinstance(targets, list) else []:
+            if (key := _canonical(ip)) is not None:
+                out.setdefault(key, None)
+    return out
+
+
+def conflict_problems(
+    me: str, plan: Mapping[str, str], field_: str, tasks: Mapping[str, Mapping[str, Any]]
+) -> list[str]:
+    """Machines (and node names) of ``plan`` (name -> IP) that another unfinished task
+    is installing: one message per other task, naming it."""
+    mine_by_ip = {canonical_ip(ip): name for name, ip in plan.items()}
+    problems: list[str] = []
+    for other in sorted(tasks):
+        body = tasks[other]
+        if other == me or not is_unfinished(body):
+            continue
+        theirs = task_machines(body)
+        ips = sorted(ip for ip in theirs if ip in mine_by_ip)
+        names = sorted(
+            n for ip, n in theirs.items() if n is not None and n in plan and ip not in mine_by_ip
+        )
+        if not ips and not names:
+            continue
+        state = _mapping(body.get("status")).get("nodetaskStatus") or "not started"
+        if _mapping(body.get("metadata")).get("deletionTimestamp"):
+            state = "being deleted"
+        what = []
+        if ips:
+            shown = ", ".join(ips[:5]) + (f" and {len(ips) - 5} more" if len(ips) > 5 else "")
+            what.append(f"machine{'s' if len(ips) > 1 else ''} {shown}")
+        if names:
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            what.append(f"node name{'s' if len(names) > 1 else ''} {shown}")
+        problems.append(
+            f"{field_}: {' and '.join(what)} {'is' if len(ips) + len(names) == 1 else 'are'} "
+            f"being installed by NodeTask {other!r} ({state}); a machine is installed by one "
+            f"task at a time: wait until {other!r} is ready or failed (kubectl get nt {other}), "
+            "or leave these machines out"
+        )
+    return problems
+
+
+def validate_create(obj: Mapping[str, Any], facts: CreateFacts) -> list[str]:
+    """Problems of a new task as it will be stored (after the mutating webhook)."""
+    try:
+        spec = parse_spec(obj)
+    except Denied as e:
+        return e.problems
+    problems = credential_problems(spec.ssh_credential, facts.credential_keys)
+    if spec.proxy_node and facts.proxy_node_exists is False:
+        problems.append(
+            f"spec.proxyNode: there is no Node {spec.proxy_node!r} in the cluster; name a Node "
+            "inside the machines' network that can reach them by SSH (kubectl get nodes), or "
+            "leave proxyNode out to install from the control plane directly"
+        )
+    plan = spec.plan() or {ip: ip for ip in spec.unique_machines()}
+    field_ = "spec.nodeNamesOverride" if spec.is_reinstall else "spec.targetMachines"
+    me = _mapping(obj.get("metadata")).get("name")
+    problems += conflict_problems(str(me or ""), plan, field_, facts.tasks)
+    return problems
+
+
+# --- validating: UPDATE -------------------------------------------------------------
+
+
+def validate_update(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """The spec never changes after creation; the task label and the Job/ConfigMap
+    annotations, once set, keep their values."""
+    problems: list[str] = []
+    if old.get("spec") != new.get("spec"):
+        problems.append(
+            "spec: is immutable once the NodeTask is created; to install other machines or "
+            "change settings, create a new NodeTask (delete this one first if it is still "
+            "creating)"
+        )
+    old_meta, new_meta = _mapping(old.get("metadata")), _mapping(new.get("metadata"))
+    for key in SET_ONCE:
+        where = "labels" if key == NODE_LABEL else "annotations"
+        before = _mapping(old_meta.get(where)).get(key)
+        after = _mapping(new_meta.get(where)).get(key)
+        if before is not None and after != before:
+            problems.append(
+                f"metadata.{where}[{key}]: is set once when the task is created and identifies "
+                f"what belongs to it; keep it as {before!r}"
+            )
+    return problems
