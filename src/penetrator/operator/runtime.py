@@ -38,6 +38,7 @@ from penetrator.api import (
     NODE_LABEL,
     PLURAL,
     VERSION,
+    Condition,
     NodeTask,
     NodeTaskStatus,
     TaskPhase,
@@ -60,6 +61,7 @@ from penetrator.operator.metrics import Metrics
 from penetrator.operator.settings import Settings
 from penetrator.plan.prepare import initial_results, planned_machines, prepare
 from penetrator.plan.reconcile import (
+    PROGRESSING,
     ApplyConfigMap,
     ApplySecret,
     CreateJob,
@@ -158,13 +160,17 @@ class Runtime:
         now = datetime.now(UTC)
         decision = reconcile(task, installed, job, doc, now, self.rsettings, busy)
         requeue = decision.requeue_after
+        status = decision.status
         try:
             await self.apply(task, decision)
         except UserError as e:
-            await self.event(task, "Warning", "CannotStart", str(e))
+            status = _cannot_start(task, status, str(e), now)
+            old = task.status.condition(PROGRESSING)
+            if old is None or (old.reason, old.message) != ("CannotStart", str(e)):
+                await self.event(task, "Warning", "CannotStart", str(e))  # once per cause
             requeue = USER_ERROR_REQUEUE
-        await self.write_status(task, decision.status)
-        self.metrics.task_status(task.name, decision.status)
+        await self.write_status(task, status)
+        self.metrics.task_status(task.name, status)
         if decision.round_finished is not None and doc is not None and doc.started is not None:
             self.metrics.rounds_finished.inc()
             self.metrics.round_duration.observe(max(0.0, (now - doc.started).total_seconds()))
@@ -328,6 +334,24 @@ class Runtime:
         except ApiError as e:
             self.metrics.api_errors.labels(operation="Event").inc()
             log.warning("task %s: event %s not posted: %s", task.name, reason, _describe(e))
+
+
+def _cannot_start(
+    task: NodeTask, status: NodeTaskStatus, message: str, now: datetime
+) -> NodeTaskStatus:
+    """``status`` with Progressing=False/CannotStart (the user must fix something)."""
+    old = task.status.condition(PROGRESSING)
+    since = old.last_transition_time if old is not None and old.status == "False" else now
+    cond = Condition(
+        type=PROGRESSING,
+        status="False",
+        reason="CannotStart",
+        message=message,
+        last_transition_time=since,
+        observed_generation=task.metadata.generation,
+    )
+    others = [c for c in status.conditions if c.type != PROGRESSING]
+    return status.model_copy(update={"conditions": [*others, cond]})
 
 
 def _clean(body: Mapping[str, Any]) -> dict[str, Any]:
