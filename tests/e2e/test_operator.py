@@ -101,7 +101,7 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(sandbox_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    sb = sandbox_factory(machines=5, intranets=1, routed=1)
+    sb = sandbox_factory(machines=6, intranets=1, routed=1)
     e: Env | None = None
     try:
         info = cluster_mod.start_cluster(sb)

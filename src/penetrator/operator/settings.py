@@ -58,7 +58,14 @@ class Settings(BaseModel):
     metrics_port: int = Field(default=8080, ge=0, le=65535)
     """0: no metrics endpoint."""
     health_endpoint: str | None = "http://0.0.0.0:8081/healthz"
-    """Kopf's liveness endpoint (also used for readiness); None: off."""
+    """Kopf's liveness endpoint (also used for readiness); "off": none."""
+
+    @field_validator("health_endpoint", "api_server", mode="before")
+    @classmethod
+    def _off(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("", "off", "none"):
+            return None
+        return value
 
     @field_validator("job_command", mode="before")
     @classmethod
