@@ -160,14 +160,7 @@ async def mutate_task(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         raise _refuse(e) from None
     except (ApiError, httpx2.HTTPError, OSError, TimeoutError) as e:
         raise _lookup_failed("the generated node names against existing Nodes", e) from None
-    for key, value in mutation.patch().items():
-        if key == "spec":
-            for k, v in value.items():
-                patch.spec[k] = v
-        else:
-            for part, entries in value.items():
-                for k, v in entries.items():
-                    patch.metadata[part][k] = v
+    patch.update(mutation.patch())  # a merge patch; Kopf turns it into a JSON patch
 
 
 async def validate_new_task(body: kopf.Body, **_: Any) -> None:

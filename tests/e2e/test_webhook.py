@@ -1,0 +1,255 @@
+"""The admission webhook through the real apiserver: the operator deployed from
+deploy/ (with webhook.yaml and rbac-webhook.yaml) into a sandbox of its own; the
+apiserver calls the webhook through the Service (aggregator routing: the endpoint is
+the operator pod's IP). Also the user CLI against the same sandbox
+(tests/e2e/test_cli.py shares this module's fixture through conftest-free import)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from penetrator.api import CONFIGMAP_NAME_ANNOTATION, JOB_NAME_ANNOTATION, NODE_LABEL
+from penetrator.api.models import is_generated_name
+from penetrator.sandbox.join import heartbeat as hb
+from penetrator.sandbox.join.package import build_join_packages
+from penetrator.sandbox.lifecycle import Sandbox, down
+
+cluster_mod = pytest.importorskip("penetrator.sandbox.cluster")
+
+pytestmark = [pytest.mark.netns, pytest.mark.cluster]
+
+REPO = Path(__file__).resolve().parents[2]
+NS = "edge-system"
+UNREACHABLE = ["10.254.0.1", "10.254.0.2"]  # no such machines: a task on them stays creating
+
+
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Deployed:
+    def __init__(self, sb: Sandbox, info: Any, password_file: str) -> None:
+        self.sb = sb
+        self.info = info
+        self.password_file = password_file
+        self.proxy = info.proxy_nodes[1]
+        self.ips = [m.ip for m in sb.topology.intranet(1).machines]
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> Any:
+        return self.info.kubectl(*args, input=input, check=check)
+
+    def get(self, *args: str) -> Any:
+        out = self.kubectl("get", *args, "-o", "json", check=False).stdout
+        return json.loads(out) if out.strip() else None
+
+    def create(self, body: dict[str, Any]) -> Any:
+        """kubectl create -f -: the CompletedProcess (check=False)."""
+        return self.kubectl("create", "-f", "-", input=yaml.safe_dump(body), check=False)
+
+    def delete_task(self, name: str) -> None:
+        self.kubectl("delete", "nt", name, "--ignore-not-found", "--wait=true", check=False)
+
+    def operator_log(self) -> str:
+        pods = self.get("pods", "-n", NS, "-l", "app.kubernetes.io/component=operator")
+        for p in (pods or {}).get("items", []):
+            log = self.info.pod_log(p["metadata"]["name"], NS)
+            if log and log.exists():
+                return str(log.read_text()[-4000:])
+        return "no operator log"
+
+
+def task(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "nodetask.apps.superedge.io/v1beta1",
+        "kind": "NodeTask",
+        "metadata": {"name": name},
+        "spec": {"sshCredential": "login", **spec},
+    }
+
+
+def webhook_ready(d: Deployed) -> bool:
+    """A server-side dry-run create of a good task passes the webhook (until it serves,
+    the apiserver fails the call: failurePolicy Fail)."""
+    body = task("probe", nodeNamePrefix="p", targetMachines=["10.254.9.9"])
+    p = d.kubectl(
+        "create", "--dry-run=server", "-o", "json", "-f", "-", input=yaml.safe_dump(body),
+        check=False,
+    )  # fmt: skip
+    return p.returncode == 0 and "nodeNamesOverride" in p.stdout
+
+
+@pytest.fixture(scope="module")
+def deployed(sandbox_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+    sb = sandbox_factory(machines=3, intranets=1)
+    try:
+        info = cluster_mod.start_cluster(sb)
+        hb.start_sandbox_heartbeats(Sandbox.load(sb.name))
+        packages = build_join_packages(tmp_path_factory.mktemp("pkg"))
+        info.kubectl("apply", "-f", str(REPO / "deploy" / "crd.yaml"))
+        info.kubectl(
+            "wait", "--for=condition=established", "--timeout=60s",
+            "crd/nodetasks.nodetask.apps.superedge.io",
+        )  # fmt: skip
+        for name in ("namespace", "rbac", "rbac-webhook", "operator", "webhook"):
+            info.kubectl("apply", "-f", str(REPO / "deploy" / f"{name}.yaml"))
+        defaults = {
+            "packages": {a: str(p.path) for a, p in packages.items()},
+            "workDir": "penetrator",
+            "timeouts": {"wait_ready": 120, "connect": 5},
+        }
+        info.kubectl(
+            "-n", NS, "set", "env", "deployment/penetrator-operator",
+            f"PENETRATOR_JOB_CONFIG_DEFAULTS={json.dumps(defaults)}",
+            f"PENETRATOR_API_SERVER={info.server}",
+            "PENETRATOR_POLL_INTERVAL=2",
+            "PENETRATOR_BACKOFF_BASE=60",
+        )  # fmt: skip
+        ssh = sb.status()["ssh"]
+        info.kubectl(
+            "-n", NS, "create", "secret", "generic", "login",
+            f"--from-file=passwd={ssh['password_file']}",
+        )  # fmt: skip
+        d = Deployed(sb, info, ssh["password_file"])
+        try:
+            wait_until(lambda: webhook_ready(d), "the webhook to answer", 120)
+        except AssertionError:
+            print(d.operator_log())
+            raise
+        yield d
+    finally:
+        down(sb.name)
+
+
+def test_certificate_is_generated_and_ca_bundle_set(deployed: Deployed) -> None:
+    d = deployed
+    secret = d.get("secret", "-n", NS, "penetrator-webhook-tls")
+    assert set(secret["data"]) == {"ca.crt", "tls.crt", "tls.key"}
+    for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+        config = d.get(kind, "penetrator.nodetask.apps.superedge.io")
+        for w in config["webhooks"]:
+            assert w["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+    # no key in the repository: the manifest carries none
+    assert "caBundle" not in (REPO / "deploy" / "webhook.yaml").read_text().replace(
+        "the caBundle", ""
+    )
+
+
+def test_add_task_gets_generated_unique_names_and_label(deployed: Deployed) -> None:
+    d = deployed
+    ips = [*UNREACHABLE, UNREACHABLE[0]]
+    try:
+        p = d.create(task("gen", nodeNamePrefix="edge", targetMachines=ips, proxyNode=d.proxy))
+        assert p.returncode == 0, p.stderr
+        t = d.get("nt", "gen")
+        spec, meta = t["spec"], t["metadata"]
+        assert spec["targetMachines"] == UNREACHABLE
+        names = spec["nodeNamesOverride"]
+        assert sorted(names.values()) == sorted(UNREACHABLE)
+        assert len(set(names)) == 2
+        assert all(is_generated_name("edge", n) for n in names)
+        assert spec["nodeNamesGenerated"] is True
+        assert meta["labels"][NODE_LABEL].startswith("gen-")
+        assert meta["annotations"][JOB_NAME_ANNOTATION].startswith("gen-job-")
+        assert meta["annotations"][CONFIGMAP_NAME_ANNOTATION].startswith("gen-config-")
+        # the operator accepts the webhook's values: its Job has the annotated name
+        job = wait_until(
+            lambda: d.get("job", "-n", NS, meta["annotations"][JOB_NAME_ANNOTATION]),
+            "the task's Job",
+            60,
+        )
+        assert job["metadata"]["ownerReferences"][0]["name"] == "gen"
+        # spec changes are refused (webhook or CRD rule), metadata set once is kept
+        p = d.kubectl(
+            "patch", "nt", "gen", "--type=merge", "-p", '{"spec":{"sshPort":2222}}', check=False
+        )
+        assert p.returncode != 0
+        assert "immutable" in p.stderr
+        p = d.kubectl("label", "nt", "gen", "--overwrite", f"{NODE_LABEL}=other", check=False)
+        assert p.returncode != 0
+        assert f"metadata.labels[{NODE_LABEL}]: is set once" in p.stderr
+    finally:
+        d.delete_task("gen")
+
+
+REJECTIONS = [
+    # (name, spec, expected text in the message)
+    (
+        "no-secret",
+        {"sshCredential": "nope"},
+        "spec.sshCredential: Secret edge-system/nope does not exist",
+    ),
+    ("empty-secret", {"sshCredential": "empty"}, "has neither key passwd"),
+    ("both-secret", {"sshCredential": "both"}, "has both keys passwd and sshkey"),
+    ("no-proxy", {"proxyNode": "no-such-node"}, "spec.proxyNode: there is no Node 'no-such-node'"),
+    (
+        "two-names",
+        {"nodeNamesOverride": {"a": "10.254.1.1", "b": "10.254.1.1"}, "targetMachines": None},
+        "10.254.1.1 is given to both 'a' and 'b'",
+    ),
+    (
+        "both-lists",
+        {"nodeNamesOverride": {"a": "10.254.1.1"}},
+        "give only one of spec.targetMachines",
+    ),
+    (
+        "mark",
+        {"nodeNamesOverride": {"edge-abcdef": "10.254.1.1"}, "nodeNamesGenerated": True},
+        "nodeNamesGenerated is set by the admission webhook only",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "spec", "text"), REJECTIONS, ids=[r[0] for r in REJECTIONS])
+def test_rejections_name_the_field_and_fix(
+    deployed: Deployed, name: str, spec: dict[str, Any], text: str
+) -> None:
+    d = deployed
+    d.kubectl("-n", NS, "create", "secret", "generic", "empty", "--from-literal=x=y", check=False)
+    d.kubectl(
+        "-n", NS, "create", "secret", "generic", "both",
+        "--from-literal=passwd=y", "--from-literal=sshkey=z", check=False,
+    )  # fmt: skip
+    body = task(name, nodeNamePrefix="edge", targetMachines=["10.254.1.1"], proxyNode=d.proxy)
+    body["spec"].update(spec)
+    body["spec"] = {k: v for k, v in body["spec"].items() if v is not None}
+    p = d.create(body)
+    try:
+        assert p.returncode != 0, f"{name} was accepted"
+        assert "denied the request" in p.stderr
+        assert text in p.stderr, p.stderr
+    finally:
+        d.delete_task(name)
+
+
+def test_two_tasks_sharing_a_machine(deployed: Deployed) -> None:
+    d = deployed
+    try:
+        first = task("first", nodeNamePrefix="a", targetMachines=UNREACHABLE, proxyNode=d.proxy)
+        assert d.create(first).returncode == 0
+        second = task(
+            "second", nodeNamePrefix="b", targetMachines=["10.254.0.9", UNREACHABLE[1]],
+            proxyNode=d.proxy,
+        )  # fmt: skip
+        p = d.create(second)
+        assert p.returncode != 0
+        assert f"machine {UNREACHABLE[1]} is being installed by NodeTask 'first'" in p.stderr
+        assert "spec.targetMachines" in p.stderr
+        # a task on other machines is accepted meanwhile
+        third = task("third", nodeNamePrefix="c", targetMachines=["10.254.0.9"], proxyNode=d.proxy)
+        assert d.create(third).returncode == 0
+    finally:
+        for n in ("first", "second", "third"):
+            d.delete_task(n)
