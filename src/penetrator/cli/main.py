@@ -13,6 +13,7 @@ from penetrator.cli.job_cmd import job
 from penetrator.cli.operator_cmd import operator
 from penetrator.cli.sandbox_cmd import sandbox
 from penetrator.cli.testenv_cmd import testenv
+from penetrator.cli.user_cmd import add, credential, reinstall, status, watch
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,6 +26,8 @@ cli.add_command(testenv)
 cli.add_command(sandbox)
 cli.add_command(job)
 cli.add_command(operator)
+for _command in (add, reinstall, status, watch, credential):
+    cli.add_command(_command)
 
 
 def main() -> None:

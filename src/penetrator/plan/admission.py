@@ -88,12 +88,12 @@ def parse_spec(obj: Mapping[str, Any]) -> NodeTaskSpec:
     try:
         return NodeTaskSpec.model_validate(dict(spec))
     except ValidationError as e:
-        raise Denied(_in_spec(validation_messages(e))) from None
+        raise Denied(in_spec(validation_messages(e))) from None
     except (TypeError, ValueError) as e:  # hostile shapes pydantic does not wrap
         raise Denied([f"spec: {e}"]) from None
 
 
-def _in_spec(messages: list[str]) -> list[str]:
+def in_spec(messages: list[str]) -> list[str]:
     """Field paths from the root of the object (``spec.targetMachines: ...``)."""
     return [m if m.startswith(("spec", "metadata")) else f"spec.{m}" for m in messages]
 
@@ -172,7 +172,7 @@ async def mutate_create(
         try:
             NodeTaskSpec.model_validate(stored)
         except ValidationError as e:
-            raise Denied(_in_spec(validation_messages(e))) from None
+            raise Denied(in_spec(validation_messages(e))) from None
     labels: dict[str, str] = {}
     annotations: dict[str, str] = {}
     base = task_base_name(obj)

@@ -1,0 +1,127 @@
+"""The API calls of the user's CLI (``penetrator add/reinstall/status/watch/credential``):
+connect as kubectl does (``--kubeconfig``, ``$KUBECONFIG``, ``~/.kube/config``,
+``--context``; in a pod its service account), create and read NodeTasks, read the
+task's Events, create the credential Secret. Errors become ``UserApiError`` with one
+readable line (the apiserver's or the webhook's message), never a traceback."""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from lightkube import Client, ConfigError, KubeConfig
+from lightkube.core.exceptions import ApiError
+from lightkube.generic_resource import create_global_resource
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Event, Secret
+
+from penetrator.api import (
+    CREDENTIAL_PASSWORD_KEY,
+    CREDENTIAL_SSHKEY_KEY,
+    GROUP,
+    KIND,
+    NAMESPACE,
+    PLURAL,
+    VERSION,
+)
+
+NodeTaskResource = create_global_resource(GROUP, VERSION, KIND, PLURAL)
+FIELD_MANAGER = "penetrator-cli"
+
+
+class UserApiError(Exception):
+    """One line for the user; ``not_found`` when the object does not exist."""
+
+    def __init__(self, message: str, not_found: bool = False) -> None:
+        super().__init__(message)
+        self.not_found = not_found
+
+
+def describe(e: BaseException) -> str:
+    """One line for an API or connection error."""
+    if isinstance(e, ApiError):
+        message = (e.status.message or e.status.reason or "").strip()
+        return " ".join(message.split()) or f"HTTP {e.status.code}"
+    if isinstance(e, httpx2.HTTPError):
+        return f"cannot reach the API server: {e}"
+    return f"{type(e).__name__}: {e}"
+
+
+def connect(kubeconfig: str | Path | None = None, context: str | None = None) -> Client:
+    """A client as kubectl would make it."""
+    try:
+        path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
+        default = Path.home() / ".kube" / "config"
+        if path is None and not default.exists():
+            config = KubeConfig.from_service_account()
+        else:
+            config = KubeConfig.from_file(path or default)
+        single = config.get(context_name=context)
+        return Client(single, field_manager=FIELD_MANAGER, trust_env=False)
+    except (ConfigError, OSError, ValueError, KeyError) as e:
+        where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        ctx = f" (context {context!r})" if context else ""
+        raise UserApiError(f"cannot load kubeconfig {where}{ctx}: {e}") from None
+
+
+def _call(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except ApiError as e:
+        raise UserApiError(f"{what}: {describe(e)}", not_found=e.status.code == 404) from None
+    except httpx2.HTTPError as e:
+        raise UserApiError(f"{what}: {describe(e)}") from None
+
+
+def create_task(client: Client, body: Mapping[str, Any], dry_run: bool = False) -> dict[str, Any]:
+    """Create the NodeTask (``dry_run``: the server's answer without storing it)."""
+    obj = NodeTaskResource.from_dict(dict(body))
+    created = _call("cannot create the NodeTask", client.create, obj, dry_run=dry_run)
+    out: dict[str, Any] = created.to_dict()
+    return out
+
+
+def get_task(client: Client, name: str) -> dict[str, Any]:
+    obj = _call(f"NodeTask {name}", client.get, NodeTaskResource, name)
+    out: dict[str, Any] = obj.to_dict()
+    return out
+
+
+def task_events(client: Client, name: str, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
+    """Events about the task (the operator writes them to edge-system), oldest first."""
+    events = _call(
+        "cannot list events",
+        lambda: list(
+            client.list(
+                Event,
+                namespace=namespace,
+                fields={"involvedObject.kind": KIND, "involvedObject.name": name},
+            )
+        ),
+    )
+    out = [e.to_dict() for e in events]
+    out.sort(key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+    return out
+
+
+def create_credential(
+    client: Client, name: str, *, password: bytes | None = None, key: bytes | None = None
+) -> None:
+    """The Secret ``edge-system/<name>`` with key ``passwd`` or ``sshkey``."""
+    if (password is None) == (key is None):
+        raise ValueError("give exactly one of password or key")
+    data_key = CREDENTIAL_PASSWORD_KEY if password is not None else CREDENTIAL_SSHKEY_KEY
+    value = password if password is not None else key
+    assert value is not None
+    secret = Secret(
+        metadata=ObjectMeta(
+            name=name, namespace=NAMESPACE, labels={"app.kubernetes.io/name": "penetrator"}
+        ),
+        type="Opaque",
+        data={data_key: base64.b64encode(value).decode()},
+    )
+    _call(f"cannot create Secret {NAMESPACE}/{name}", client.create, secret)
