@@ -151,11 +151,20 @@ def main() -> None:
             time.sleep(2)
         all_ready = time.monotonic() - t1
         time.sleep(30)  # steady state: every lease renewed at least twice
-        lat = []
-        for _ in range(5):
+        lat, lat_cloud = [], []
+        in_cloud = exec_argv(
+            sb.topology.cloud.namespace,
+            [str(info.kubectl_binary), f"--kubeconfig={info.in_cloud_kubeconfig}"],
+        )
+        for _ in range(10):
             t = time.monotonic()
             kubectl("get", "nodes", "--no-headers")
             lat.append(time.monotonic() - t)
+            t = time.monotonic()
+            subprocess.run([*in_cloud, "get", "nodes", "--no-headers"], capture_output=True,
+                           check=False, timeout=120)  # fmt: skip
+            lat_cloud.append(time.monotonic() - t)
+            time.sleep(1)
         st = hb.service_status(hb.sandbox_registry_dir(sb.name, 1)) or {}
         cp_pids = {r.role: r.pid for r in Sandbox.load(sb.name).state.processes}
         row = {
@@ -180,15 +189,18 @@ def main() -> None:
             else None,
             "get_nodes_median_s": round(statistics.median(lat), 2),
             "get_nodes_max_s": round(max(lat), 2),
+            "get_nodes_in_cloud_median_s": round(statistics.median(lat_cloud), 2),
+            "get_nodes_in_cloud_max_s": round(max(lat_cloud), 2),
             "load_avg_1m": round(os.getloadavg()[0], 1),
         }
         print(json.dumps(row), flush=True)
-        new = not RESULTS.exists()
-        with open(RESULTS, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                w.writeheader()
-            w.writerow(row)
+        rows = list(csv.DictReader(RESULTS.open())) if RESULTS.exists() else []
+        rows.append({k: str(v) for k, v in row.items()})
+        cols = list(dict.fromkeys(k for r in rows for k in r))
+        with open(RESULTS, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=cols, restval="")
+            w.writeheader()
+            w.writerows(rows)
     finally:
         if not a.keep:
             down(sb.name)
