@@ -2,11 +2,15 @@
 deploy/ (with webhook.yaml and rbac-webhook.yaml) into a sandbox of its own; the
 apiserver calls the webhook through the Service (aggregator routing: the endpoint is
 the operator pod's IP). Also the user CLI against the same sandbox
-(tests/e2e/test_cli.py shares this module's fixture through conftest-free import)."""
+(machines really joined through the proxy node, exit codes, the kubectl plugin)."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,6 +51,7 @@ class Deployed:
         self.password_file = password_file
         self.proxy = info.proxy_nodes[1]
         self.ips = [m.ip for m in sb.topology.intranet(1).machines]
+        self.private_key = ""
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> Any:
         return self.info.kubectl(*args, input=input, check=check)
@@ -115,7 +120,7 @@ def deployed(sandbox_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> 
             f"PENETRATOR_JOB_CONFIG_DEFAULTS={json.dumps(defaults)}",
             f"PENETRATOR_API_SERVER={info.server}",
             "PENETRATOR_POLL_INTERVAL=2",
-            "PENETRATOR_BACKOFF_BASE=60",
+            "PENETRATOR_MAX_ATTEMPTS=1",  # an unreachable machine fails in one round
         )  # fmt: skip
         ssh = sb.status()["ssh"]
         info.kubectl(
@@ -123,6 +128,7 @@ def deployed(sandbox_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> 
             f"--from-file=passwd={ssh['password_file']}",
         )  # fmt: skip
         d = Deployed(sb, info, ssh["password_file"])
+        d.private_key = ssh["private_key"]
         try:
             wait_until(lambda: webhook_ready(d), "the webhook to answer", 120)
         except AssertionError:
@@ -236,6 +242,7 @@ def test_rejections_name_the_field_and_fix(
 
 def test_two_tasks_sharing_a_machine(deployed: Deployed) -> None:
     d = deployed
+    d.kubectl("cordon", d.proxy)  # the first task's Job never runs: it stays creating
     try:
         first = task("first", nodeNamePrefix="a", targetMachines=UNREACHABLE, proxyNode=d.proxy)
         assert d.create(first).returncode == 0
@@ -253,3 +260,136 @@ def test_two_tasks_sharing_a_machine(deployed: Deployed) -> None:
     finally:
         for n in ("first", "second", "third"):
             d.delete_task(n)
+        d.kubectl("uncordon", d.proxy)
+
+
+# --- the user CLI against the same sandbox --------------------------------------------
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def cli(d: Deployed, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """`penetrator ARGS --kubeconfig ...` with stdout a pipe (plain lines)."""
+    return subprocess.run(
+        [str(VENV_BIN / "penetrator"), *args, "--kubeconfig", str(d.info.kubeconfig)],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+def no_traceback(p: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) <= 1, p.stderr
+
+
+def test_cli_credential_create(deployed: Deployed, tmp_path: Path) -> None:
+    d = deployed
+    pw = tmp_path / "pw"
+    pw.write_text("s3cret\n")
+    p = cli(d, "credential", "create", "cli-pw", "--password-file", str(pw))
+    assert p.returncode == 0, p.stderr
+    data = d.get("secret", "-n", NS, "cli-pw")["data"]
+    assert base64.b64decode(data["passwd"]) == b"s3cret"
+    p = cli(d, "credential", "create", "cli-pw", "--password-file", str(pw))
+    assert p.returncode == 1
+    assert "already exists" in p.stderr
+    no_traceback(p)
+    key = tmp_path / "key"
+    key.write_bytes(Path(d.private_key).read_bytes())
+    key.chmod(0o644)
+    p = cli(d, "credential", "create", "cli-key", "--key-file", str(key))
+    assert p.returncode == 2
+    assert "readable by others" in p.stderr
+    assert d.get("secret", "-n", NS, "cli-key") is None
+    key.chmod(0o600)
+    p = cli(d, "credential", "create", "cli-key", "--key-file", str(key))
+    assert p.returncode == 0, p.stderr
+    assert set(d.get("secret", "-n", NS, "cli-key")["data"]) == {"sshkey"}
+    p = cli(d, "credential", "create", "x", "--key-file", str(key), "--password-file", str(pw))
+    assert p.returncode == 2
+
+
+def test_cli_add_reinstall_status_watch(deployed: Deployed) -> None:
+    d = deployed
+    cred = "cli-key" if d.get("secret", "-n", NS, "cli-key") else "login"
+    a, b = d.ips[0], d.ips[1]
+    try:
+        p = cli(d, "add", a, b, b, "--prefix", "cli", "--proxy-node", d.proxy,
+                "--credential", cred, "--name", "cli-add")  # fmt: skip
+        print(p.stdout, p.stderr)
+        assert p.returncode == 0, p.stderr
+        assert "nodetask/cli-add created (2 machines planned)" in p.stdout
+        last = p.stdout.strip().splitlines()[-1]
+        assert "nodetask/cli-add ready: 2/2 joined, 0 failed" in last
+        t = d.get("nt", "cli-add")
+        label = t["metadata"]["labels"][NODE_LABEL]
+        nodes = d.get("nodes", "-l", f"{NODE_LABEL}={label}")["items"]
+        assert len(nodes) == 2
+
+        p = cli(d, "status", "cli-add")
+        assert p.returncode == 0
+        assert "ready: 2/2 joined" in p.stdout
+        p = cli(d, "status", "cli-add", "-o", "json")
+        assert json.loads(p.stdout)["status"]["nodetaskStatus"] == "ready"
+        p = cli(d, "watch", "cli-add")
+        assert p.returncode == 0
+        assert "ready" in p.stdout
+
+        # the same machine again while cli-add is ready: allowed; rename on reinstall
+        old_name = next(n for n, ip in t["spec"]["nodeNamesOverride"].items() if ip == a)
+        p = cli(d, "reinstall", f"cli-renamed={a}", "--proxy-node", d.proxy,
+                "--credential", cred, "--name", "cli-re")  # fmt: skip
+        print(p.stdout, p.stderr)
+        assert p.returncode == 0, p.stderr
+        assert "nodetask/cli-re ready: 1/1 joined" in p.stdout
+        assert d.get("node", "cli-renamed") is not None
+        assert d.get("node", old_name) is None
+    finally:
+        d.delete_task("cli-add")
+        d.delete_task("cli-re")
+
+
+def test_cli_refusals_and_failed_task(deployed: Deployed) -> None:
+    d = deployed
+    try:
+        p = cli(d, "status", "no-such-task")
+        assert p.returncode == 1
+        assert "not found" in p.stderr
+        no_traceback(p)
+        # the webhook's refusal, one line
+        p = cli(d, "add", "10.254.3.1", "--prefix", "x", "--proxy-node", "nope",
+                "--credential", "login", "--no-wait")  # fmt: skip
+        assert p.returncode == 1
+        assert "spec.proxyNode: there is no Node 'nope'" in p.stderr
+        no_traceback(p)
+        # server dry run shows the generated names, stores nothing
+        p = cli(d, "add", "10.254.3.1", "--prefix", "dry", "--proxy-node", d.proxy,
+                "--credential", "login", "--dry-run=server", "-o", "json")  # fmt: skip
+        assert p.returncode == 0, p.stderr
+        assert len(json.loads(p.stdout)["spec"]["nodeNamesOverride"]) == 1
+        # a machine that cannot be reached: the task fails, watch says why, exit 1
+        p = cli(d, "add", "10.254.3.2", "--prefix", "bad", "--proxy-node", d.proxy,
+                "--credential", "login", "--name", "cli-bad")  # fmt: skip
+        print(p.stdout, p.stderr)
+        assert p.returncode == 1
+        assert "nodetask/cli-bad failed: 0/1 joined, 1 failed" in p.stdout
+        assert "failed bad-" in p.stdout
+        assert "(10.254.3.2) after 1 attempt(s): " in p.stdout
+        p = cli(d, "status", "cli-bad")
+        assert p.returncode == 1
+    finally:
+        d.delete_task("cli-bad")
+
+
+def test_kubectl_plugin_list_finds_penetrator(deployed: Deployed) -> None:
+    d = deployed
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    kubectl = str(d.info.kubectl_binary)
+    p = subprocess.run([kubectl, "plugin", "list"], capture_output=True, text=True, env=env,
+                       check=False, timeout=60)  # fmt: skip
+    assert str(VENV_BIN / "kubectl-penetrator") in p.stdout, p.stdout + p.stderr
+    p = subprocess.run(
+        [kubectl, "penetrator", "status", "no-such-task", "--kubeconfig", str(d.info.kubeconfig)],
+        capture_output=True, text=True, env=env, check=False, timeout=60,
+    )  # fmt: skip
+    assert p.returncode == 1
+    assert "NodeTask no-such-task" in p.stderr

@@ -35,6 +35,7 @@ from penetrator.cli.progress import (
     Progress,
     event_line,
     failure_line,
+    phase_counts,
     plain_line,
     progress_of,
     render,
@@ -53,6 +54,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 POLL_SECONDS = 1.0
+PLAIN_HEARTBEAT = 30.0
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
@@ -148,7 +150,10 @@ def _create_and_follow(
             return
     else:
         planned = len((created.get("spec") or {}).get("nodeNamesOverride") or {})
-        click.echo(f"nodetask/{name} created ({planned} machines planned)", err=not wait)
+        click.echo(
+            f"nodetask/{name} created ({planned} machine{'' if planned == 1 else 's'} planned)",
+            err=not wait,
+        )
     if wait:
         sys.exit(_follow(client, name, timeout=timeout))
 
@@ -331,14 +336,17 @@ def _follow_live(
 
 
 def _follow_plain(client: Any, name: str, deadline: float | None, poll: float) -> int:
-    last = ""
+    """A line when the state changes (and every ``PLAIN_HEARTBEAT`` seconds anyway);
+    each failure's reason once."""
+    last: tuple[Any, ...] = ()
+    last_at = 0.0
     shown: set[tuple[str, int, str]] = set()
     while True:
         p = _get(client, name)
-        line = plain_line(p)
-        if line[9:] != last[9:]:  # the same state is not repeated (the time stamp aside)
-            click.echo(line)
-            last = line
+        state = (p.phase, p.planned, p.joined, p.failed, phase_counts(p))
+        if state != last or time.monotonic() - last_at > PLAIN_HEARTBEAT:
+            click.echo(plain_line(p))
+            last, last_at = state, time.monotonic()
         for f in p.failures:
             key = (f.name, f.attempts, f.error)
             if f.error and key not in shown:
