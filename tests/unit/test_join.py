@@ -512,3 +512,39 @@ async def test_the_http_client_reads_chunked_and_sized_bodies_and_reconnects(
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_registration_retries_transient_errors_only() -> None:
+    import time
+
+    from penetrator.sandbox.join.bootstrap import retrying
+    from penetrator.sandbox.join.http import HttpError, Response
+    from penetrator.sandbox.join.node import ApiError
+
+    calls = {"n": 0}
+    said: list[str] = []
+
+    async def flaky() -> str:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise HttpError("POST /api/v1/nodes on 172.31.0.1:6443: timed out")
+        if calls["n"] == 2:
+            raise ApiError("creating Node x", Response(503, {}, b'{"message":"busy"}'))
+        return "ok"
+
+    assert await retrying("register", flaky, time.monotonic() + 30, said.append) == "ok"
+    assert calls["n"] == 3
+    assert "timed out" in said[0]
+    assert "HTTP 503: busy" in said[1]
+
+    async def forbidden() -> str:
+        raise ApiError("creating Node x", Response(403, {}, b'{"message":"no"}'))
+
+    with pytest.raises(ApiError, match="HTTP 403"):
+        await retrying("register", forbidden, time.monotonic() + 30, said.append)
+
+    async def down() -> str:
+        raise HttpError("cannot connect")
+
+    with pytest.raises(HttpError):
+        await retrying("register", down, time.monotonic() + 0.5, said.append)
