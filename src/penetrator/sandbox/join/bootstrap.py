@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from cryptography import x509
@@ -316,10 +317,10 @@ def heartbeat_running(m: MachineContext) -> bool:
         return False
     try:
         pid = int((m.registry / "heartbeat.pid").read_text().split()[0])
-        stat = open(f"/proc/{pid}/cmdline", "rb").read()  # noqa: SIM115
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError, IndexError):
         return False
-    return b"penetrator.sandbox.join.heartbeat" in stat
+    return b"penetrator.sandbox.join.heartbeat" in cmdline
 
 
 async def join(params: JoinParams, m: MachineContext, say: Say) -> JoinResult:
