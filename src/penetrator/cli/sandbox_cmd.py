@@ -195,6 +195,7 @@ def up(
         t0 = time.monotonic()
         sb = Sandbox.up(spec, faults=fault_map)
         info = start_cluster(sb) if cluster else None
+        sb = Sandbox.load(spec.name)  # the cluster added processes to its state
     except (
         ValueError,
         KeyError,

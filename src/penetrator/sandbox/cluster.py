@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from penetrator.sandbox.join import heartbeat as hb
 from penetrator.sandbox.lifecycle import Sandbox, SandboxError
 from penetrator.sandbox.nodeagent.agent import AgentConfig, AgentNode, pod_log_path
 from penetrator.sandbox.state import (
@@ -182,6 +183,8 @@ def start_cluster(sb: Sandbox, ready_timeout_s: float = 120.0) -> SandboxCluster
     cp.kubectl(
         "label", "node", CONTROL_PLANE_NODE, "node-role.kubernetes.io/control-plane=", "--overwrite"
     )
+    # Joined edge machines stay Ready through one heartbeat service per intranet.
+    hb.start_sandbox_heartbeats(Sandbox.load(sb.name))
     info = load_cluster(Sandbox.load(sb.name))
     if info is None:
         raise SandboxError(
