@@ -158,3 +158,67 @@ def test_results_file_and_json_lines(tmp_path: Path) -> None:
     assert [m["name"] for m in doc["machines"]] == ["a", "b"]
     assert "1/2 joined, 1 failed" in lines[-1]
     assert summary(rs)["total"] == 2
+
+
+@pytest.mark.parametrize(
+    ("uname", "arch"), [("x86_64", "amd64"), ("aarch64", "arm64"), ("arm64", "arm64")]
+)
+def test_arch_from_uname(uname: str, arch: str) -> None:
+    from penetrator.job.runner import pick_arch
+
+    assert pick_arch(uname) == arch
+
+
+@pytest.mark.parametrize("uname", ["mips64", "armv7l", "riscv64", "", "x86_64;rm -rf /"])
+def test_other_arches_fail_clearly(uname: str) -> None:
+    from penetrator.job.runner import pick_arch
+
+    with pytest.raises(MachineError, match="unsupported architecture"):
+        pick_arch(uname)
+
+
+def test_probe_parsing() -> None:
+    from penetrator.job.package import Package, parse_probe
+
+    pkg = Package("amd64", Path("/x"), "ab" * 32, 1)
+    assert parse_probe("ab" * 32 + "  ./packages/x.tgz", "yes", pkg) == (True, True)
+    assert parse_probe("-", "no", pkg) == (False, False)
+    assert parse_probe("cd" * 32 + "  ./packages/x.tgz", "no", pkg) == (False, False)
+
+
+class _Scripted:
+    """Answers `run` with a fixed text (the machine's output), records commands."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.commands: list[str] = []
+
+    async def run(self, step: str, command: str, limit: float, *, input: str | None = None) -> str:
+        self.commands.append(command)
+        return self.text
+
+
+async def test_prepare_reads_past_login_noise() -> None:
+    from penetrator.job.package import Package
+    from penetrator.job.runner import PROBE_MARK, prepare
+
+    pkg = Package("amd64", Path("/x"), "ab" * 32, 1)
+    text = "\n".join(
+        [
+            "Welcome! (motd printed by a login script)",
+            PROBE_MARK,
+            "x86_64",
+            "/root/w",
+            "t-1",
+            "ab" * 32 + "  ./packages/" + "ab" * 32 + ".tgz",
+            "no",
+            "",
+        ]
+    )
+    s = _Scripted(text)
+    p = await prepare(s, "w", {"amd64": pkg}, 5)  # type: ignore[arg-type]
+    assert (p.uname, p.work_dir, p.joined_label) == ("x86_64", "/root/w", "t-1")
+    assert p.packages == {"amd64": (True, False)}
+    assert s.commands[0].startswith(f"echo {PROBE_MARK} && uname -m")
+    with pytest.raises(MachineError, match="unexpected output"):
+        await prepare(_Scripted("x86_64\n/root/w\n"), "w", {"amd64": pkg}, 5)  # type: ignore[arg-type]
