@@ -356,3 +356,19 @@ def test_hostile_config_is_refused_before_any_connection(
     assert cp.returncode == 2
     assert "machines.0.name" in cp.stderr
     assert cp.stdout == ""
+
+
+def test_a_slow_machine_still_joins(sb: Sandbox, packages: dict[str, str], tmp_path: Path) -> None:
+    """Every chunk delayed (the slow fault): slower, but the steps' timeouts hold."""
+    ip = ips(sb)[0]
+    sb.fault(1, ip, Fault.SLOW)
+    try:
+        rc, r, out = run_job(
+            sb, tmp_path / "slow", [ip], "t-slow", packages, keepalive=1, timeouts={"connect": 30}
+        )
+    finally:
+        sb.fault(1, ip, None)
+    assert rc == 0, out
+    assert r[ip]["phase"] == "joined"
+    assert r[ip]["attempts"] == 1
+    assert r[ip]["durations"]["connect"] > 0.5  # the delay was real
