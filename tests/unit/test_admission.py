@@ -23,6 +23,7 @@ from penetrator.api import (
 from penetrator.plan.admission import (
     CreateFacts,
     Denied,
+    RecentAdmissions,
     credential_problems,
     free_node_names,
     is_unfinished,
@@ -212,7 +213,7 @@ def test_long_task_name_label_fits() -> None:
                 "nodeNamesOverride": {"a": "10.0.0.2"},
             },
             "only one of",
-        ),  # noqa: E501
+        ),
         (
             {
                 "nodeNamePrefix": "e",
@@ -221,11 +222,11 @@ def test_long_task_name_label_fits() -> None:
                 "nodeNamesGenerated": True,
             },
             "nodeNamesGenerated",
-        ),  # noqa: E501
+        ),
         (
             {"nodeNamesOverride": {"a": "10.0.0.1", "b": "10.0.0.1"}},
             "nodeNamesOverride: 10.0.0.1 is given to both",
-        ),  # noqa: E501
+        ),
         ({"nodeNamesOverride": {"a": "10.0.0.1", "b": "10.0.00.1"}}, "nodeNamesOverride"),
         ({"nodeNamesOverride": {"fd00::1": "fd00::1", "x": "fd00:0::1"}}, "given to both"),
         ({"nodeNamesOverride": {"Bad_Name": "10.0.0.1"}}, "nodeNamesOverride: name"),
@@ -245,7 +246,7 @@ def test_long_task_name_label_fits() -> None:
         (
             {"nodeNamePrefix": "e", "targetMachines": ["10.0.0.1"], "sshCredential": "../x"},
             "sshCredential",
-        ),  # noqa: E501
+        ),
     ],
 )
 def test_bad_user_input_is_refused_naming_the_field(spec: dict[str, Any], field: str) -> None:
@@ -347,11 +348,11 @@ def other(
 def test_machine_of_an_unfinished_task_is_refused_naming_it() -> None:
     tasks = {
         "first": other("first", {"edge-aaaaaa": "10.0.0.2"}, status={"nodetaskStatus": "creating"})
-    }  # noqa: E501
+    }
     msg = one(validate_create(stored_add(["10.0.0.1", "10.0.0.2"]), facts(tasks=tasks)))
     assert msg.startswith(
         "spec.targetMachines: machine 10.0.0.2 is being installed by NodeTask 'first' (creating)"
-    )  # noqa: E501
+    )
 
 
 def test_finished_tasks_do_not_block() -> None:
@@ -383,7 +384,7 @@ def test_reinstall_conflicts_name_field_and_node_name() -> None:
     msg = one(validate_create(obj, facts(tasks=tasks)))
     assert msg.startswith(
         "spec.nodeNamesOverride: node name edge-1 is being installed by NodeTask 'first'"
-    )  # noqa: E501
+    )
 
 
 def test_deleting_task_still_blocks() -> None:
@@ -456,3 +457,31 @@ def test_first_setting_of_label_is_allowed() -> None:
 
 def test_update_with_hostile_metadata() -> None:
     assert validate_update({"metadata": "x"}, {"metadata": None}) == []
+
+
+# --- recent admissions -----------------------------------------------------------------
+
+
+def test_recent_admission_blocks_a_concurrent_task_until_listed() -> None:
+    recent = RecentAdmissions(settle=1)
+    first = stored_add(["10.0.0.1"], name="first")
+    recent.record(first, now=100.0)
+    # a second task at the same moment: the list does not show "first" yet
+    tasks = recent.with_listed({}, list_started=100.1)
+    msg = one(validate_create(stored_add(["10.0.0.1"], name="second"), facts(tasks=tasks)))
+    assert "NodeTask 'first'" in msg
+    # once a list shows it, the list decides (here: it is ready)
+    listed = {"first": {**first, "status": {"nodetaskStatus": "ready"}}}
+    tasks = recent.with_listed(listed, list_started=100.2)
+    assert validate_create(stored_add(["10.0.0.1"]), facts(tasks=tasks)) == []
+    assert recent.entries == {}
+
+
+def test_recent_admission_not_listed_after_settling_is_gone() -> None:
+    """Created and deleted before any list saw it: no phantom claim."""
+    recent = RecentAdmissions(settle=1)
+    recent.record(stored_add(["10.0.0.1"], name="gone"), now=100.0)
+    assert "gone" in recent.with_listed({}, list_started=100.5)
+    assert recent.with_listed({}, list_started=101.5) == {}
+    recent.record({"metadata": {"generateName": "x-"}, "spec": {}}, now=100.0)
+    assert recent.entries == {}

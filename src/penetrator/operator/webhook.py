@@ -9,11 +9,13 @@ the Service ``edge-system/penetrator-webhook`` at ``/<handler id>``.
 
 Settings (environment): ``PENETRATOR_WEBHOOK_PORT`` (unset or 0: no webhook),
 ``PENETRATOR_WEBHOOK_SERVICE``, ``PENETRATOR_WEBHOOK_TLS_SECRET``,
-``PENETRATOR_WEBHOOK_CONFIGURATION`` (name of both configurations).
+``PENETRATOR_WEBHOOK_CONFIGURATION`` (name of both configurations),
+``PENETRATOR_WEBHOOK_RENEW_CHECK_SECONDS`` (3600: how often the certificate is checked).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import random
@@ -32,6 +34,7 @@ from penetrator.k8s.webhook_tls import ensure_serving_cert, service_hosts, set_c
 from penetrator.plan.admission import (
     CreateFacts,
     Denied,
+    RecentAdmissions,
     mutate_create,
     parse_spec,
     validate_create,
@@ -53,6 +56,7 @@ class WebhookSettings:
     namespace: str = NAMESPACE
     tls_secret: str = "penetrator-webhook-tls"  # noqa: S105 (a Secret's name)
     configuration: str = "penetrator.nodetask.apps.superedge.io"
+    renew_check_seconds: float = 3600.0
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None) -> WebhookSettings:
@@ -64,6 +68,9 @@ class WebhookSettings:
             namespace=env.get("PENETRATOR_NAMESPACE") or d.namespace,
             tls_secret=env.get("PENETRATOR_WEBHOOK_TLS_SECRET") or d.tls_secret,
             configuration=env.get("PENETRATOR_WEBHOOK_CONFIGURATION") or d.configuration,
+            renew_check_seconds=float(
+                env.get("PENETRATOR_WEBHOOK_RENEW_CHECK_SECONDS") or d.renew_check_seconds
+            ),
         )
 
 
@@ -87,8 +94,11 @@ def _api() -> AsyncClient:
 
 
 class ServiceWebhookServer(kopf.WebhookServer):
-    """Kopf's HTTPS server with our certificate (no files: memfd), keeping the
-    configurations' caBundle in step with it each time it (re)starts serving."""
+    """Kopf's HTTPS server with our certificate (no files on disk: memfd), keeping the
+    configurations' caBundle in step with it each time it (re)starts serving. Every
+    ``renew_check_seconds`` the Secret is looked at again: a certificate near its end is
+    replaced there, written into the memfds, and Kopf (which re-reads its files every
+    minute at most) restarts serving with it, which writes the new caBundle."""
 
     def __init__(self, settings: WebhookSettings, cert_pem: bytes, key_pem: bytes, ca: bytes):
         self._fds = [_memfd("webhook-cert", cert_pem), _memfd("webhook-key", key_pem)]
@@ -99,33 +109,69 @@ class ServiceWebhookServer(kopf.WebhookServer):
             certfile=f"/proc/self/fd/{self._fds[0]}",
             pkeyfile=f"/proc/self/fd/{self._fds[1]}",
             cadata=ca,
+            file_check_interval=min(60.0, settings.renew_check_seconds),
         )
         self.settings = settings
         self.ca = ca
 
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:
-        async for client_config in super().__call__(fn):
+        renewer = asyncio.create_task(self._renew_forever())
+        try:
+            async for client_config in super().__call__(fn):
+                await self._write_ca_bundle()
+                yield client_config
+        finally:
+            renewer.cancel()
+
+    async def _write_ca_bundle(self) -> None:
+        try:
+            missing = await set_ca_bundle(
+                _api(), self.settings.configuration, self.settings.configuration, self.ca
+            )
+        except (ApiError, httpx2.HTTPError) as e:
+            log.error("webhook caBundle not written: %s", _brief(e))
+            return
+        if missing:
+            log.warning(
+                "webhook configurations %s not found (apply deploy/webhook.yaml); serving anyway",
+                ", ".join(missing),
+            )
+        else:
+            log.info("webhook serving on :%d, caBundle up to date", self.settings.port)
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.renew_check_seconds)
             try:
-                missing = await set_ca_bundle(
-                    _api(), self.settings.configuration, self.settings.configuration, self.ca
-                )
-                if missing:
-                    log.warning(
-                        "webhook configurations %s not found (apply deploy/webhook.yaml); "
-                        "serving anyway",
-                        ", ".join(missing),
-                    )
-                else:
-                    log.info("webhook serving on :%d, caBundle up to date", self.settings.port)
-            except ApiError as e:
-                log.error("webhook caBundle not written: API error %d", e.status.code)
-            yield client_config
+                await self.renew()
+            except (ApiError, httpx2.HTTPError, RuntimeError) as e:
+                log.error("webhook certificate not checked: %s", _brief(e))
+
+    async def renew(self) -> bool:
+        """Load the Secret's certificate (replacing it there if due); True if it changed."""
+        ws = self.settings
+        cert = await ensure_serving_cert(
+            _api(), ws.tls_secret, ws.namespace, service_hosts(ws.service, ws.namespace)
+        )
+        if cert.ca_pem == self.ca:
+            return False
+        for fd, data in zip(self._fds, (cert.cert_pem, cert.key_pem), strict=True):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data, 0)
+        self.ca = self.cadata = cert.ca_pem
+        log.info("webhook certificate renewed; serving it within a minute")
+        return True
 
 
 def _memfd(name: str, data: bytes) -> int:
+    """An anonymous in-memory file (the key never touches a disk)."""
     fd = os.memfd_create(name, os.MFD_CLOEXEC)
     os.write(fd, data)
     return fd
+
+
+def _brief(e: BaseException) -> str:
+    return f"API error {e.status.code}" if isinstance(e, ApiError) else type(e).__name__
 
 
 async def webhook_startup(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -163,7 +209,11 @@ async def mutate_task(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     patch.update(mutation.patch())  # a merge patch; Kopf turns it into a JSON patch
 
 
-async def validate_new_task(body: kopf.Body, **_: Any) -> None:
+_recent = RecentAdmissions()
+_admission_lock = asyncio.Lock()
+
+
+async def validate_new_task(body: kopf.Body, dryrun: bool = False, **_: Any) -> None:
     obj = _plain(body)
     try:
         spec: NodeTaskSpec = parse_spec(obj)
@@ -173,11 +223,20 @@ async def validate_new_task(body: kopf.Body, **_: Any) -> None:
     try:
         keys = await credential_keys(client, spec.ssh_credential)
         proxy = await node_exists(client, spec.proxy_node) if spec.proxy_node else None
-        tasks = await list_tasks(client)
     except (ApiError, httpx2.HTTPError, OSError, TimeoutError) as e:
-        raise _lookup_failed("the credential Secret, proxy node and other tasks", e) from None
-    if problems := validate_create(obj, CreateFacts(keys, proxy, tasks)):
-        raise _refuse(Denied(problems))
+        raise _lookup_failed("the credential Secret and the proxy node", e) from None
+    async with _admission_lock:  # one decision on claims at a time in this process
+        started = asyncio.get_running_loop().time()
+        try:
+            listed = await list_tasks(client)
+        except (ApiError, httpx2.HTTPError, OSError, TimeoutError) as e:
+            raise _lookup_failed("the other NodeTasks", e) from None
+        now = asyncio.get_running_loop().time()
+        tasks = _recent.with_listed(listed, started)
+        if problems := validate_create(obj, CreateFacts(keys, proxy, tasks)):
+            raise _refuse(Denied(problems))
+        if not dryrun:
+            _recent.record(obj, now)
 
 
 async def validate_changed_task(**kwargs: Any) -> None:

@@ -323,6 +323,40 @@ def validate_create(obj: Mapping[str, Any], facts: CreateFacts) -> list[str]:
     return problems
 
 
+@dataclass
+class RecentAdmissions:
+    """Tasks this webhook admitted a moment ago that a list may not show yet (storing
+    follows admission within milliseconds): their machines count as taken, so two tasks
+    created at once for one machine are not both admitted by this process. An entry
+    goes once a list shows the task (the list is the truth from then on), or once a
+    list started ``settle`` seconds after the admission does not show it (the create
+    failed after admission, or the task is already gone)."""
+
+    settle: float = 1.0
+    entries: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
+
+    def record(self, obj: Mapping[str, Any], now: float) -> None:
+        name = _mapping(obj.get("metadata")).get("name")
+        if isinstance(name, str) and name:
+            body = {"metadata": {"name": name}, "spec": dict(_mapping(obj.get("spec")))}
+            self.entries[name] = (now, body)
+
+    def with_listed(
+        self, listed: Mapping[str, Mapping[str, Any]], list_started: float
+    ) -> dict[str, Mapping[str, Any]]:
+        """``listed`` plus the recent admissions it cannot have seen yet."""
+        for name in [
+            n
+            for n, (at, _) in self.entries.items()
+            if n in listed or list_started - at > self.settle
+        ]:
+            del self.entries[name]
+        out: dict[str, Mapping[str, Any]] = dict(listed)
+        for name, (_, body) in self.entries.items():
+            out.setdefault(name, body)
+        return out
+
+
 # --- validating: UPDATE -------------------------------------------------------------
 
 
