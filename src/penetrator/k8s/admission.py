@@ -6,17 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from dataclasses import dataclass, field
 from typing import Any
 
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.generic_resource import create_global_resource
+from lightkube.operators import in_
 from lightkube.resources.core_v1 import Node, Secret
 
 from penetrator.api import GROUP, KIND, NAMESPACE, PLURAL, VERSION
 
 NodeTaskResource = create_global_resource(GROUP, VERSION, KIND, PLURAL)
-NODE_LOOKUP_CONCURRENCY = 32
+NODE_LOOKUP_CONCURRENCY = 64
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+HOSTNAME_CHUNK = 200
 
 
 async def node_exists(client: AsyncClient, name: str) -> bool:
@@ -29,18 +33,57 @@ async def node_exists(client: AsyncClient, name: str) -> bool:
     return True
 
 
+@dataclass
+class NodeLookup:
+    """Which names are Nodes; ``by_label``: how many were checked through the
+    ``kubernetes.io/hostname`` label because the time budget for GETs ran out."""
+
+    found: set[str] = field(default_factory=set)
+    by_label: int = 0
+
+
 async def nodes_exist(
-    client: AsyncClient, names: list[str], concurrency: int = NODE_LOOKUP_CONCURRENCY
-) -> set[str]:
-    """Which of ``names`` are Nodes: one GET per name, ``concurrency`` at a time."""
+    client: AsyncClient,
+    names: list[str],
+    *,
+    budget: float | None = None,
+    concurrency: int = NODE_LOOKUP_CONCURRENCY,
+) -> NodeLookup:
+    """Which of ``names`` are Nodes: one GET per name, ``concurrency`` at a time.
+
+    Past ``budget`` seconds (an apiserver under load, thousands of names) the names
+    not yet looked up are checked with a few LISTs by label selector
+    ``kubernetes.io/hostname in (...)`` (the kubelet's label, the node name unless
+    overridden), ``HOSTNAME_CHUNK`` names per request: never a list of all Nodes."""
     gate = asyncio.Semaphore(concurrency)
+    result = NodeLookup()
 
-    async def one(name: str) -> str | None:
+    async def one(name: str) -> None:
         async with gate:
-            return name if await node_exists(client, name) else None
+            if await node_exists(client, name):
+                result.found.add(name)
 
-    found = await asyncio.gather(*(one(n) for n in names))
-    return {n for n in found if n is not None}
+    tasks = {asyncio.ensure_future(one(n)): n for n in names}
+    if not tasks:
+        return result
+    done, pending = await asyncio.wait(tasks, timeout=budget)
+    for t in pending:
+        t.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    for t in done:
+        if (e := t.exception()) is not None:
+            raise e
+    left = sorted(tasks[t] for t in pending)
+    result.by_label = len(left)
+    for i in range(0, len(left), HOSTNAME_CHUNK):
+        chunk = left[i : i + HOSTNAME_CHUNK]
+        async for node in client.list(Node, labels={HOSTNAME_LABEL: in_(chunk)}):
+            if node.metadata and node.metadata.name:
+                result.found.add(node.metadata.name)
+            hostname = ((node.metadata.labels or {}) if node.metadata else {}).get(HOSTNAME_LABEL)
+            if hostname:
+                result.found.add(hostname)
+    return result
 
 
 async def credential_keys(

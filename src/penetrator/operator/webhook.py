@@ -10,7 +10,8 @@ the Service ``edge-system/penetrator-webhook`` at ``/<handler id>``.
 Settings (environment): ``PENETRATOR_WEBHOOK_PORT`` (unset or 0: no webhook),
 ``PENETRATOR_WEBHOOK_SERVICE``, ``PENETRATOR_WEBHOOK_TLS_SECRET``,
 ``PENETRATOR_WEBHOOK_CONFIGURATION`` (name of both configurations),
-``PENETRATOR_WEBHOOK_RENEW_CHECK_SECONDS`` (3600: how often the certificate is checked).
+``PENETRATOR_WEBHOOK_RENEW_CHECK_SECONDS`` (3600: how often the certificate is checked),
+``PENETRATOR_WEBHOOK_NODE_CHECK_SECONDS`` (5: Node lookups by name, then by hostname label).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 import logging
 import os
 import random
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +39,7 @@ from penetrator.plan.admission import (
     RecentAdmissions,
     mutate_create,
     parse_spec,
+    task_base_name,
     validate_create,
     validate_update,
 )
@@ -57,6 +60,9 @@ class WebhookSettings:
     tls_secret: str = "penetrator-webhook-tls"  # noqa: S105 (a Secret's name)
     configuration: str = "penetrator.nodetask.apps.superedge.io"
     renew_check_seconds: float = 3600.0
+    node_check_seconds: float = 5.0
+    """Time for Node lookups by name on create; the rest by hostname label (the
+    webhook's timeout is 10 s)."""
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None) -> WebhookSettings:
@@ -68,6 +74,9 @@ class WebhookSettings:
             namespace=env.get("PENETRATOR_NAMESPACE") or d.namespace,
             tls_secret=env.get("PENETRATOR_WEBHOOK_TLS_SECRET") or d.tls_secret,
             configuration=env.get("PENETRATOR_WEBHOOK_CONFIGURATION") or d.configuration,
+            node_check_seconds=float(
+                env.get("PENETRATOR_WEBHOOK_NODE_CHECK_SECONDS") or d.node_check_seconds
+            ),
             renew_check_seconds=float(
                 env.get("PENETRATOR_WEBHOOK_RENEW_CHECK_SECONDS") or d.renew_check_seconds
             ),
@@ -196,10 +205,18 @@ def _lookup_failed(what: str, e: Exception) -> kopf.AdmissionError:
     )
 
 
-async def mutate_task(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    async def exist(names: list[str]) -> set[str]:
-        return await nodes_exist(_api(), names)
+async def mutate_task(body: kopf.Body, patch: kopf.Patch, warnings: list[str], **_: Any) -> None:
+    lookups = by_label = 0
+    budget = WebhookSettings.load().node_check_seconds
 
+    async def exist(names: list[str]) -> set[str]:
+        nonlocal lookups, by_label
+        lookup = await nodes_exist(_api(), names, budget=budget)
+        lookups += len(names)
+        by_label += lookup.by_label
+        return lookup.found
+
+    started = time.monotonic()
     try:
         mutation = await mutate_create(_plain(body), exist, RNG)
     except Denied as e:
@@ -207,6 +224,20 @@ async def mutate_task(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     except (ApiError, httpx2.HTTPError, OSError, TimeoutError) as e:
         raise _lookup_failed("the generated node names against existing Nodes", e) from None
     patch.update(mutation.patch())  # a merge patch; Kopf turns it into a JSON patch
+    log.info(
+        "admission: task %s: %d node names generated (%d Node lookups, %d of them by "
+        "hostname label) in %.2f s",
+        task_base_name(_plain(body)) or "?",
+        len(mutation.spec.get("nodeNamesOverride") or {}),
+        lookups,
+        by_label,
+        time.monotonic() - started,
+    )
+    if by_label:
+        warnings.append(
+            f"{by_label} of the generated node names were checked against existing Nodes by "
+            "their kubernetes.io/hostname label, not one by one (the API server was slow)"
+        )
 
 
 _recent = RecentAdmissions()
