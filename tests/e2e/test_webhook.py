@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import pty
 import subprocess
 import sys
 import time
@@ -482,3 +483,37 @@ def test_certificate_near_its_end_is_renewed_and_ca_bundle_follows(deployed: Dep
 
     wait_until(renewed, "a fresh certificate and caBundle", 60)
     wait_until(lambda: webhook_ready(d), "the webhook to serve the new certificate", 60)
+
+
+def test_cli_live_view_in_a_terminal(deployed: Deployed) -> None:
+    """On a terminal `reinstall` follows with the rich view (bar, phases, rate)."""
+    d = deployed
+    main, tty = pty.openpty()
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
+    try:
+        proc = subprocess.Popen(
+            [str(VENV_BIN / "penetrator"), "reinstall", f"live-1={d.ips[3]}",
+             "--proxy-node", d.proxy, "--credential", "login", "--name", "live",
+             "--kubeconfig", str(d.info.kubeconfig)],
+            stdin=subprocess.DEVNULL, stdout=tty, stderr=tty, env=env,
+        )  # fmt: skip
+        os.close(tty)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert proc.wait(timeout=240) == 0
+        text = out.decode(errors="replace")
+        print(text[-3000:])
+        assert "nodetask/" in text
+        assert "1/1 joined" in text
+        assert "joined/min" in text
+        assert "━" in text  # the bar
+    finally:
+        os.close(main)
+        d.delete_task("live")
