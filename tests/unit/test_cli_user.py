@@ -68,7 +68,7 @@ def test_bad_arguments_exit_2_with_one_line() -> None:
         (
             ("add", "10.0.0.1", "--prefix", "e", "--credential", "c", "--from-file", "/nope"),
             "/nope",
-        ),  # noqa: E501
+        ),
     ]
     for args, text in cases:
         code, _, err = run(*args)
