@@ -141,6 +141,7 @@ def env(sandbox_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "PENETRATOR_JOB_DEADLINE_SECONDS": "600",
             "PENETRATOR_MAX_ATTEMPTS": "2",
             "PENETRATOR_LEASE_SECONDS": "6",
+            "PENETRATOR_JOB_START_TIMEOUT": "60",
         }
         e = Env(sb, info, log, password, environ)
         e.start_operator()

@@ -64,6 +64,8 @@ def deployed(
             f"PENETRATOR_JOB_CONFIG_DEFAULTS={json.dumps(defaults)}",
             f"PENETRATOR_API_SERVER={info.server}",
             "PENETRATOR_POLL_INTERVAL=2",
+            "PENETRATOR_BACKOFF_BASE=2",
+            "PENETRATOR_JOB_START_TIMEOUT=60",  # a pod the node agent never starts
         )  # fmt: skip
         ssh = sb.status()["ssh"]
         info.kubectl(

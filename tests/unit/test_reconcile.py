@@ -500,8 +500,9 @@ def test_any_state_at_most_one_create_job_and_never_with_a_job(
     for a in d.actions:
         if isinstance(a, DeleteJob):
             assert job is not None
-            assert job.finished
             assert not job.deleting
+            # finished, or never started within the start timeout (nothing written)
+            assert job.finished or (elapsed > S.start_timeout and round_ > 0 and not finished)
     for m in d.status.machines.values():
         assert m.attempts <= S.max_attempts
     assert set(d.status.node_status) == set(plan) - set(installed)
@@ -539,3 +540,30 @@ def test_round_finished_counts_every_machine_to_retry() -> None:
     )
     (finished,) = [a for a in d.actions if isinstance(a, EmitEvent) and a.reason == "RoundFinished"]
     assert "2 to retry" in finished.message
+
+
+def test_a_job_that_never_starts_is_given_up_after_the_start_timeout() -> None:
+    task = make_task(2)
+    doc = only(reconcile(task, {}, None, None, T0, S), WriteResults).doc
+    job = ObservedJob("nodes-job", "j1")  # running (its pod Pending), wrote nothing
+    early = reconcile(task, {}, job, doc, T0 + timedelta(seconds=S.start_timeout - 1), S)
+    assert kinds(early) == ["RequeueAfter"]
+    d = reconcile(task, {}, job, doc, T0 + timedelta(seconds=S.start_timeout + 1), S)
+    assert kinds(d)[0] == "WriteResults"
+    assert only(d, DeleteJob) == DeleteJob("nodes-job", "j1")
+    folded = only(d, WriteResults).doc
+    assert folded.finished is not None
+    for m in folded.machines.values():
+        assert m.phase is MachinePhase.PENDING
+        assert "did not start" in (m.error or "")
+    assert "JobNotStarted" in [a.reason for a in d.actions if isinstance(a, EmitEvent)]
+    assert d.status.nodetask_status is TaskPhase.CREATING
+    # a job that wrote something is never given up, however long it runs
+    t1 = T0 + timedelta(seconds=5)
+    name = next(iter(doc.machines))
+    busy = doc.with_machine(
+        name,
+        doc.machines[name].model_copy(update={"phase": MachinePhase.INSTALLING, "updated": t1}),
+    )
+    late = reconcile(task, {}, job, busy, T0 + timedelta(hours=5), S)
+    assert kinds(late) == ["RequeueAfter"]

@@ -51,6 +51,8 @@ class Settings(BaseModel):
     backoff_base: float = Field(default=30.0, ge=0, le=3600)
     backoff_max: float = Field(default=600.0, ge=0, le=24 * 3600)
     poll_interval: float = Field(default=10.0, gt=0, le=600)
+    job_start_timeout: float = Field(default=300.0, ge=10, le=24 * 3600)
+    """A round's Job that wrote no result this long is deleted and the round counted."""
     # bootstrap token
     token_ttl_hours: float = Field(default=24.0, gt=0.1, le=24 * 30)
     token_margin_hours: float = Field(default=2.0, ge=0)
@@ -80,6 +82,7 @@ class Settings(BaseModel):
             backoff_base=self.backoff_base,
             backoff_max=self.backoff_max,
             poll_interval=self.poll_interval,
+            start_timeout=self.job_start_timeout,
         )
 
     def job_settings(self) -> JobSettings:

@@ -21,6 +21,8 @@ The decision table (first matching row wins):
 ===  =====================================  ==============================================
  0   no plan / label / annotations yet      none (status: WaitingForPreparation)
  1   Job being deleted                      RequeueAfter(deletion_poll)
+ 2a  Job running, nothing written for       WriteResults(folded), events, DeleteJob
+     start_timeout since the round started
  2   Job running                            RequeueAfter(poll) (status: live phases)
  3   Job finished, round not folded         WriteResults(folded), events, DeleteJob, Requeue
  4   Job finished, round folded             DeleteJob, RequeueAfter(deletion_poll)
@@ -35,8 +37,9 @@ The decision table (first matching row wins):
 ===  =====================================  ==============================================
 
 "Never two Jobs": ``CreateJob`` is only decided when no Job of the task is observed
-(also none being deleted), a Job is only deleted after it finished, and deletion is
-foreground (the Job object stays until its pods are gone).
+(also none being deleted), a Job is deleted after it finished, and deletion is
+foreground (the Job object stays until its pods are gone); the only Job deleted
+before it finished is one that never started (row 2a).
 """
 
 from __future__ import annotations
@@ -73,6 +76,10 @@ class ReconcileSettings:
     backoff_max: float = 600.0
     poll_interval: float = 10.0
     """Requeue while a Job runs (Job events usually come first)."""
+    start_timeout: float = 300.0
+    """A round whose Job has written nothing this long after the round started is
+    given up (Job deleted, an attempt counted): its pod never started (image pull,
+    volume, scheduling trouble). The job writes its first batch within seconds."""
     deletion_poll: float = 2.0
 
     def backoff(self, finished_round: int) -> float:
@@ -514,6 +521,44 @@ def _decide(
                 settled=False,
             )
             return Decision((RequeueAfter(settings.deletion_poll),), st)
+        stuck = (
+            not job.finished
+            and doc.round > 0
+            and doc.finished is None
+            and doc.started is not None
+            and (now - doc.started).total_seconds() > settings.start_timeout
+            and not _ran(doc)
+        )
+        if stuck:
+            gave_up = ObservedJob(
+                job.name,
+                job.uid,
+                finished=True,
+                reason=f"its pod did not start within {settings.start_timeout:g}s",
+            )
+            doc, events = fold(doc, installed, gave_up, now, settings)
+            st = _status(
+                task,
+                view(),
+                doc,
+                now,
+                ("True", "WaitingForJobDeletion", f"job {job.name} did not start; removing it"),
+                settings,
+                settled=False,
+            )
+            actions = [
+                WriteResults(doc),
+                *events,
+                EmitEvent(
+                    "Warning",
+                    "JobNotStarted",
+                    f"round {doc.round}: job {job.name} wrote no result within "
+                    f"{settings.start_timeout:g}s; deleting it",
+                ),
+                DeleteJob(job.name, job.uid),
+                RequeueAfter(settings.deletion_poll),
+            ]
+            return Decision(tuple(actions), st, doc.round)
         if not job.finished:
             st = _status(
                 task,
