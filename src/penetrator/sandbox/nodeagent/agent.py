@@ -48,6 +48,7 @@ log = logging.getLogger("penetrator.nodeagent")
 LEASE_SECONDS = 40
 LEASE_RENEW_S = 5.0
 STATUS_REPORT_S = 30.0
+PREPARE_ATTEMPTS = 40  # x 0.5 s: how long a 403 for a newly bound pod is retried
 FIELD_MANAGER = "penetrator-nodeagent"
 
 
@@ -362,6 +363,19 @@ class PodRunner:
             if self.deleting.is_set():
                 await self._final_delete()
 
+    async def _prepare_retrying(self) -> list[str]:
+        """As the kubelet retries mounts: the Node authorizer learns of a pod bound to
+        this node a moment after our watch shows it, so its token, ConfigMaps and
+        Secrets may be refused (403, "no relationship found") for a short while."""
+        for attempt in range(PREPARE_ATTEMPTS):
+            try:
+                return await self._prepare()
+            except ApiError as e:
+                if e.status.code != 403 or attempt == PREPARE_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.5)
+        raise AssertionError("unreachable")
+
     async def _run(self) -> None:
         if self.plan.ignored:
             log.info(
@@ -377,7 +391,7 @@ class PodRunner:
         )
         backoff = 1.0
         while True:
-            argv = await self._prepare()
+            argv = await self._prepare_retrying()
             log_file = open(self.dir / "container.log", "ab")  # noqa: SIM115 - child owns it
             try:
                 self.process = await asyncio.create_subprocess_exec(
