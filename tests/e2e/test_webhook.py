@@ -219,6 +219,16 @@ REJECTIONS = [
         "10.254.1.1 is given to both 'a' and 'b'",
     ),
     (
+        "two-spellings",  # one machine in two spellings: the schema cannot see it
+        {"nodeNamesOverride": {"a": "fd00::1", "b": "fd00:0::1"}, "targetMachines": None},
+        "fd00:0::1 is given to both 'a' and 'b'",
+    ),
+    (
+        "dup-v6-targets",  # duplicates in two spellings are removed, not refused
+        {"targetMachines": ["fd00::7", "FD00:0::7"], "sshCredential": "nope"},
+        "spec.sshCredential: Secret edge-system/nope does not exist",
+    ),
+    (
         "both-lists",
         {"nodeNamesOverride": {"a": "10.254.1.1"}},
         "give only one of spec.targetMachines",

@@ -151,8 +151,7 @@ def _create_and_follow(
     else:
         planned = len((created.get("spec") or {}).get("nodeNamesOverride") or {})
         click.echo(
-            f"nodetask/{name} created ({planned} machine{'' if planned == 1 else 's'} planned)",
-            err=not wait,
+            f"nodetask/{name} created ({planned} machine{'' if planned == 1 else 's'} planned)"
         )
     if wait:
         sys.exit(_follow(client, name, timeout=timeout))
