@@ -14,6 +14,7 @@ from rich.table import Table
 
 from penetrator.sandbox import preflight
 from penetrator.sandbox.cluster import SandboxCluster, load_cluster, start_cluster
+from penetrator.sandbox.deploy import deploy_penetrator
 from penetrator.sandbox.faults import parse_fault
 from penetrator.sandbox.lifecycle import Sandbox, SandboxError, down
 from penetrator.sandbox.network import CommandError, exec_argv
@@ -386,3 +387,26 @@ def heartbeat(name: str, action: str) -> None:
         for k in ks:
             st = hb.service_status(hb.sandbox_registry_dir(name, k))
             click.echo(f"intranet {k}: " + (json.dumps(st) if st is not None else "not running"))
+
+
+@sandbox.command()
+@name_option
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="PENETRATOR_KEY=VALUE",
+    help="An operator setting to add (repeatable).",
+)
+def deploy(name: str, settings: tuple[str, ...]) -> None:
+    """Deploy the CRD, RBAC, webhook and operator from deploy/ into the sandbox."""
+    info = load_cluster(_load(name))
+    if info is None:
+        _fail(f"sandbox {name} has no running cluster (penetrator sandbox up)")
+        return
+    extra = dict(s.split("=", 1) for s in settings if "=" in s)
+    try:
+        deploy_penetrator(name, info, extra)
+    except SandboxError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"penetrator deployed in sandbox {name}: the operator and its webhook answer")
