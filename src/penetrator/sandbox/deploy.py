@@ -55,8 +55,9 @@ def operator_deployment(settings: Mapping[str, str]) -> dict[str, Any]:
 
 
 def webhook_answers(info: SandboxCluster) -> bool:
-    """A server-side dry run of a good task passes the webhook (failurePolicy Fail
-    refuses every create until it serves)."""
+    """A server-side dry run of a task reaches the webhook: it mutates it, or refuses
+    it by name (its credential Secret does not exist). Until the webhook serves,
+    failurePolicy Fail refuses every create with "failed calling webhook"."""
     probe = {
         "apiVersion": "nodetask.apps.superedge.io/v1beta1",
         "kind": "NodeTask",
@@ -77,7 +78,9 @@ def webhook_answers(info: SandboxCluster) -> bool:
         input=yaml.safe_dump(probe),
         check=False,
     )
-    return p.returncode == 0 and "nodeNamesOverride" in p.stdout
+    if p.returncode == 0:
+        return "nodeNamesOverride" in p.stdout
+    return "denied the request" in p.stderr and "spec.sshCredential" in p.stderr
 
 
 def deploy_penetrator(
