@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# The README's main command: the sandbox demo. It builds or reuses the
-# control plane, brings up the sandbox (a real cluster in the "cloud"
-# namespace, an intranet behind NAT with a proxy node and 20 edge machines
-# running real sshd), applies the NodeTask CRD and a task for those machines,
-# and shows what the cluster sees. It leaves the sandbox up:
-#   .venv/bin/penetrator sandbox down --name demo
+# The README's main command: the sandbox demo, on a fresh machine as root.
+#  1. builds (once, cached) or reuses the Kubernetes control plane;
+#  2. brings up the sandbox: a real cluster in a "cloud" network namespace, and
+#     an intranet behind NAT with a proxy node and 20 edge machines running
+#     real sshd, which the cloud cannot reach;
+#  3. deploys the CRD, the operator and its webhook from deploy/;
+#  4. adds the 20 machines with `penetrator add` and follows the task live
+#     until every machine is a Ready node;
+#  5. reinstalls two of them, renaming one;
+#  6. prints a summary. The sandbox stays up until
+#     `.venv/bin/penetrator sandbox down --name demo`.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -12,42 +17,53 @@ bash scripts/setup.sh
 t0=$(date +%s)
 pen=.venv/bin/penetrator
 machines=${DEMO_MACHINES:-20}
+py=.venv/bin/python
 
-echo "== bringing up the sandbox: cloud + 1 NAT'd intranet (proxy node + $machines machines)"
-eval "$($pen sandbox up --name demo --machines "$machines" | tee /dev/stderr | grep '^export ' | sed 's/ *#.*$//')"
-kubectl=$(testenv/build.sh)/kubectl
-echo
-echo "== the cluster (kube-apiserver $("$kubectl" version -o json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])') in the cloud namespace)"
-"$kubectl" get nodes -o wide
-echo
-echo "== the one-way network: the proxy node reaches the machines, the cloud does not"
-first=$($pen sandbox status --name demo -o json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)["machines"][0]["ip"])')
-$pen sandbox exec --name demo proxy-1 -- sh -c "timeout 3 bash -c '</dev/tcp/$first/22' && echo 'proxy-1 -> $first:22 open'"
-$pen sandbox exec --name demo cloud -- sh -c "timeout 3 bash -c '</dev/tcp/$first/22' 2>/dev/null && echo 'cloud -> $first:22 open (unexpected!)' || echo 'cloud -> $first:22 unreachable, as behind NAT'"
-echo
-echo "== the NodeTask CRD and a task for the $machines machines through proxy-1"
-"$kubectl" apply -f deploy/crd.yaml
-"$kubectl" wait --for=condition=established --timeout=60s crd/nodetasks.nodetask.apps.superedge.io
-"$kubectl" create namespace edge-system --dry-run=client -o yaml | "$kubectl" apply -f -
-"$kubectl" -n edge-system create secret generic login-secret \
-  --from-file=sshkey="$PENETRATOR_SANDBOX_SSH_KEY" --dry-run=client -o yaml | "$kubectl" apply -f -
-ips=$($pen sandbox status --name demo -o json | .venv/bin/python -c 'import json,sys; print("\n".join("    - " + m["ip"] for m in json.load(sys.stdin)["machines"] if m["intranet"] == 1))')
-cat <<YAML | "$kubectl" apply -f -
-apiVersion: nodetask.apps.superedge.io/v1beta1
-kind: NodeTask
-metadata:
-  name: nodes
-spec:
-  nodeNamePrefix: edge
-  targetMachines:
-$ips
-  sshCredential: login-secret
-  proxyNode: proxy-1
-YAML
-"$kubectl" get nt
-echo
-echo "Done in $(( $(date +%s) - t0 )) s. The sandbox stays up; try:"
-echo "  export KUBECONFIG=$KUBECONFIG"
-echo "  $kubectl get nodes; $kubectl explain nodetask.spec"
-echo "  $pen sandbox status --name demo"
-echo "Stop it with: $pen sandbox down --name demo"
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "1-2. the sandbox: cloud + 1 NAT'd intranet (proxy node + $machines machines)"
+$pen sandbox up --name demo --machines "$machines" > /tmp/penetrator-demo-up.txt
+cat /tmp/penetrator-demo-up.txt
+eval "$(grep '^export ' /tmp/penetrator-demo-up.txt | sed 's/ *#.*$//')"
+export PATH="$repo/.venv/bin:$(dirname "$(testenv/build.sh)"):$PATH"  # kubectl, penetrator
+kubectl get nodes -o wide
+status=$($pen sandbox status --name demo -o json)
+ips=$(echo "$status" | $py -c 'import json,sys; print(" ".join(m["ip"] for m in json.load(sys.stdin)["machines"] if m["intranet"] == 1))')
+first=${ips%% *}
+$pen sandbox exec --name demo cloud -- sh -c "timeout 3 bash -c '</dev/tcp/$first/22' 2>/dev/null && echo 'cloud -> $first:22 open (unexpected!)' || echo 'cloud -> $first:22: unreachable (behind NAT)'"
+$pen sandbox exec --name demo proxy-1 -- sh -c "timeout 3 bash -c '</dev/tcp/$first/22' && echo 'proxy-1 -> $first:22: open'"
+
+step "3. deploying the CRD, RBAC, webhook and operator from deploy/"
+$pen sandbox deploy --name demo
+kubectl -n edge-system get deploy,pods,svc
+
+step "4. penetrator add: $machines machines through proxy-1"
+$pen credential create login-secret --key-file "$PENETRATOR_SANDBOX_SSH_KEY"
+t_add=$(date +%s)
+# shellcheck disable=SC2086 # one argument per IP
+$pen add $ips --prefix edge --proxy-node proxy-1 --credential login-secret --name nodes --timeout 900
+add_s=$(( $(date +%s) - t_add ))
+kubectl get nt nodes -o custom-columns='STATUS:status.nodetaskStatus'
+kubectl get nodes -l app.superedge.io/node-label -L app.superedge.io/node-label
+
+step "5. penetrator reinstall: two machines, one of them renamed"
+# The first two installed nodes: keep the first one's name, rename the second.
+read -r keep keep_ip old old_ip < <(kubectl get nodes -l app.superedge.io/node-label --sort-by=.metadata.name \
+  -o jsonpath='{range .items[0:2]}{.metadata.name} {.status.addresses[?(@.type=="InternalIP")].address} {end}')
+pairs="$keep=$keep_ip edge-renamed=$old_ip"
+echo "reinstalling $keep ($keep_ip) and $old ($old_ip) as edge-renamed"
+# shellcheck disable=SC2086
+$pen reinstall $pairs --proxy-node proxy-1 --credential login-secret --name reinstall --timeout 600
+kubectl get nodes -L app.superedge.io/node-label
+if kubectl get node "$old" >/dev/null 2>&1; then echo "the old name $old is still there" >&2; exit 1; fi
+echo "renamed: $old -> edge-renamed (the old Node object is gone)"
+
+joined=$(kubectl get nodes -l app.superedge.io/node-label --no-headers | grep -c ' Ready ')
+step "summary"
+echo "machines joined and Ready: $joined of $machines (add took ${add_s}s); whole demo $(( $(date +%s) - t0 ))s"
+echo "look next:"
+echo "  export KUBECONFIG=$KUBECONFIG PATH=$PATH"
+echo "  kubectl get nt; kubectl -n edge-system get events --sort-by=.lastTimestamp | tail"
+echo "  penetrator status nodes; penetrator sandbox status --name demo"
+echo "  penetrator sandbox logs --name demo <operator pod>   (kubectl -n edge-system get pods)"
+echo "stop it with: $pen sandbox down --name demo"
