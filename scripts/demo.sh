@@ -49,7 +49,7 @@ kubectl get nodes -l app.superedge.io/node-label -L app.superedge.io/node-label
 step "5. penetrator reinstall: two machines, one of them renamed"
 # The first two installed nodes: keep the first one's name, rename the second.
 read -r keep keep_ip old old_ip < <(kubectl get nodes -l app.superedge.io/node-label --sort-by=.metadata.name \
-  -o jsonpath='{range .items[0:2]}{.metadata.name} {.status.addresses[?(@.type=="InternalIP")].address} {end}')
+  -o jsonpath='{range .items[0:2]}{.metadata.name} {.status.addresses[?(@.type=="InternalIP")].address} {end}{"\n"}')
 pairs="$keep=$keep_ip edge-renamed=$old_ip"
 echo "reinstalling $keep ($keep_ip) and $old ($old_ip) as edge-renamed"
 # shellcheck disable=SC2086
