@@ -25,7 +25,7 @@ step "1-2. the sandbox: cloud + 1 NAT'd intranet (proxy node + $machines machine
 $pen sandbox up --name demo --machines "$machines" > /tmp/penetrator-demo-up.txt
 cat /tmp/penetrator-demo-up.txt
 eval "$(grep '^export ' /tmp/penetrator-demo-up.txt | sed 's/ *#.*$//')"
-export PATH="$repo/.venv/bin:$(dirname "$(testenv/build.sh)"):$PATH"  # kubectl, penetrator
+export PATH="$repo/.venv/bin:$(testenv/build.sh):$PATH"  # kubectl, penetrator
 kubectl get nodes -o wide
 status=$($pen sandbox status --name demo -o json)
 ips=$(echo "$status" | $py -c 'import json,sys; print(" ".join(m["ip"] for m in json.load(sys.stdin)["machines"] if m["intranet"] == 1))')
@@ -62,7 +62,7 @@ joined=$(kubectl get nodes -l app.superedge.io/node-label --no-headers | grep -c
 step "summary"
 echo "machines joined and Ready: $joined of $machines (add took ${add_s}s); whole demo $(( $(date +%s) - t0 ))s"
 echo "look next:"
-echo "  export KUBECONFIG=$KUBECONFIG PATH=$PATH"
+echo "  export KUBECONFIG=$KUBECONFIG PATH=$repo/.venv/bin:$(testenv/build.sh):\$PATH"
 echo "  kubectl get nt; kubectl -n edge-system get events --sort-by=.lastTimestamp | tail"
 echo "  penetrator status nodes; penetrator sandbox status --name demo"
 echo "  penetrator sandbox logs --name demo <operator pod>   (kubectl -n edge-system get pods)"
