@@ -295,6 +295,11 @@ def test_add_task_through_the_proxy_node_joins_the_machines_and_is_collected(env
     for secret_text in [env.password, *token_parts]:
         assert secret_text not in everything
     assert "RoundStarted" in events
+    ready_events = [
+        e for e in json.loads(events)["items"]
+        if e["reason"] == "Ready" and e["involvedObject"]["name"] == "nodes"
+    ]  # fmt: skip
+    assert len(ready_events) == 1, ready_events  # said once, however many steps saw it
 
     # deleting the task collects its objects
     env.kubectl("delete", "nt", "nodes", "--wait=true", "--timeout=60s")

@@ -131,6 +131,8 @@ def test_all_installed_is_ready_with_one_event() -> None:
     d = reconcile(task, task.spec.plan(), None, None, T0, S)
     assert kinds(d) == ["EmitEvent"]
     assert only(d, EmitEvent).reason == "Ready"
+    # Said once even if the next step still reads the task as creating.
+    assert only(d, EmitEvent).once
     assert d.status.nodetask_status is TaskPhase.READY
     assert d.status.node_status == {}
     again = make_task(2, status=d.status.to_dict())
@@ -252,7 +254,9 @@ def test_attempt_limit_makes_machine_failed_and_task_failed() -> None:
     assert d2.status.failed == 1
     assert d2.status.machines[names[1]].phase is MachinePhase.FAILED
     assert d2.status.machines[names[1]].last_error == "Permission denied"
-    assert [a.reason for a in d2.actions if isinstance(a, EmitEvent)] == ["Failed"]
+    assert [(a.reason, a.once) for a in d2.actions if isinstance(a, EmitEvent)] == [
+        ("Failed", True)
+    ]
     done = task.model_copy(update={"status": d2.status})
     after = reconcile(done, installed, None, only(d, WriteResults).doc, T0 + timedelta(hours=1), S)
     assert not any(isinstance(a, CreateJob) for a in after.actions)

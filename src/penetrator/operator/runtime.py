@@ -232,7 +232,7 @@ class Runtime:
                 if e.status.code != 404:
                     raise
         elif isinstance(action, EmitEvent):
-            await self.event(task, action.type, action.reason, action.message)
+            await self.event(task, action.type, action.reason, action.message, once=action.once)
         elif isinstance(action, RequeueAfter):
             pass
 
@@ -301,11 +301,17 @@ class Runtime:
             self.metrics.api_errors.labels(operation="WriteStatus").inc()
             raise StepError(f"WriteStatus: {_describe(e)}") from None
 
-    async def event(self, task: NodeTask, type_: str, reason: str, message: str) -> None:
+    async def event(
+        self, task: NodeTask, type_: str, reason: str, message: str, once: bool = False
+    ) -> None:
         now = datetime.now(UTC)
+        # A once-only Event has a fixed name: a second create is refused (409), not doubled.
+        fixed = f"{task.name[:200]}.{reason.lower()}.{(task.metadata.uid or '')[:8]}"
         ev = Event(
             metadata=ObjectMeta(
-                generateName=f"{task.name[:200]}.", namespace=self.settings.namespace
+                name=fixed if once else None,
+                generateName=None if once else f"{task.name[:200]}.",
+                namespace=self.settings.namespace,
             ),
             # The API server only accepts an Event outside "default" when the involved
             # object names the same namespace; compat.md wants them in edge-system
@@ -332,6 +338,8 @@ class Runtime:
         try:
             await self.client.create(ev)
         except ApiError as e:
+            if once and e.status.code == 409:
+                return  # already said
             self.metrics.api_errors.labels(operation="Event").inc()
             log.warning("task %s: event %s not posted: %s", task.name, reason, _describe(e))
 

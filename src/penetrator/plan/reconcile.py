@@ -145,6 +145,9 @@ class EmitEvent:
     type: Literal["Normal", "Warning"]
     reason: str
     message: str
+    # Said once for the life of the task, even when two steps read the task before
+    # the status that made it final is visible (the Event gets a fixed name).
+    once: bool = False
 
 
 @dataclass(frozen=True)
@@ -455,7 +458,7 @@ def reconcile(
     if final in (TaskPhase.READY, TaskPhase.FAILED) and task.status.nodetask_status != final:
         st = d.status
         if final is TaskPhase.READY:
-            event = EmitEvent("Normal", "Ready", f"all {st.planned} machines joined")
+            event = EmitEvent("Normal", "Ready", f"all {st.planned} machines joined", once=True)
         else:
             failed = sorted(n for n, m in st.machines.items() if m.phase is MachinePhase.FAILED)
             event = EmitEvent(
@@ -463,6 +466,7 @@ def reconcile(
                 "Failed",
                 f"{st.joined}/{st.planned} joined; {st.failed} failed for good: "
                 f"{_names_text(failed)}",
+                once=True,
             )
         rest = [a for a in d.actions if not isinstance(a, RequeueAfter)]
         requeue = [a for a in d.actions if isinstance(a, RequeueAfter)]
