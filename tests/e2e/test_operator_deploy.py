@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from penetrator.api import NODE_LABEL
+from penetrator.sandbox.deploy import deploy_penetrator
 from penetrator.sandbox.join import heartbeat as hb
-from penetrator.sandbox.join.package import build_join_packages
 from penetrator.sandbox.lifecycle import Sandbox, down
 
 cluster_mod = pytest.importorskip("penetrator.sandbox.cluster")
@@ -46,27 +46,16 @@ def deployed(
     try:
         info = cluster_mod.start_cluster(sb)
         hb.start_sandbox_heartbeats(Sandbox.load(sb.name))
-        packages = build_join_packages(tmp_path_factory.mktemp("pkg"))
-        info.kubectl("apply", "-f", str(REPO / "deploy" / "crd.yaml"))
-        info.kubectl(
-            "wait", "--for=condition=established", "--timeout=60s",
-            "crd/nodetasks.nodetask.apps.superedge.io",
-        )  # fmt: skip
-        for name in ("namespace.yaml", "rbac.yaml", "operator.yaml"):
-            info.kubectl("apply", "-f", str(REPO / "deploy" / name))
-        defaults = {
-            "packages": {a: str(p.path) for a, p in packages.items()},
-            "workDir": "penetrator",
-            "timeouts": {"wait_ready": 120},
-        }
-        info.kubectl(
-            "-n", NS, "set", "env", "deployment/penetrator-operator",
-            f"PENETRATOR_JOB_CONFIG_DEFAULTS={json.dumps(defaults)}",
-            f"PENETRATOR_API_SERVER={info.server}",
-            "PENETRATOR_POLL_INTERVAL=2",
-            "PENETRATOR_BACKOFF_BASE=2",
-            "PENETRATOR_JOB_START_TIMEOUT=60",  # a pod the node agent never starts
-        )  # fmt: skip
+        deploy_penetrator(
+            sb.name,
+            info,
+            extra_settings={
+                "PENETRATOR_POLL_INTERVAL": "2",
+                "PENETRATOR_BACKOFF_BASE": "2",
+                "PENETRATOR_JOB_START_TIMEOUT": "60",  # a pod the node agent never starts
+            },
+            job_defaults={"timeouts": {"wait_ready": 120}},
+        )
         ssh = sb.status()["ssh"]
         info.kubectl(
             "-n", NS, "create", "secret", "generic", "login",

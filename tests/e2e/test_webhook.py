@@ -24,8 +24,8 @@ import yaml
 from penetrator.api import CONFIGMAP_NAME_ANNOTATION, JOB_NAME_ANNOTATION, NODE_LABEL
 from penetrator.api.models import is_generated_name
 from penetrator.k8s.webhook_tls import build_serving_cert, service_hosts, usable
+from penetrator.sandbox.deploy import deploy_penetrator
 from penetrator.sandbox.join import heartbeat as hb
-from penetrator.sandbox.join.package import build_join_packages
 from penetrator.sandbox.lifecycle import Sandbox, down
 
 cluster_mod = pytest.importorskip("penetrator.sandbox.cluster")
@@ -105,36 +105,17 @@ def deployed(sandbox_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> 
     try:
         info = cluster_mod.start_cluster(sb)
         hb.start_sandbox_heartbeats(Sandbox.load(sb.name))
-        packages = build_join_packages(tmp_path_factory.mktemp("pkg"))
-        info.kubectl("apply", "-f", str(REPO / "deploy" / "crd.yaml"))
-        info.kubectl(
-            "wait", "--for=condition=established", "--timeout=60s",
-            "crd/nodetasks.nodetask.apps.superedge.io",
-        )  # fmt: skip
-        for name in ("namespace", "rbac", "rbac-webhook", "webhook"):
-            info.kubectl("apply", "-f", str(REPO / "deploy" / f"{name}.yaml"))
-        defaults = {
-            "packages": {a: str(p.path) for a, p in packages.items()},
-            "workDir": "penetrator",
-            "timeouts": {"wait_ready": 120, "connect": 5},
-        }
-        # The Deployment applied with the test's settings in place: one pod, never
-        # replaced (the node agent cannot always get a token for a pod that replaces
-        # another within a second: the Node authorizer has not seen it yet).
-        deployment = yaml.safe_load((REPO / "deploy" / "operator.yaml").read_text())
-        container = deployment["spec"]["template"]["spec"]["containers"][0]
-        extra = {
-            "PENETRATOR_JOB_CONFIG_DEFAULTS": json.dumps(defaults),
-            "PENETRATOR_API_SERVER": info.server,
-            "PENETRATOR_POLL_INTERVAL": "2",
-            "PENETRATOR_MAX_ATTEMPTS": "1",  # an unreachable machine fails in one round
-            "PENETRATOR_WEBHOOK_RENEW_CHECK_SECONDS": "3",
-            "PENETRATOR_WEBHOOK_NODE_CHECK_SECONDS": "2",  # 5,000 names: by label past 2 s
-        }
-        container["env"] = [e for e in container["env"] if e["name"] not in extra] + [
-            {"name": k, "value": v} for k, v in extra.items()
-        ]
-        info.kubectl("apply", "-f", "-", input=yaml.safe_dump(deployment))
+        deploy_penetrator(
+            sb.name,
+            info,
+            extra_settings={
+                "PENETRATOR_POLL_INTERVAL": "2",
+                "PENETRATOR_MAX_ATTEMPTS": "1",  # an unreachable machine fails in one round
+                "PENETRATOR_WEBHOOK_RENEW_CHECK_SECONDS": "3",
+                "PENETRATOR_WEBHOOK_NODE_CHECK_SECONDS": "2",  # 5,000 names: by label past 2 s
+            },
+            job_defaults={"timeouts": {"wait_ready": 120, "connect": 5}},
+        )
         ssh = sb.status()["ssh"]
         info.kubectl(
             "-n", NS, "create", "secret", "generic", "login",

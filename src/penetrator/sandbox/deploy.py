@@ -32,12 +32,15 @@ def deploy_dir() -> Path:
     raise SandboxError("deploy/crd.yaml not found: the sandbox deploys from a checkout")
 
 
-def sandbox_settings(name: str, info: SandboxCluster) -> dict[str, str]:
+def sandbox_settings(
+    name: str, info: SandboxCluster, job_defaults: Mapping[str, Any] | None = None
+) -> dict[str, str]:
     """The operator's settings that differ in the sandbox (PENETRATOR_* variables)."""
     packages = build_join_packages(state_dir(name) / "packages")
     defaults = {
         "packages": {arch: str(p.path) for arch, p in packages.items()},
         "workDir": "penetrator",
+        **(job_defaults or {}),
     }
     return {
         "PENETRATOR_JOB_CONFIG_DEFAULTS": json.dumps(defaults),
@@ -87,15 +90,18 @@ def deploy_penetrator(
     name: str,
     info: SandboxCluster,
     extra_settings: Mapping[str, str] | None = None,
+    job_defaults: Mapping[str, Any] | None = None,
     timeout_s: float = 180.0,
 ) -> None:
-    """Apply the CRD, namespace, RBAC, webhook and operator; wait until it serves."""
+    """Apply the CRD, namespace, RBAC, webhook and operator; wait until it serves.
+    ``extra_settings``: more PENETRATOR_* variables; ``job_defaults``: merged into
+    the job config defaults (e.g. shorter timeouts for tests)."""
     d = deploy_dir()
     info.kubectl("apply", "-f", str(d / "crd.yaml"))
     info.kubectl("wait", "--for=condition=established", "--timeout=60s", CRD)
     for manifest in MANIFESTS:
         info.kubectl("apply", "-f", str(d / manifest))
-    settings = {**sandbox_settings(name, info), **(extra_settings or {})}
+    settings = {**sandbox_settings(name, info, job_defaults), **(extra_settings or {})}
     info.kubectl("apply", "-f", "-", input=yaml.safe_dump(operator_deployment(settings)))
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
