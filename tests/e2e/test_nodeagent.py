@@ -32,6 +32,10 @@ def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 60) ->
 def cluster(sandbox_cluster: tuple[Sandbox, SandboxCluster]) -> Iterator[SandboxCluster]:
     _, info = sandbox_cluster
     info.kubectl("create", "namespace", "agent-probe")
+    # Every Job of this module mounts it.
+    info.kubectl(
+        "-n", "agent-probe", "create", "secret", "generic", "probe", "--from-literal=key=s3cret"
+    )
     try:
         yield info
     finally:
@@ -111,9 +115,6 @@ def test_job_reads_configmap_with_in_cluster_config_and_a_mounted_secret(
     cluster.kubectl(
         "-n", "agent-probe", "create", "configmap", "probe", "--from-literal=greeting=hello"
     )
-    cluster.kubectl(
-        "-n", "agent-probe", "create", "secret", "generic", "probe", "--from-literal=key=s3cret"
-    )
     cluster.kubectl("-n", "agent-probe", "create", "serviceaccount", "reader")
     cluster.kubectl(
         "-n", "agent-probe", "create", "role", "read-cm", "--verb=get", "--resource=configmaps"
@@ -147,32 +148,12 @@ def test_job_without_rbac_is_forbidden(
     cluster: SandboxCluster,
 ) -> None:
     cluster.kubectl("-n", "agent-probe", "create", "serviceaccount", "nobody")
-    cluster.kubectl(
-        "-n",
-        "agent-probe",
-        "create",
-        "secret",
-        "generic",
-        "probe",
-        "--from-literal=key=s3cret",
-        check=False,
-    )
     cluster.kubectl("apply", "-f", "-", input=job("forbidden", "nobody", READ_CONFIGMAP))
     wait_until(lambda: "Failed" in job_condition(cluster, "forbidden"), "the Job to fail", 90)
     assert "403" in pod_log(cluster, "forbidden") or "Forbidden" in pod_log(cluster, "forbidden")
 
 
 def test_deleting_a_running_pod_stops_its_process(cluster: SandboxCluster) -> None:
-    cluster.kubectl(
-        "-n",
-        "agent-probe",
-        "create",
-        "secret",
-        "generic",
-        "probe",
-        "--from-literal=key=s3cret",
-        check=False,
-    )
     cluster.kubectl(
         "apply", "-f", "-", input=job("sleeper", "default", "import time; time.sleep(600)")
     )
@@ -266,16 +247,6 @@ def test_an_agent_crash_fails_a_running_job_pod_instead_of_running_it_twice(
     sandbox_cluster: tuple[Sandbox, SandboxCluster], cluster: SandboxCluster
 ) -> None:
     sb, _ = sandbox_cluster
-    cluster.kubectl(
-        "-n",
-        "agent-probe",
-        "create",
-        "secret",
-        "generic",
-        "probe",
-        "--from-literal=key=s3cret",
-        check=False,
-    )
     marker = cluster.pods_dir.parent / "orphan-starts"
     marker.unlink(missing_ok=True)
     code = f"open({str(marker)!r}, 'a').write('started\\n'); import time; time.sleep(600)"
