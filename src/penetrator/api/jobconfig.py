@@ -82,6 +82,12 @@ class Distribution(StrEnum):
     HTTP = "http"  # machines pull from the job's HTTP server (SFTP push as the fallback)
 
 
+def _require(problem: str | None, what: str = "") -> None:
+    """A validator's refusal: the checker's message, after what was checked."""
+    if problem:
+        raise ValueError(f"{what}{problem}")
+
+
 def check_safe_path(value: str) -> str | None:
     """Our own remote paths: a small alphabet, no '..', no leading '-'."""
     if not value:
@@ -150,17 +156,13 @@ class Machine(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        problem = check_node_name(v)
-        if problem:
-            raise ValueError(f"node name {problem}")
+        _require(check_node_name(v), "node name ")
         return v
 
     @field_validator("ip")
     @classmethod
     def _ip(cls, v: str) -> str:
-        problem = check_ip(v)
-        if problem:
-            raise ValueError(problem)
+        _require(check_ip(v))
         return canonical_ip(v)
 
 
@@ -234,9 +236,7 @@ class InstallTemplate(_Model):
                 )
             if name in BUILTIN_VARIABLES or name in SECRET_VARIABLES:
                 raise ValueError(f"variable {name!r} is built in; choose another name")
-            problem = check_safe_value(value)
-            if problem:
-                raise ValueError(f"variable {name}: {problem}")
+            _require(check_safe_value(value), f"variable {name}: ")
         return v
 
     @model_validator(mode="after")
@@ -329,17 +329,13 @@ class JobConfig(_Model):
     @field_validator("task_label")
     @classmethod
     def _label(cls, v: str) -> str:
-        problem = check_label_value(v)
-        if problem or not v:
-            raise ValueError(problem or "must not be empty")
+        _require(check_label_value(v) or (None if v else "must not be empty"))
         return v
 
     @field_validator("api_server")
     @classmethod
     def _api(cls, v: str) -> str:
-        problem = check_api_server(v)
-        if problem:
-            raise ValueError(problem)
+        _require(check_api_server(v))
         return v
 
     @field_validator("ca_cert_hash")
@@ -369,9 +365,7 @@ class JobConfig(_Model):
     @field_validator("work_dir")
     @classmethod
     def _work_dir(cls, v: str) -> str:
-        problem = check_safe_path(v)
-        if problem:
-            raise ValueError(problem)
+        _require(check_safe_path(v))
         return v.rstrip("/") or "/"
 
     @model_validator(mode="after")
