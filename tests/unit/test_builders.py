@@ -174,6 +174,18 @@ def test_job_on_the_proxy_node() -> None:
     assert vols["credentials"].secret.defaultMode == 0o400
 
 
+def test_job_uses_the_node_network_only_when_machines_pull_over_http() -> None:
+    # http (the default): the machines fetch from the job, and they reach the proxy
+    # node's address, not a pod IP
+    pod = build_job(task(), JobSettings()).spec.template.spec
+    assert pod.hostNetwork is True
+    assert pod.dnsPolicy == "ClusterFirstWithHostNet"
+    sftp = JobSettings(job_config_defaults={"distribution": "sftp"})
+    pod = build_job(task(), sftp).spec.template.spec
+    assert pod.hostNetwork is None
+    assert pod.dnsPolicy is None
+
+
 def test_job_in_direct_mode_runs_on_the_control_plane() -> None:
     for proxy in (None, ""):
         j = build_job(task(proxy=proxy), JobSettings(report=False))

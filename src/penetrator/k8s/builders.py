@@ -53,7 +53,7 @@ from penetrator.api import (
     NODE_LABEL,
     NodeTask,
 )
-from penetrator.api.jobconfig import JobConfig
+from penetrator.api.jobconfig import Distribution, JobConfig
 from penetrator.api.results import RESULTS_KEY, ResultsDoc, results_configmap_name
 from penetrator.k8s.bootstrap_token import BootstrapToken
 
@@ -96,6 +96,14 @@ class JobSettings:
     extra_args: tuple[str, ...] = ()
     job_config_defaults: Mapping[str, Any] = field(default_factory=dict)
     """Merged into every job config (packages, template, hostKeyPolicy, ...)."""
+
+    @property
+    def host_network(self) -> bool:
+        """The machines pull the package from the job's HTTP server (distribution
+        ``http``, the default): they are not nodes yet and cannot reach a pod IP, so
+        the pod uses the proxy node's network and the server listens on its address."""
+        distribution = self.job_config_defaults.get("distribution", Distribution.HTTP.value)
+        return str(distribution) == Distribution.HTTP.value
 
 
 @dataclass(frozen=True)
@@ -288,7 +296,8 @@ def build_job(task: NodeTask, settings: JobSettings, round_: int = 0) -> Job:
     ``activeDeadlineSeconds`` from settings, on the proxy node (node affinity on
     ``kubernetes.io/hostname``) or, in direct mode, on the control plane; the usual
     control-plane taints tolerated; config and credentials mounted read-only, the
-    Secret with mode 0400."""
+    Secret with mode 0400; the node's network when the machines pull the package
+    over HTTP (``JobSettings.host_network``)."""
     job_name, cm, _, _ = _require(task)
     meta = _meta(task, job_name, {ROUND_ANNOTATION: str(round_)})
     pod_labels = dict(meta.labels or {})
@@ -315,6 +324,8 @@ def build_job(task: NodeTask, settings: JobSettings, round_: int = 0) -> Job:
         serviceAccountName=settings.service_account,
         automountServiceAccountToken=True,
         enableServiceLinks=False,
+        hostNetwork=settings.host_network or None,
+        dnsPolicy="ClusterFirstWithHostNet" if settings.host_network else None,
         affinity=_affinity(task, settings),
         tolerations=list(CONTROL_PLANE_TOLERATIONS),
         containers=[container],
