@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from penetrator.sandbox.lifecycle import Sandbox
+from penetrator.sandbox.lifecycle import Sandbox, down
 from penetrator.sandbox.sshprobe import tcp_check
 from penetrator.sandbox.state import install_fails_marker
 from penetrator.sandbox.topology import Fault
@@ -115,3 +116,61 @@ def test_helper_ports_are_closed_to_direct_connections(sandbox_net: Sandbox) -> 
         assert set(res.values()) == {"refused"}
     finally:
         sandbox_net.fault(1, ip, None)
+
+
+DOWNLOADERS = (
+    'for t in curl wget; do command -v "$t" || echo "no-$t"; done; '
+    'if [ -n "$1" ] && "$1" --version >/dev/null 2>&1; then echo ran; else echo cannot-run; fi'
+)
+
+
+def _downloaders(sb: Sandbox, ssh: Any, hosts: list[str], run: str = "") -> dict[str, list[str]]:
+    """Per machine: what `command -v curl`/`wget` print, then whether `run` (a
+    path) could be run there."""
+    cmd = f"sh -c {shlex.quote(DOWNLOADERS)} probe {shlex.quote(run)}"
+    r = ssh(sb, 1, hosts, cmd)
+    assert r["ok"] == len(hosts), r["results"]
+    return {x["host"]: x["stdout"].split() for x in r["results"]}
+
+
+def test_no_downloader_hides_curl_and_wget_on_that_machine_only(
+    sandbox_faulty: Any, sandbox_ssh: Any
+) -> None:
+    sb, ip, other = sandbox_faulty
+    healthy = _downloaders(sb, sandbox_ssh, [ip, other])
+    curl, wget = healthy[ip][:2]
+    assert curl.endswith("/curl"), healthy
+    assert wget.endswith("/wget"), healthy
+    assert healthy[other][:2] == [curl, wget]
+    sb.fault(1, ip, Fault.NO_DOWNLOADER)
+    assert sb.status()["machines"][0]["fault"] == "no-downloader"
+    assert (sb.machine_dir(1, ip) / "no-downloader").exists()
+    seen = _downloaders(sb, sandbox_ssh, [ip, other], run=curl)
+    assert seen[ip] == ["no-curl", "no-wget", "cannot-run"]  # not even by its path
+    assert seen[other] == [curl, wget, "ran"]
+    # the rest of the machine works as before: identity, checksums, archives
+    r = sandbox_ssh(sb, 1, [ip], 'echo "$EDGE_MACHINE_IP" | sha256sum && command -v tar')
+    assert r["ok"] == 1, r["results"]
+    assert r["results"][0]["stdout"].split()[-1].endswith("/tar")
+    _ok_after_clear(sb, sandbox_ssh, ip)
+    assert not (sb.machine_dir(1, ip) / "no-downloader").exists()
+    assert _downloaders(sb, sandbox_ssh, [ip], run=curl)[ip] == [curl, wget, "ran"]
+
+
+def test_no_downloader_is_per_machine_when_machines_share_an_sshd(
+    sandbox_factory: Any, sandbox_ssh: Any
+) -> None:
+    """Layout addresses: one sshd (one mount namespace) serves both machines."""
+    sb = sandbox_factory(machines=2, layout="addresses")
+    try:
+        ip, other = (m.ip for m in sb.topology.intranet(1).machines)
+        assert sb.topology.machine(1, ip).namespace == sb.topology.machine(1, other).namespace
+        curl = _downloaders(sb, sandbox_ssh, [other])[other][0]
+        sb.fault(1, ip, Fault.NO_DOWNLOADER)
+        seen = _downloaders(sb, sandbox_ssh, [ip, other], run=curl)
+        assert seen[ip] == ["no-curl", "no-wget", "cannot-run"]
+        assert seen[other] == [curl, seen[other][1], "ran"]
+        sb.fault(1, ip, None)
+        assert _downloaders(sb, sandbox_ssh, [ip], run=curl)[ip][0] == curl
+    finally:
+        down(sb.name)

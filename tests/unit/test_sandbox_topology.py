@@ -151,6 +151,7 @@ def test_fault_ruleset() -> None:
             "10.10.1.4": Fault.WRONG_PASSWORD,
             "10.10.1.5": Fault.NEW_HOST_KEY,
             "10.10.1.6": Fault.INSTALL_FAILS,
+            "10.10.1.7": Fault.NO_DOWNLOADER,
         }
     )
     assert "ip daddr 10.10.1.1 drop" in rs
@@ -159,6 +160,7 @@ def test_fault_ruleset() -> None:
     assert "ip daddr 10.10.1.4 tcp dport 22 dnat to 10.10.1.4:2201" in rs
     assert "ip daddr 10.10.1.5 tcp dport 22 dnat to 10.10.1.5:2202" in rs
     assert "10.10.1.6" not in rs
+    assert "10.10.1.7" not in rs  # no-downloader is a marker read by edge-shell
     # reloading replaces the whole table
     assert rs.index("delete table inet pnfault") < rs.index("chain nat_pre")
 

@@ -10,6 +10,9 @@ slow            port 22 DNAT'd to a relay delaying every chunk by
                 ``slow_delay_ms`` in each direction
 install-fails   the file ``install-fails`` in the machine's state directory
                 (``$EDGE_MACHINE_DIR/install-fails`` inside a session)
+no-downloader   the file ``no-downloader`` in the machine's state directory:
+                edge-shell runs each session in its own mount namespace with
+                every curl and wget on PATH covered by /dev/null
 ==============  ==============================================================
 
 DNAT keeps the destination address, so the session's local address still names
@@ -135,4 +138,5 @@ def set_fault(
     else:
         st.faults[key] = fault.value
     mach.set_install_fails(name, m, fault is Fault.INSTALL_FAILS)
+    mach.set_no_downloader(name, m, fault is Fault.NO_DOWNLOADER)
     apply_namespace(name, topo, st, intranet, m.namespace)

@@ -14,6 +14,11 @@ address of the session (``$SSH_CONNECTION``) and exports::
     PATH               $EDGE_MACHINE_DIR/bin first: a `uname` shim lives there
                        when the machine is aarch64
 
+With the marker ``$EDGE_MACHINE_DIR/no-downloader`` (fault no-downloader) the
+session runs in a mount namespace of its own where every curl and wget on PATH
+is covered by /dev/null: ``command -v curl`` finds nothing and the binaries
+cannot be run, on that machine only (SFTP, served inside sshd, still works).
+
 so one sshd serves a thousand addresses and each still is a machine of its own.
 """
 
@@ -61,6 +66,20 @@ HOME=$d/home
 PATH="$d/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 export EDGE_MACHINE_IP EDGE_MACHINE_DIR HOME PATH
 cd "$HOME" 2>/dev/null || cd /
+if [ -e "$d/no-downloader" ]; then
+  # fault no-downloader: this session's own mount namespace has no curl, no wget
+  exec unshare --mount --propagation private -- /bin/sh -c '
+    IFS=:
+    for p in $PATH; do
+      for t in curl wget; do
+        if [ -f "$p/$t" ]; then
+          mount --bind /dev/null "$p/$t" || { echo "edge-shell: cannot hide $p/$t" >&2; exit 253; }
+        fi
+      done
+    done
+    unset IFS
+    exec /bin/sh "$@"' edge-shell "$@"
+fi
 exec /bin/sh "$@"
 """
 
@@ -182,12 +201,27 @@ def write_machine_dir(name: str, m: Machine, arch: str) -> None:
         shim.unlink()
 
 
-def set_install_fails(name: str, m: Machine, on: bool) -> None:
-    marker = state_dir(name) / "machines" / str(m.intranet) / m.ip / INSTALL_FAILS_MARKER
-    if on:
-        _write(marker, "penetrator sandbox fault: an install on this machine must fail\n")
+def _set_marker(name: str, m: Machine, marker_name: str, text: str | None) -> None:
+    marker = state_dir(name) / "machines" / str(m.intranet) / m.ip / marker_name
+    if text is not None:
+        _write(marker, text)
     elif marker.exists():
         marker.unlink()
+
+
+def set_install_fails(name: str, m: Machine, on: bool) -> None:
+    text = "penetrator sandbox fault: an install on this machine must fail\n"
+    _set_marker(name, m, INSTALL_FAILS_MARKER, text if on else None)
+
+
+NO_DOWNLOADER_MARKER = "no-downloader"
+"""In the machine's state directory: its sessions see no curl and no wget
+(read by edge-shell)."""
+
+
+def set_no_downloader(name: str, m: Machine, on: bool) -> None:
+    text = "penetrator sandbox fault: sessions on this machine see no curl and no wget\n"
+    _set_marker(name, m, NO_DOWNLOADER_MARKER, text if on else None)
 
 
 # --------------------------------------------------------------------- sshd

@@ -64,6 +64,7 @@ class Fault(StrEnum):
     REFUSE = "refuse"  # port 22 answers with a TCP reset: connection refused
     INSTALL_FAILS = "install-fails"  # marker file in the machine's state directory
     NEW_HOST_KEY = "new-host-key"  # port 22 is served with another host key
+    NO_DOWNLOADER = "no-downloader"  # the machine's sessions see no curl and no wget
 
 
 ARCHES = ("x86_64", "aarch64")
