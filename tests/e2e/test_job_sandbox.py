@@ -6,8 +6,10 @@ is not ready yet; the default edgeadm template is used unchanged)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -372,3 +374,50 @@ def test_a_slow_machine_still_joins(sb: Sandbox, packages: dict[str, str], tmp_p
     assert r[ip]["phase"] == "joined"
     assert r[ip]["attempts"] == 1
     assert r[ip]["durations"]["connect"] > 0.5  # the delay was real
+
+
+def test_a_machine_without_curl_or_wget_gets_the_package_by_sftp(
+    sb: Sandbox, tmp_path: Path, sandbox_ssh: Any
+) -> None:
+    """Distribution http: the machines pull the package from the job; one has
+    neither curl nor wget (fault no-downloader) and gets it pushed by SFTP."""
+    pkg = tmp_path / "edge-amd64.tgz"  # a package no machine has yet
+    tool = tmp_path / "edgeadm"
+    tool.write_text(FAKE_EDGEADM)
+    tool.chmod(0o755)
+    with tarfile.open(pkg, "w:gz") as tar:
+        tar.add(tool, arcname="edgeadm")
+        tar.addfile(tarfile.TarInfo(f"NO-DOWNLOADER-{tmp_path.name}"))
+    sha = hashlib.sha256(pkg.read_bytes()).hexdigest()
+    machines = ips(sb)[:3]
+    bare = machines[1]
+    archive = f"{WORK}/packages/{sha}.tgz"
+    sb.fault(1, bare, Fault.NO_DOWNLOADER)
+    try:
+        seen = sandbox_ssh(sb, 1, machines, "command -v curl || echo none")
+        assert {x["host"]: x["stdout"].strip() for x in seen["results"]}[bare] == "none"
+        rc, r, out = run_job(
+            sb, tmp_path / "job", machines, "t-nodl", {"amd64": str(pkg)}, distribution="http"
+        )
+        # what each machine holds, checked on the machine itself
+        check = sandbox_ssh(sb, 1, machines, f"sha256sum -- {shlex.quote(archive)}")
+    finally:
+        sb.fault(1, bare, None)
+    assert rc == 0, out
+    for ip in machines:
+        assert r[ip]["phase"] == "joined", r[ip]
+        assert r[ip]["transferred"] is True
+        assert r[ip]["attempts"] == 1
+        assert calls(sb, ip)[-1].startswith("join --config ")
+    assert r[bare]["delivery"] == "sftp"
+    assert r[bare]["warnings"] == ["no curl or wget on the machine: pushed by SFTP"]
+    for ip in machines:
+        if ip != bare:
+            assert r[ip]["delivery"] == "http", r[ip]
+            assert r[ip]["warnings"] == []
+    assert check["ok"] == len(machines), check["results"]
+    sums = {x["host"]: x["stdout"].split()[0] for x in check["results"]}
+    assert sums == dict.fromkeys(machines, sha)
+    # the fault is gone: the machine finds curl again
+    again = sandbox_ssh(sb, 1, [bare], "command -v curl || echo none")
+    assert again["results"][0]["stdout"].strip().endswith("/curl")
