@@ -294,6 +294,36 @@ def test_machine_context_from_the_sandbox_environment(tmp_path: Path) -> None:
         MachineContext.from_env({})
 
 
+def test_every_join_and_reset_is_recorded_in_the_machines_own_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from penetrator.sandbox.join.machine import INSTALL_FAILS_MARKER
+    from penetrator.sandbox.join.program import main
+
+    d = tmp_path / "sandbox-pn" / "machines" / "1" / "10.10.1.9"
+    d.mkdir(parents=True)
+    (d / INSTALL_FAILS_MARKER).touch()  # the join fails at preflight, before any request
+    monkeypatch.setenv("EDGE_MACHINE_DIR", str(d))
+    monkeypatch.setenv("EDGE_MACHINE_IP", "10.10.1.9")
+    join = [
+        "join", "172.31.0.1:6443", "--token", "abcdef.0123456789abcdef",
+        "--discovery-token-ca-cert-hash", "sha256:" + "ab" * 32, "--node-name", "edge-j",
+    ]  # fmt: skip
+    assert main(join) == 7
+    assert main(["reset", "--force"]) == 0
+    assert main(join) == 7
+    assert main(["join", "h:6443"]) == 2  # a usage error installs nothing: not recorded
+    lines = [json.loads(x) for x in (d / "edgeadm.log").read_text().splitlines()]
+    assert [(x["command"], x["event"], x.get("rc")) for x in lines] == [
+        ("join", "start", None), ("join", "end", 7),
+        ("reset", "start", None), ("reset", "end", 0),
+        ("join", "start", None), ("join", "end", 7),
+    ]  # fmt: skip
+    assert {x["node"] for x in lines if x["command"] == "join"} == {"edge-j"}
+    assert "0123456789abcdef" not in (d / "edgeadm.log").read_text()  # no token secret
+    assert MachineContext.from_env({"EDGE_MACHINE_DIR": str(d)}).journal_file == d / "edgeadm.log"
+
+
 def test_arch_mapping() -> None:
     assert go_arch("x86_64\n") == "amd64"
     assert go_arch("aarch64") == "arm64"

@@ -15,6 +15,11 @@ Files the join keeps (all under ``$EDGE_MACHINE_DIR/kubelet/``)::
     kubelet.conf                    a kubeconfig using them (0600)
     node.json                       node name, server, IP, arch, CSR name
 
+and, outside ``kubelet/`` so that ``reset`` keeps it, ``$EDGE_MACHINE_DIR/edgeadm.log``:
+the machine's own append-only record of every ``edgeadm join`` and ``reset`` run on
+it, one JSON line each when it starts and when it ends (with its exit status). Tests
+count installs from it.
+
 The heartbeat registry (``<sandbox state>/heartbeat/<intranet>/machines/``)
 gets one file per joined machine; the heartbeat service of that intranet
 watches it.
@@ -27,6 +32,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +41,7 @@ MACHINE_DIR_ENV = "EDGE_MACHINE_DIR"
 MACHINE_IP_ENV = "EDGE_MACHINE_IP"
 HEARTBEAT_DIR_ENV = "EDGE_HEARTBEAT_DIR"
 INSTALL_FAILS_MARKER = "install-fails"  # same name as penetrator.sandbox.state's
+JOURNAL = "edgeadm.log"
 
 
 class MachineError(Exception):
@@ -125,6 +132,21 @@ class MachineContext:
     @property
     def node_file(self) -> Path:
         return self.kubelet_dir / "node.json"
+
+    @property
+    def journal_file(self) -> Path:
+        return self.machine_dir / JOURNAL
+
+    def journal(self, command: str, event: str, **fields: Any) -> None:
+        """Append one line to the machine's record of edgeadm runs (one write of one
+        line with O_APPEND: concurrent runs never interleave within a line)."""
+        line = {"time": time.time(), "pid": os.getpid(), "command": command, "event": event}
+        data = (json.dumps({**line, **fields}) + "\n").encode()
+        fd = os.open(self.journal_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
 
     def install_fails(self) -> bool:
         return (self.machine_dir / INSTALL_FAILS_MARKER).exists()

@@ -168,6 +168,16 @@ def run_join(a: argparse.Namespace) -> int:
     if a.install_pkg_path and not Path(a.install_pkg_path).exists():
         _err(f"--install-pkg-path {a.install_pkg_path}: no such file")
         return bs.EXIT_USAGE
+    m.journal("join", "start", node=params.node_name)
+    code = 1
+    try:
+        code = _join(params, m)
+    finally:
+        m.journal("join", "end", node=params.node_name, rc=code)
+    return code
+
+
+def _join(params: JoinParams, m: MachineContext) -> int:
     try:
         res = asyncio.run(bs.join(params, m, _say))
     except bs.JoinError as e:
@@ -208,7 +218,9 @@ def run_reset(a: argparse.Namespace) -> int:
         if ans.strip().lower() not in ("y", "yes"):
             _err("aborted by the user")
             return 1
+    m.journal("reset", "start")
     bs.reset(m, _say)
+    m.journal("reset", "end", rc=0)
     return 0
 
 
