@@ -26,7 +26,7 @@ from penetrator.api.jobconfig import (
     Machine,
     check_safe_path,
 )
-from penetrator.job.cluster import Cluster
+from penetrator.job.cluster import Cluster, ClusterError
 from penetrator.job.credentials import Credentials
 from penetrator.job.hostkeys import HostKeyMismatch, HostKeyStore, HostKeyUnknown
 from penetrator.job.package import Package, RemotePaths, ensure_package, parse_probe, probe_script
@@ -140,7 +140,7 @@ async def attempt(ctx: JobContext, m: Machine, r: MachineResult) -> None:
     """One try at one machine; raises on failure, _Skip when already done."""
     cfg, t = ctx.cfg, ctx.cfg.timeouts
     if ctx.cluster is not None:
-        node = await ctx.cluster.get_node(m.name)
+        node = await ctx.cluster.get_node(m.name, t.command)
         if node is not None and node.labelled(cfg.task_label):
             raise _Skip
     _phase(ctx, r, MachinePhase.CONNECTING)
@@ -194,7 +194,7 @@ async def attempt(ctx: JobContext, m: Machine, r: MachineResult) -> None:
                 for f in rendered.files:
                     await s.run("join", write_file_command(f.path), t.command, input=f.content)
                 if ctx.cluster is not None:
-                    await ctx.cluster.delete_stale(m.name, m.ip, cfg.task_label)
+                    await ctx.cluster.delete_stale(m.name, m.ip, cfg.task_label, t.command)
                 for line in rendered.join:
                     await s.run("join", line, t.install)
         except Exception:
@@ -215,9 +215,9 @@ async def attempt(ctx: JobContext, m: Machine, r: MachineResult) -> None:
         async with _timed(r, "wait_ready"):
             try:
                 await ctx.cluster.wait_ready(m.name, t.wait_ready)
-            except TimeoutError as e:  # its own deadline: final, with what was seen
+            except (TimeoutError, ClusterError) as e:  # final, with what was seen
                 raise MachineError(f"joined, but {e}") from None
-        await ctx.cluster.label_node(m.name, cfg.task_label)
+        await ctx.cluster.label_node(m.name, cfg.task_label, t.command)
     finally:
         s.close()
 
