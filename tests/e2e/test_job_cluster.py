@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -221,3 +222,144 @@ def test_cli_reports_into_the_results_configmap(cluster: ControlPlane, tmp_path:
         assert m["error"] == "connection refused on port 1"
     finally:
         cluster.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+# ------------------------------------ the job's API calls: final and transient
+
+
+@pytest.fixture
+def limited(cluster: ControlPlane, tmp_path: Path) -> Iterator[Path]:
+    """The kubeconfig of a service account allowed to get/list/patch Nodes but
+    not to delete them; everything removed afterwards."""
+    import yaml
+
+    tag = f"jobtest-rbac-{os.getpid()}"
+    manifests = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": tag}},
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {"name": "job", "namespace": tag}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": tag},
+         "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "patch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": tag},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": tag},
+         "subjects": [{"kind": "ServiceAccount", "name": "job", "namespace": tag}]},
+    ]  # fmt: skip
+    try:
+        items = json.dumps({"apiVersion": "v1", "kind": "List", "items": manifests})
+        cluster.kubectl("create", "-f", "-", input=items)
+        token = cluster.kubectl("-n", tag, "create", "token", "job", "--duration=1h").stdout.strip()
+        admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
+        kc = {
+            "apiVersion": "v1", "kind": "Config", "clusters": admin["clusters"],
+            "users": [{"name": "job", "user": {"token": token}}],
+            "contexts": [{"name": "job", "context": {
+                "cluster": admin["clusters"][0]["name"], "user": "job"}}],
+            "current-context": "job",
+        }  # fmt: skip
+        path = tmp_path / "job.kubeconfig"
+        path.write_text(yaml.safe_dump(kc))
+        path.chmod(0o600)
+        yield path
+    finally:
+        for kind in ("clusterrolebinding", "clusterrole"):
+            cluster.kubectl("delete", kind, tag, "--ignore-not-found", check=False)
+        cluster.kubectl("delete", "namespace", tag, "--ignore-not-found", "--wait=false",
+                        check=False)  # fmt: skip
+
+
+async def test_a_403_is_final_at_once_with_the_answer_named(
+    cluster: ControlPlane, nodes: list[str], limited: Path
+) -> None:
+    import time
+
+    from penetrator.job.cluster import ClusterError
+
+    create(cluster, nodes, "jt-rbac", "10.99.3.1", ready=True)
+    c = Cluster.from_kubeconfig(limited, interval=0.3)
+    try:
+        assert await c.get_node("jt-rbac", 5) is not None  # the account works
+        t0 = time.monotonic()
+        with pytest.raises(ClusterError) as denied:
+            await c.delete_stale("jt-rbac", "10.99.3.9", LABEL, 20)
+        assert time.monotonic() - t0 < 5  # not retried for 20 s
+        assert denied.value.tries == 1
+        assert denied.value.answer.code == 403
+        assert str(denied.value).startswith("Kubernetes API: delete node jt-rbac refused: 403 ")
+        assert "cannot delete resource" in str(denied.value)
+        assert exists(cluster, "jt-rbac")
+    finally:
+        await c.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_an_api_server_out_of_reach_is_retried_within_the_budget(
+    cluster: ControlPlane, nodes: list[str], tmp_path: Path
+) -> None:
+    """Connection refused (nothing listens on a loopback port yet) is transient:
+    given up when the budget is spent; ridden out when the real API server
+    becomes reachable there (a plain TCP relay to it, started later)."""
+    import time
+
+    import yaml
+
+    from penetrator.job.cluster import ClusterError
+
+    create(cluster, nodes, "jt-late-api", "10.99.4.1", ready=True)
+    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
+    target = admin["clusters"][0]["cluster"]["server"].removeprefix("https://")
+    host, _, tport = target.rpartition(":")
+    assert host in ("127.0.0.1", "localhost"), target
+    port = _free_port()
+    admin["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{port}"
+    kc = tmp_path / "relay.kubeconfig"
+    kc.write_text(yaml.safe_dump(admin))
+    kc.chmod(0o600)
+
+    async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            while data := await r.read(65536):
+                w.write(data)
+                await w.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            w.close()
+
+    async def relay(cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        sr, sw = await asyncio.open_connection(host, int(tport))
+        await asyncio.gather(pipe(cr, sw), pipe(sr, cw))
+
+    c = Cluster.from_kubeconfig(kc, interval=0.3)
+    server: asyncio.Server | None = None
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(ClusterError) as gone:
+            await c.get_node("jt-late-api", 2)
+        assert time.monotonic() - t0 < 3.5
+        assert gone.value.tries >= 2
+        assert gone.value.answer.code is None
+        assert "still failing after" in str(gone.value)
+        assert "cannot reach the API server" in str(gone.value)
+
+        label = asyncio.create_task(c.label_node("jt-late-api", LABEL, 30))
+        ready = asyncio.create_task(c.wait_ready("jt-late-api", 30))
+        await asyncio.sleep(1.5)
+        assert not label.done()
+        assert not ready.done()
+        server = await asyncio.start_server(relay, "127.0.0.1", port)
+        await asyncio.wait_for(label, 30)
+        assert (await asyncio.wait_for(ready, 30)).ready
+        assert labels_of(cluster, "jt-late-api")[NODE_LABEL] == LABEL
+    finally:
+        await c.close()
+        if server is not None:
+            server.close()
