@@ -7,7 +7,10 @@ A task created with kubectl gets its ConfigMap (no secret), Secret and exactly o
 Job, owned by the task and named by its annotations; the Job's pod lands on the
 proxy node; the machines join and the task turns ready; deleting the task
 garbage-collects its objects; no secret appears in ConfigMaps, Events, the task
-or the operator's log.
+or the operator's log. An operator SIGKILLed while its Job runs and started again
+finishes the task with that one Job (a watch on the task's Jobs) and every machine
+installed once (the machines' own record); of two operators at once only the Lease's
+holder acts, and the other takes over when the holder is killed.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +33,9 @@ from penetrator.sandbox.join import heartbeat as hb
 from penetrator.sandbox.join.package import build_join_packages
 from penetrator.sandbox.lifecycle import Sandbox, down
 
+sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: the helpers
+from operator_watch import JobWatch, joins, journal_length
+
 cluster_mod = pytest.importorskip("penetrator.sandbox.cluster")
 
 pytestmark = [pytest.mark.netns, pytest.mark.cluster]
@@ -39,15 +44,21 @@ REPO = Path(__file__).resolve().parents[2]
 NS = "edge-system"
 ADD = max(3, int(os.environ.get("PENETRATOR_OPERATOR_E2E_ADD", "3")))
 """Machines of the add task (the issue's acceptance: 20); three more are faulty."""
+PER_INTRANET = ADD + 7
+"""Intranet 1: the add task's, the faulty task's, then two for each of the replicas'
+tasks. Intranet 2 (routed): all of them for the direct task killed mid-Job."""
+LEASE_SECONDS = 6
 
 
-def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 120) -> Any:
+def wait_until(
+    predicate: Callable[[], Any], what: str, timeout: float = 120, interval: float = 1
+) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(1)
+        time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
@@ -67,14 +78,27 @@ class Env:
         self.password = password
         self.environ = environ
         self.proc: subprocess.Popen[bytes] | None = None
+        self.watches: list[JobWatch] = []
 
-    def start_operator(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
+    def spawn_operator(
+        self, log: Path, extra: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        with log.open("ab") as out:
+            return subprocess.Popen(
                 [sys.executable, "-m", "penetrator.cli", "operator",
                  "--kubeconfig", str(self.info.kubeconfig)],
-                stdout=out, stderr=subprocess.STDOUT, env=self.environ, cwd=REPO,
+                stdout=out, stderr=subprocess.STDOUT, env={**self.environ, **(extra or {})},
+                cwd=REPO,
             )  # fmt: skip
+
+    def start_operator(self) -> None:
+        self.proc = self.spawn_operator(self.log)
+
+    def job_watch(self, task: str) -> JobWatch:
+        kubectl = [str(self.info.kubectl_binary), f"--kubeconfig={self.info.kubeconfig}"]
+        watch = JobWatch(kubectl, NS, task)
+        self.watches.append(watch)  # stopped by the fixture at the latest
+        return watch
 
     def kill_operator(self) -> None:
         """SIGKILL: no cleanup, the Lease is not released."""
@@ -103,7 +127,7 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(sandbox_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    sb = sandbox_factory(machines=ADD + 3, intranets=1, routed=1)
+    sb = sandbox_factory(machines=PER_INTRANET, intranets=1, routed=1)
     e: Env | None = None
     try:
         info = cluster_mod.start_cluster(sb)
@@ -140,7 +164,7 @@ def env(sandbox_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "PENETRATOR_IDENTITY": "e2e-operator",
             "PENETRATOR_JOB_DEADLINE_SECONDS": "600",
             "PENETRATOR_MAX_ATTEMPTS": "2",
-            "PENETRATOR_LEASE_SECONDS": "6",
+            "PENETRATOR_LEASE_SECONDS": str(LEASE_SECONDS),
             "PENETRATOR_JOB_START_TIMEOUT": "60",
         }
         e = Env(sb, info, log, password, environ)
@@ -148,6 +172,8 @@ def env(sandbox_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
         yield e
     finally:
         if e is not None:
+            for w in e.watches:
+                w.stop()
             e.stop_operator()
         down(sb.name)
 
@@ -181,37 +207,10 @@ def owned_by(obj: dict[str, Any], task: dict[str, Any]) -> bool:
     )
 
 
-class JobWatch:
-    """Polls the Jobs of a task; records the most seen at once."""
-
-    def __init__(self, env: Env, task: str) -> None:
-        self.env, self.task = env, task
-        self.max_at_once = 0
-        self.uids: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            jobs = self.env.get(
-                "jobs", "-n", NS, "-l", f"nodetask.apps.superedge.io/task={self.task}"
-            )
-            if jobs:
-                items = jobs["items"]
-                self.max_at_once = max(self.max_at_once, len(items))
-                self.uids |= {j["metadata"]["uid"] for j in items}
-            time.sleep(0.5)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-
 def test_add_task_through_the_proxy_node_joins_the_machines_and_is_collected(env: Env) -> None:
     ips = [m.ip for m in env.sb.topology.intranet(1).machines][:ADD]
     proxy = env.info.proxy_nodes[1]
-    watch = JobWatch(env, "nodes")
+    watch = env.job_watch("nodes")
     env.kubectl("apply", "-f", "-", input=task_manifest("nodes", ips, proxy))
 
     # the task's objects: names from its annotations, owned by it
@@ -271,7 +270,8 @@ def test_add_task_through_the_proxy_node_joins_the_machines_and_is_collected(env
     for n in nodes:
         ready_cond = {c["type"]: c["status"] for c in n["status"]["conditions"]}
         assert ready_cond["Ready"] == "True"
-    assert watch.max_at_once == 1  # never two Jobs of the task at once
+    watch.assert_sound()
+    assert watch.max_at_once() == 1, watch.summary()  # never two Jobs of the task at once
     columns = env.kubectl("get", "nt", "nodes", "-o", "custom-columns=STATUS:status.nodetaskStatus")
     assert columns.split() == ["STATUS", "ready"]
 
@@ -365,46 +365,212 @@ def test_unjoinable_machines_are_retried_then_failed_while_the_others_join(env: 
     env.kubectl("delete", "nt", "faulty", "--wait=true", "--timeout=60s")
 
 
-def test_direct_mode_survives_a_killed_operator(env: Env) -> None:
-    routed = [m.ip for m in env.sb.topology.intranet(2).machines][:3]
-    watch = JobWatch(env, "direct")
-    env.kubectl("apply", "-f", "-", input=task_manifest("direct", routed, None))
-    task = wait_until(
-        lambda: (
-            (t := env.get("nt", "direct"))
-            and t["metadata"].get("annotations", {}).get("app.superedge.io/job-name")
-            and t
-        ),
-        "the task's annotations",
-        60,
+def annotated(env: Env, name: str) -> dict[str, Any]:
+    return dict(
+        wait_until(
+            lambda: (
+                (t := env.get("nt", name))
+                and t["metadata"].get("annotations", {}).get("app.superedge.io/job-name")
+                and t
+            ),
+            f"task {name}'s annotations",
+            60,
+        )
     )
-    job_name = task["metadata"]["annotations"]["app.superedge.io/job-name"]
-    pod = wait_until(
-        lambda: (
-            (p := env.get("pods", "-n", NS, "-l", f"job-name={job_name}"))
-            and p["items"]
-            and p["items"][0]["spec"].get("nodeName")
-            and p["items"][0]
-        ),
-        "the Job's pod to be scheduled",
-        60,
-    )
-    assert pod["spec"]["nodeName"] == env.info.control_plane_node
-    env.kill_operator()  # mid-round
-    time.sleep(3)
-    env.start_operator()
+
+
+def test_direct_mode_survives_an_operator_killed_while_its_job_runs(env: Env) -> None:
+    """Direct mode (no proxy node, the Job runs in the cloud). The operator is
+    SIGKILLed once the Job is surely running (a machine has begun its `edgeadm join`,
+    not every machine has finished it), and started again: the task completes with
+    that one Job, never two at once (a watch on its Jobs from before the task), and
+    every machine says it was joined exactly once."""
+    routed = [m.ip for m in env.sb.topology.intranet(2).machines]
+    dirs = {ip: env.sb.machine_dir(2, ip) for ip in routed}
+    skip = {ip: journal_length(d) for ip, d in dirs.items()}
+
+    def having(event: str) -> list[str]:
+        return [ip for ip in routed if any(j["event"] == event for j in joins(dirs[ip], skip[ip]))]
+
+    watch = env.job_watch("direct")
     try:
+        env.kubectl("apply", "-f", "-", input=task_manifest("direct", routed, None))
+        job_name = annotated(env, "direct")["metadata"]["annotations"]["app.superedge.io/job-name"]
+        # mid-Job: the Job's pod has begun installing and is not through
+        wait_until(
+            lambda: having("start") and len(having("end")) < len(routed),
+            "a machine to begin its join",
+            180,
+            interval=0.2,
+        )
+        env.kill_operator()
+        killed_at = time.time()
+        in_flight = (len(having("start")), len(having("end")))
+        pods = env.get("pods", "-n", NS, "-l", f"job-name={job_name}")["items"]
+        assert [p["status"].get("phase") for p in pods] == ["Running"], pods
+        assert pods[0]["spec"]["nodeName"] == env.info.control_plane_node
+        time.sleep(3)  # the Job goes on alone
+        env.start_operator()
         task = wait_status(env, "direct", ("ready",), 420)
     finally:
         watch.stop()
+    print(f"killed with {in_flight[0]} joins begun, {in_flight[1]} ended\n{watch.summary()}")
     assert task["status"]["joined"] == len(routed)
-    assert watch.max_at_once == 1
+    # the watch: one Job for the whole task, never two at once, and it ran through the kill
+    watch.assert_sound()
+    assert watch.max_at_once() == 1
+    (job,) = watch.added()
+    assert job.name == job_name
+    done = watch.first_finished(job.uid)
+    assert done is not None
+    assert done.at > killed_at, "the Job must finish after the kill"
+    assert [e.type for e in watch.events if e.uid == job.uid][-1] == "DELETED"  # then removed
+    # each machine, by its own record: one join, and it succeeded
+    for ip in routed:
+        runs = joins(dirs[ip], skip[ip])
+        once = [("start", None), ("end", 0)]
+        assert [(j["event"], j.get("rc")) for j in runs] == once, (ip, runs)
     label = task["metadata"]["labels"][NODE_LABEL]
     nodes = env.get("nodes", "-l", f"{NODE_LABEL}={label}")["items"]
     assert sorted(
         a["address"] for n in nodes for a in n["status"]["addresses"] if a["type"] == "InternalIP"
     ) == sorted(routed)
+    assert {runs[0]["node"] for ip in routed if (runs := joins(dirs[ip], skip[ip]))} == {
+        n["metadata"]["name"] for n in nodes
+    }
     env.kubectl("delete", "nt", "direct", "--wait=true", "--timeout=60s")
+
+
+B_IDENTITY = "e2e-operator-b"
+B_FIELD_MANAGER = "penetrator-operator-b"
+A_IDENTITY, A_FIELD_MANAGER = "e2e-operator", "penetrator-operator"
+
+
+def lease_spec(env: Env) -> dict[str, Any]:
+    lease = env.get("lease", "-n", NS, "penetrator-operator")
+    return dict((lease or {}).get("spec") or {})
+
+
+def micro(t: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()
+
+
+def acted_alone(env: Env, name: str, watch: JobWatch, identity: str, manager: str) -> None:
+    """Task ``name`` was done by the replica ``identity`` / ``manager`` alone: one Job
+    per round, never two at once, every Job, ConfigMap, Secret and status write and
+    every Event of the task by it."""
+    other = B_FIELD_MANAGER if manager == A_FIELD_MANAGER else A_FIELD_MANAGER
+    watch.assert_sound()
+    assert watch.max_at_once() == 1, watch.summary()
+    task = env.get("nt", name)
+    cm = task["metadata"]["annotations"]["app.superedge.io/configmap-name"]
+    results = env.get("configmap", "-n", NS, f"{cm}-results")
+    rounds = json.loads(results["data"]["results.json"])["round"]
+    assert len(watch.added()) == rounds >= 1, watch.summary()  # exactly one Job per round
+    for e in watch.added():
+        assert manager in e.managers, e.managers
+        assert other not in e.managers, e.managers
+    shown = "--show-managed-fields"
+    objects = [
+        env.get("configmap", "-n", NS, f"{cm}-results", shown),
+        env.get("configmap", "-n", NS, cm, shown),
+        env.get("secret", "-n", NS, f"{cm}-credentials", shown),
+    ]
+    for obj in objects:
+        writers = {f["manager"] for f in obj["metadata"]["managedFields"]}
+        assert writers == {manager} or (writers - {manager}) <= {"penetrator-job"}, writers
+        assert other not in writers
+    status_writers = {
+        f["manager"]
+        for f in env.get("nt", name, shown)["metadata"]["managedFields"]
+        if f.get("subresource") == "status"
+    }
+    assert status_writers == {manager}, status_writers
+    events = [
+        e for e in env.get("events", "-n", NS)["items"] if e["involvedObject"]["name"] == name
+    ]  # fmt: skip
+    assert events
+    assert {e.get("reportingInstance") for e in events} == {identity}, events
+
+
+def test_of_two_operators_only_the_lease_holder_acts_and_the_other_takes_over(
+    env: Env, tmp_path: Path
+) -> None:
+    """A second `penetrator operator` (identity B, its own field manager) beside the
+    first (A, the Lease's holder): a task completes with one Job per round and only A
+    acts (Lease, Jobs, objects, status, Events). A is SIGKILLed: B takes the Lease
+    once it has expired (not before, and within one poll after) and does a second
+    task alone."""
+    ips = [m.ip for m in env.sb.topology.intranet(1).machines]
+    first, second = ips[ADD + 3 : ADD + 5], ips[ADD + 5 : ADD + 7]
+    proxy = env.info.proxy_nodes[1]
+    if env.proc is None:
+        env.start_operator()
+
+    def holder_is(identity: str) -> bool:
+        spec = lease_spec(env)
+        fresh = "renewTime" in spec and time.time() - micro(spec["renewTime"]) < LEASE_SECONDS
+        return bool(fresh and spec.get("holderIdentity") == identity)
+
+    wait_until(lambda: holder_is(A_IDENTITY), "A to hold the Lease", 60, interval=0.5)
+    b_log = tmp_path / "operator-b.log"
+    b = env.spawn_operator(
+        b_log,
+        {
+            "PENETRATOR_IDENTITY": B_IDENTITY,
+            "PENETRATOR_FIELD_MANAGER": B_FIELD_MANAGER,
+            "PENETRATOR_HEALTH_ENDPOINT": f"http://127.0.0.1:{free_port()}/healthz",
+        },
+    )
+    watches: list[JobWatch] = []
+    try:
+        wait_until(lambda: f"operator {B_IDENTITY} started" in b_log.read_text(), "B to start", 60)
+        before = lease_spec(env)
+        watches.append(w1 := env.job_watch("pair-1"))
+        env.kubectl("apply", "-f", "-", input=task_manifest("pair-1", first, proxy))
+        wait_status(env, "pair-1", ("ready",), 300)
+        w1.stop()
+        after = lease_spec(env)
+        assert after["holderIdentity"] == A_IDENTITY
+        assert after.get("leaseTransitions") == before.get("leaseTransitions")  # no hand-over
+        acted_alone(env, "pair-1", w1, A_IDENTITY, A_FIELD_MANAGER)
+        assert "leader:" not in b_log.read_text()  # B stood by the whole time
+
+        # SIGKILL the holder: B takes over within the lease time and finishes a second task
+        env.kill_operator()
+        last_renew = micro(lease_spec(env)["renewTime"])
+        watches.append(w2 := env.job_watch("pair-2"))
+        env.kubectl("apply", "-f", "-", input=task_manifest("pair-2", second, proxy))
+        wait_until(lambda: holder_is(B_IDENTITY), "B to take the Lease", 4 * LEASE_SECONDS, 0.2)
+        taken = lease_spec(env)
+        waited = micro(taken["acquireTime"]) - last_renew
+        print(f"B took the Lease {waited:.2f}s after A's last renewal")
+        # not before it expired; within B's poll (lease/5) and a little slack after
+        assert LEASE_SECONDS <= waited <= LEASE_SECONDS * 1.2 + 2, waited
+        assert taken["leaseTransitions"] == (after.get("leaseTransitions") or 0) + 1
+        wait_status(env, "pair-2", ("ready",), 300)
+        w2.stop()
+        acted_alone(env, "pair-2", w2, B_IDENTITY, B_FIELD_MANAGER)
+        assert f"leader: {B_IDENTITY} holds lease" in b_log.read_text()
+    finally:
+        for w in watches:
+            w.stop()
+        print(b_log.read_text()[-3000:] if b_log.exists() else "no log of B")
+        if env.proc is None:
+            env.start_operator()
+        for name in ("pair-1", "pair-2"):  # while an operator runs (Kopf's finalizer)
+            env.kubectl(
+                "delete", "nt", name, "--ignore-not-found", "--wait=true", "--timeout=60s",
+                check=False,
+            )  # fmt: skip
+        b.terminate()  # our child, by its PID
+        try:
+            b.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            b.kill()
+            b.wait(timeout=30)
 
 
 def node_by_ip(env: Env) -> dict[str, dict[str, Any]]:
