@@ -1,8 +1,12 @@
 """The operator deployed from deploy/ (namespace, RBAC, Deployment) into the
 sandbox: the node agent runs its pod on the control-plane node with its own
 ServiceAccount (in-cluster config, least-privilege RBAC); a task created with
-kubectl is installed through the proxy node and turns ready. Also records what
-the two ServiceAccounts may do (`kubectl auth can-i --list`), with no wildcard."""
+kubectl is installed through the proxy node and turns ready; then the operator's
+Prometheus endpoint says so (tasks by state, machines by phase, rounds, round
+duration, API errors) and the health endpoint the Deployment's probes use answers
+200, both reached inside the control-plane node's namespace, where the pod's process
+runs. Also records what the two ServiceAccounts may do (`kubectl auth can-i
+--list`), with no wildcard."""
 
 from __future__ import annotations
 
@@ -80,11 +84,13 @@ def operator_pod(info: Any) -> Any:
     return running[0] if running else None
 
 
-def test_deployed_operator_installs_a_task(deployed: tuple[Sandbox, Any]) -> None:
+@pytest.fixture(scope="module")
+def installed(deployed: tuple[Sandbox, Any]) -> dict[str, Any]:
+    """The task "nodes" (every machine, through the proxy node), created with kubectl
+    by the deployed operator's first test, once it is ready."""
     sb, info = deployed
     pod = wait_until(lambda: operator_pod(info), "the operator pod to run", 120)
     assert pod["spec"]["nodeName"] == info.control_plane_node
-    assert pod["spec"]["serviceAccountName"] == "penetrator-operator"
     ips = [m.ip for m in sb.topology.intranet(1).machines]
     task = {
         "apiVersion": "nodetask.apps.superedge.io/v1beta1",
@@ -104,20 +110,101 @@ def test_deployed_operator_installs_a_task(deployed: tuple[Sandbox, Any]) -> Non
         return t if (t.get("status") or {}).get("nodetaskStatus") == "ready" else None
 
     try:
-        t = wait_until(ready, "the task to be ready", 300)
+        return dict(wait_until(ready, "the task to be ready", 300))
     except AssertionError:
         p = operator_pod(info)
         log = info.pod_log(p["metadata"]["name"], NS) if p else None
         print(log.read_text()[-5000:] if log and log.exists() else "no operator log")
         print(json.dumps(get(info, "nt", "nodes"), indent=1)[-3000:])
         raise
-    label = t["metadata"]["labels"][NODE_LABEL]
+
+
+def test_deployed_operator_installs_a_task(
+    deployed: tuple[Sandbox, Any], installed: dict[str, Any]
+) -> None:
+    sb, info = deployed
+    pod = operator_pod(info)
+    assert pod["spec"]["nodeName"] == info.control_plane_node
+    assert pod["spec"]["serviceAccountName"] == "penetrator-operator"
+    ips = [m.ip for m in sb.topology.intranet(1).machines]
+    label = installed["metadata"]["labels"][NODE_LABEL]
     nodes = get(info, "nodes", "-l", f"{NODE_LABEL}={label}")["items"]
     assert len(nodes) == len(ips)
     status_column = info.kubectl(
         "get", "nt", "nodes", "-o", "custom-columns=STATUS:status.nodetaskStatus"
     ).stdout
     assert status_column.split() == ["STATUS", "ready"]
+
+
+def scrape(sb: Sandbox, port: int, path: str) -> tuple[int, str]:
+    """GET http://127.0.0.1:PORT/PATH from inside the cloud namespace (the
+    control-plane node's, where the node agent runs the operator's process)."""
+    p = sb.exec_in(
+        "cloud",
+        ["curl", "-sS", "-m", "10", "-w", "\n%{http_code}", f"http://127.0.0.1:{port}{path}"],
+        check=False,
+        timeout=30,
+    )
+    body, _, code = p.stdout.rpartition("\n")
+    return int(code or 0), body
+
+
+def test_metrics_and_health_endpoints(
+    deployed: tuple[Sandbox, Any], installed: dict[str, Any]
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    sb, info = deployed
+    pod = wait_until(lambda: operator_pod(info), "the operator pod to run", 60)
+    container = pod["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    metrics_port = int(env.get("PENETRATOR_METRICS_PORT") or ports["metrics"])
+
+    # the probes of the Deployment, exactly as they are written there
+    for probe in ("livenessProbe", "readinessProbe"):
+        http = container[probe]["httpGet"]
+        port = http["port"] if isinstance(http["port"], int) else ports[http["port"]]
+        code, body = scrape(sb, port, http["path"])
+        assert code == 200, (probe, code, body)
+
+    cm = installed["metadata"]["annotations"]["app.superedge.io/configmap-name"]
+    results = get(info, "configmap", "-n", NS, f"{cm}-results")
+    rounds = json.loads(results["data"]["results.json"])["round"]
+    planned = installed["status"]["planned"]
+    assert installed["status"]["joined"] == planned >= 1
+
+    def samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        code, text = scrape(sb, metrics_port, "/metrics")
+        assert code == 200, (code, text[-500:])
+        out = {}
+        for family in text_string_to_metric_families(text):
+            out[(family.name, ())] = -1.0  # the family is exposed
+            for smp in family.samples:
+                out[(smp.name, tuple(sorted(smp.labels.items())))] = smp.value
+        return out
+
+    # the gauges follow the task's last step (at most a poll after it turned ready)
+    def settled() -> Any:
+        m = samples()
+        return m if m.get(("penetrator_tasks", (("state", "ready"),))) == 1 else None
+
+    m = wait_until(settled, "penetrator_tasks{state=ready} to be 1", 90)
+    print("\n".join(f"{k} {v}" for k, v in sorted(m.items()) if v >= 0))
+    assert m[("penetrator_tasks", (("state", "creating"),))] == 0
+    assert m[("penetrator_tasks", (("state", "failed"),))] == 0
+    assert m[("penetrator_machines", (("phase", "joined"),))] == planned
+    for phase in ("pending", "failed"):
+        assert m[("penetrator_machines", (("phase", phase),))] == 0, phase
+    assert m[("penetrator_rounds_total", ())] == rounds >= 1
+    assert m[("penetrator_rounds_finished_total", ())] == rounds
+    assert m[("penetrator_round_duration_seconds_count", ())] == rounds
+    assert m[("penetrator_round_duration_seconds_sum", ())] > 0
+    assert ("penetrator_api_errors", ()) in m  # the family, labelled by operation
+    errors = {k: v for k, v in m.items() if k[0] == "penetrator_api_errors_total"}
+    print("api errors:", errors)
+    assert m[("penetrator_leader", ())] == 1
+    assert m[("penetrator_reconciles_total", ())] >= rounds
 
 
 @pytest.mark.parametrize("account", ["penetrator-operator", "penetrator-job"])
