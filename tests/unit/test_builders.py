@@ -24,7 +24,7 @@ from penetrator.api import (
 )
 from penetrator.api.jobconfig import JobConfig
 from penetrator.api.results import MachineResult, ResultsDoc, results_configmap_name
-from penetrator.k8s.bootstrap_token import BootstrapToken, bootstrap_token_secret
+from penetrator.k8s.bootstrap_token import BootstrapToken
 from penetrator.k8s.builders import (
     BuildError,
     ClusterInfo,
@@ -39,7 +39,7 @@ from penetrator.k8s.builders import (
 )
 from penetrator.k8s.clusterinfo import ClusterInfoError, ca_cert_hash, parse_cluster_info
 from penetrator.k8s.observe import installed_nodes, observe_job
-from penetrator.k8s.tokens import pick_token, token_from_secret
+from penetrator.k8s.tokens import RECORD_NAME, still_valid, token_from_record, token_record
 from penetrator.plan.prepare import (
     default_configmap_name,
     default_job_name,
@@ -277,16 +277,26 @@ def test_cluster_info_server_and_ca_pin() -> None:
         parse_cluster_info("clusters: []")
 
 
-def test_token_from_secret_and_pick() -> None:
+def test_token_record_round_trip_and_validity() -> None:
     good = BootstrapToken("abcdef", "0123456789abcdef", NOW + dt.timedelta(hours=10))
-    body = bootstrap_token_secret(good, "d")
-    data = {k: base64.b64encode(v.encode()).decode() for k, v in body["stringData"].items()}
-    assert token_from_secret(body["type"], data) == good
-    assert token_from_secret("Opaque", data) is None
-    assert token_from_secret(body["type"], {**data, "expiration": ""}) is None
-    soon = BootstrapToken("zzzzzz", "0123456789abcdef", NOW + dt.timedelta(minutes=30))
-    assert pick_token([soon, good], NOW, dt.timedelta(hours=1)) == good
-    assert pick_token([soon], NOW, dt.timedelta(hours=1)) is None
+    made = NOW - dt.timedelta(hours=1)
+    rec = token_record(good, made, "edge-system")
+    assert (rec.metadata.name, rec.metadata.namespace) == (RECORD_NAME, "edge-system")
+    assert token_from_record(rec.data) == (good, made)
+    assert token_from_record(None) is None
+    assert token_from_record({**rec.data, "expiration": base64.b64encode(b"soon").decode()}) is None
+    assert token_from_record({k: v for k, v in rec.data.items() if k != "token-id"}) is None
+    margin = dt.timedelta(hours=2)
+    signed = {"kubeconfig": "...", "jws-kubeconfig-abcdef": "sig"}
+    assert still_valid(good, made, signed, NOW, margin)
+    # gone from the cluster (deleted, or expired and cleaned): its signature is gone
+    assert not still_valid(good, made, {"kubeconfig": "..."}, NOW, margin)
+    assert not still_valid(good, made, None, NOW, margin)
+    # too young for the signer to have signed it: still counts
+    assert still_valid(good, NOW - dt.timedelta(seconds=30), {}, NOW, margin)
+    # expires within the margin
+    soon = BootstrapToken("abcdef", "0123456789abcdef", NOW + dt.timedelta(minutes=30))
+    assert not still_valid(soon, made, signed, NOW, margin)
     assert "0123456789abcdef" not in repr(good)
 
 

@@ -260,8 +260,10 @@ class Runtime:
         token = await ensure_bootstrap_token(
             self.client,
             datetime.now(UTC),
+            ns,
             ttl=timedelta(hours=self.settings.token_ttl_hours),
             margin=timedelta(hours=self.settings.token_margin_hours),
+            field_manager=self.settings.field_manager,
         )
         secret = build_secret(
             task, token, raw, known_hosts.decode(errors="replace") if known_hosts else None
