@@ -30,8 +30,11 @@ from penetrator.k8s.builders import (
     ClusterInfo,
     JobSettings,
     build_configmap,
+    build_hostkeys_configmap,
     build_job,
     build_job_config,
+    build_job_role,
+    build_job_role_binding,
     build_results_configmap,
     build_secret,
     results_name,
@@ -126,6 +129,20 @@ def test_secret_holds_token_credential_and_known_hosts() -> None:
     assert s.stringData is None
 
 
+def test_secret_and_configmap_of_host_key_pins() -> None:
+    t = task()
+    token = BootstrapToken("abcdef", "0123456789abcdef", NOW)
+    fp = "SHA256:" + "A" * 43
+    s = build_secret(t, token, {"sshkey": b"KEY"}, pins={"10.0.0.2": fp, "10.0.0.1": fp})
+    decoded = {k: base64.b64decode(v).decode() for k, v in s.data.items()}
+    assert decoded["host_key_pins"] == f"10.0.0.1 {fp}\n10.0.0.2 {fp}\n"
+    assert "host_key_pins" not in build_secret(t, token, {"sshkey": b"KEY"}).data
+    cm = build_hostkeys_configmap(t)
+    owner_ok(cm, t)
+    assert cm.metadata.name == "nodes-cm-hostkeys"
+    assert cm.data == {"pins": ""}
+
+
 def test_results_configmap_name_and_content() -> None:
     t = task()
     doc = ResultsDoc(round=1, machines={"edge-aaaaaa": MachineResult(ip="10.0.0.1", attempts=1)})
@@ -166,6 +183,8 @@ def test_job_on_the_proxy_node() -> None:
         "/etc/penetrator/credentials",
         "--report-configmap",
         "nodes-cm-results",
+        "--pins-configmap",
+        "nodes-cm-hostkeys",
     ]
     assert all(m.readOnly for m in c.volumeMounts)
     vols = {v.name: v for v in pod.volumes}
@@ -194,6 +213,23 @@ def test_job_in_direct_mode_runs_on_the_control_plane() -> None:
         req = term.nodeSelectorTerms[0].matchExpressions[0]
         assert (req.key, req.operator) == ("node-role.kubernetes.io/control-plane", "Exists")
         assert "--report-configmap" not in pod.containers[0].command
+
+
+def test_a_tasks_job_role_names_its_two_configmaps() -> None:
+    t = task()
+    role = build_job_role(t)
+    owner_ok(role, t)
+    assert role.metadata.name == "nodes-job"
+    (rule,) = role.rules
+    assert rule.resources == ["configmaps"]
+    assert rule.resourceNames == ["nodes-cm-results", "nodes-cm-hostkeys"]
+    assert rule.verbs == ["get", "patch"]
+    binding = build_job_role_binding(t, JobSettings(service_account="sa-1"))
+    owner_ok(binding, t)
+    assert (binding.roleRef.kind, binding.roleRef.name) == ("Role", "nodes-job")
+    assert [(s.kind, s.name, s.namespace) for s in binding.subjects] == [
+        ("ServiceAccount", "sa-1", "edge-system")
+    ]
 
 
 def test_builders_refuse_an_unprepared_task() -> None:

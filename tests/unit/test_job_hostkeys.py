@@ -109,3 +109,25 @@ def test_port_is_part_of_the_pin() -> None:
     later = HostKeyStore(HostKeyPolicy.TOFU, pins=s.pins_text())
     with pytest.raises(HostKeyMismatch):
         later.check("m", "10.0.0.1", 2222, b)
+
+
+def test_fingerprint_pins_of_earlier_rounds_hold_under_tofu() -> None:
+    a, b = key(), key()
+    s = HostKeyStore(HostKeyPolicy.TOFU, fingerprints={"10.0.0.1": fingerprint(a)})
+    v = s.check("edge-a", "10.0.0.1", 22, a)
+    assert not v.pinned_now  # known from an earlier round: not learned again
+    with pytest.raises(HostKeyMismatch) as e:
+        s.check("edge-a", "10.0.0.1", 22, b)
+    assert fingerprint(a) in str(e.value)
+    assert fingerprint(b) in str(e.value)
+    assert s.new_pins == {}
+    # other machines are still trusted on first use
+    assert s.check("edge-b", "10.0.0.2", 22, b).pinned_now
+    assert s.new_pins == {"10.0.0.2": fingerprint(b)}
+
+
+def test_fingerprint_pins_do_not_count_under_strict() -> None:
+    a = key()
+    s = HostKeyStore(HostKeyPolicy.STRICT, fingerprints={"10.0.0.1": fingerprint(a)})
+    with pytest.raises(HostKeyUnknown):
+        s.check("m", "10.0.0.1", 22, a)

@@ -113,6 +113,15 @@ def test_credentials_key_and_known_hosts(tmp_path: Path) -> None:
     assert c.key is not None
     assert c.password is None
     assert c.known_hosts == "# none\n"
+    assert c.pins == {}
+
+
+def test_credentials_with_pins_of_earlier_rounds(tmp_path: Path) -> None:
+    fp = "SHA256:" + "A" * 43
+    c = load_credentials(
+        _creds(tmp_path, passwd="hunter22", token=TOKEN, host_key_pins=f"10.0.0.1 {fp}\n")
+    )
+    assert c.pins == {"10.0.0.1": fp}
 
 
 @pytest.mark.parametrize(
@@ -124,6 +133,7 @@ def test_credentials_key_and_known_hosts(tmp_path: Path) -> None:
         ({"passwd": "a", "token": "hunter22-not-a-token"}, "bootstrap token"),
         ({"sshkey": "hunter22 is not a key", "token": TOKEN}, "private key"),
         ({"passwd": "\n", "token": TOKEN}, "empty"),
+        ({"passwd": "hunter22", "token": TOKEN, "host_key_pins": "10.0.0.1 x"}, "host_key_pins"),
     ],
 )
 def test_bad_credentials_are_refused_without_echoing_them(

@@ -6,6 +6,8 @@
     sshkey        the SSH private key (plain text)   }
     token         the bootstrap token <id>.<secret>
     known_hosts   optional: host keys the user trusts (OpenSSH format)
+    host_key_pins optional: keys pinned by earlier rounds of the task (trust on
+                  first use; ``host SHA256:fingerprint`` lines, penetrator.api.hostkeys)
 
 This is the shape of the task's Secrets mounted into the Job's pod.
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 import asyncssh
 
 from penetrator.api import CREDENTIAL_PASSWORD_KEY, CREDENTIAL_SSHKEY_KEY
+from penetrator.api.hostkeys import SECRET_PINS_KEY, parse_pins
 from penetrator.job.redact import Redactor
 
 TOKEN_FILE = "token"  # noqa: S105 - a file name
@@ -38,6 +41,8 @@ class Credentials:
     token: str
     known_hosts: str | None  # text of the user's known_hosts, if given
     redactor: Redactor = field(default_factory=Redactor)
+    pins: dict[str, str] = field(default_factory=dict)
+    """Host pattern -> fingerprint pinned by earlier rounds of the task."""
 
     @property
     def auth_method(self) -> str:
@@ -100,4 +105,11 @@ def load_credentials(directory: Path) -> Credentials:
     redactor.add(token.split(".", 1)[1])
     kh = d / KNOWN_HOSTS_FILE
     known_hosts = _read(kh) if kh.is_file() else None
-    return Credentials(password, key, token, known_hosts, redactor)
+    pins_file = d / SECRET_PINS_KEY
+    pins: dict[str, str] = {}
+    if pins_file.is_file():
+        try:
+            pins = parse_pins(_read(pins_file))
+        except ValueError as e:
+            raise CredentialError(f"{pins_file}: {e}") from None
+    return Credentials(password, key, token, known_hosts, redactor, pins)

@@ -61,6 +61,7 @@ class JobFiles:
     kubeconfig: Path | None = None
     use_cluster: bool = True  # False: never talk to the API, even in a pod
     report_configmap: str | None = None  # also write results into this ConfigMap
+    pins_configmap: str | None = None  # write the host keys pinned in this run here
 
 
 def raise_nofile() -> None:
@@ -84,7 +85,7 @@ async def run_from_files(
     if files.known_hosts_out is not None and files.known_hosts_out.is_file():
         pins = files.known_hosts_out.read_text()
     try:
-        store = HostKeyStore(cfg.host_key_policy, creds.known_hosts, pins)
+        store = HostKeyStore(cfg.host_key_policy, creds.known_hosts, pins, creds.pins)
     except (ValueError, TypeError) as e:
         raise JobSetupError(f"cannot parse known_hosts or pins: {type(e).__name__}") from None
     try:
@@ -102,7 +103,12 @@ async def run_from_files(
     writer: ResultsWriter | None = None
     if files.report_configmap:
         try:
-            writer = ResultsWriter.from_environment(files.report_configmap, files.kubeconfig)
+            writer = ResultsWriter.from_environment(
+                files.report_configmap,
+                files.kubeconfig,
+                pins_configmap=files.pins_configmap,
+                pins=lambda: store.new_pins,
+            )
         except Exception as e:
             raise JobSetupError(f"cannot load cluster access: {type(e).__name__}") from None
         await writer.start()

@@ -3,14 +3,16 @@
 ``HostKeyStore.check`` is called from inside the SSH handshake, before any
 credential is sent, so an impostor never sees the password. Pins learned in
 this run are kept in memory (every retry must match them) and written out with
-``pins_text`` (the operator stores them in a Secret owned by the task; the next
-Job loads them again, from the credentials' ``known_hosts`` or a pins file).
+``pins_text`` (a known_hosts file for ``--known-hosts-out``) and reported as
+fingerprints (``new_pins``, which the operator keeps in the task's Secret: the
+next round's Job gets them as ``fingerprints``, see ``penetrator.api.hostkeys``).
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,8 +73,10 @@ class HostKeyStore:
         policy: HostKeyPolicy,
         user_known_hosts: str | None = None,
         pins: str | None = None,
+        fingerprints: Mapping[str, str] | None = None,
     ) -> None:
         self.policy = policy
+        self._fingerprints = dict(fingerprints or {})  # host pattern -> SHA256 (earlier rounds)
         self._user = asyncssh.import_known_hosts(user_known_hosts) if user_known_hosts else None
         self._pins_file = asyncssh.import_known_hosts(pins) if pins else None
         self._lines: dict[str, list[str]] = {}  # host pattern -> known_hosts lines (for output)
@@ -120,6 +124,12 @@ class HostKeyStore:
             raise HostKeyRevoked(machine, ip, got)
         if any(_same(key, t) for t in trusted):
             return Verdict(got, pinned_now=False, insecure=False)
+        pinned = self._fingerprints.get(host_pattern(ip, port))
+        if self.policy is HostKeyPolicy.TOFU and pinned is not None:
+            if got == pinned:
+                return Verdict(got, pinned_now=False, insecure=False)
+            trusted_fps = {fingerprint(t) for t in trusted} | {pinned}
+            raise HostKeyMismatch(machine, ip, sorted(trusted_fps), got)
         if trusted:
             raise HostKeyMismatch(machine, ip, sorted({fingerprint(t) for t in trusted}), got)
         if self.policy is HostKeyPolicy.STRICT:

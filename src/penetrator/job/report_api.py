@@ -14,6 +14,10 @@ It keeps what the operator wrote (``round``, ``started``, every machine's
 and ``updated`` of the machines it reports. A failed write never fails the
 install: the batch stays pending and is retried at the next flush. Errors must
 already be credential-free (the job redacts them); they are cut to 200 bytes.
+
+With ``pins_configmap`` it also writes the host keys pinned in this run
+(``pins()``: host -> fingerprint) into the task's host-key ConfigMap, key ``pins``
+(``penetrator.api.hostkeys``), at the same flushes, whenever they changed.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -34,6 +38,7 @@ from lightkube.resources.core_v1 import ConfigMap
 from lightkube.types import PatchType
 
 from penetrator.api import NAMESPACE, MachinePhase
+from penetrator.api.hostkeys import PINS_KEY, format_pins
 from penetrator.api.results import RESULTS_KEY, MachineResult, ResultsDoc
 
 log = logging.getLogger(__name__)
@@ -75,6 +80,8 @@ class ResultsWriter:
         interval: float = 2.0,
         now: Callable[[], datetime] = _now,
         own_client: bool = False,
+        pins_configmap: str | None = None,
+        pins: Callable[[], Mapping[str, str]] | None = None,
     ) -> None:
         self.client = client
         self.name = name
@@ -89,6 +96,9 @@ class ResultsWriter:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._now = now
+        self.pins_configmap = pins_configmap
+        self._pins = pins
+        self._pins_written = ""  # the text last written (the operator empties it per round)
 
     @classmethod
     def from_environment(
@@ -97,13 +107,23 @@ class ResultsWriter:
         kubeconfig: Path | None = None,
         namespace: str | None = None,
         interval: float = 2.0,
+        pins_configmap: str | None = None,
+        pins: Callable[[], Mapping[str, str]] | None = None,
     ) -> ResultsWriter:
         """A kubeconfig file, or the pod's service account (in-cluster) when None."""
         config = (
             KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_service_account()
         )
         client = AsyncClient(config, trust_env=False, field_manager=FIELD_MANAGER)
-        return cls(client, name, namespace or pod_namespace(), interval, own_client=True)
+        return cls(
+            client,
+            name,
+            namespace or pod_namespace(),
+            interval,
+            own_client=True,
+            pins_configmap=pins_configmap,
+            pins=pins,
+        )
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -175,8 +195,33 @@ class ResultsWriter:
     # --- writing -----------------------------------------------------------------------
 
     async def flush(self) -> bool:
-        """Write the document if anything changed; False when the write failed (the
-        batch stays pending)."""
+        """Write the document (and the pins) if anything changed; False when a write
+        failed (what it held stays pending)."""
+        pins_ok = await self._flush_pins()
+        return await self._flush_results() and pins_ok
+
+    async def _flush_pins(self) -> bool:
+        if self.pins_configmap is None or self._pins is None:
+            return True
+        text = format_pins(self._pins())
+        if text == self._pins_written:
+            return True
+        try:
+            await self.client.patch(
+                ConfigMap,
+                self.pins_configmap,
+                {"data": {PINS_KEY: text}},
+                namespace=self.namespace,
+                patch_type=PatchType.MERGE,
+            )
+        except Exception as e:  # ApiError, httpx transport errors, timeouts
+            code = e.status.code if isinstance(e, ApiError) else type(e).__name__
+            log.warning("writing host-key pins to %s failed: %s", self.pins_configmap, code)
+            return False
+        self._pins_written = text
+        return True
+
+    async def _flush_results(self) -> bool:
         async with self._lock:
             if not self._dirty:
                 return True

@@ -6,10 +6,15 @@ garbage-collects it. Names come from the task's annotations (compat.md):
 
 * ConfigMap ``<configmap-name>``: ``config.json``, the job config (no secret);
 * ConfigMap ``<configmap-name>-results``: the results document (no secret);
+* ConfigMap ``<configmap-name>-hostkeys``: the host keys the running Job pinned
+  (``penetrator.api.hostkeys``; public keys' fingerprints);
 * Secret ``<configmap-name>-credentials``: ``token`` (bootstrap token), a copy of the
-  SSH credential (``passwd`` or ``sshkey``) and, if given, ``known_hosts``;
+  SSH credential (``passwd`` or ``sshkey``), if given ``known_hosts``, and the host
+  keys pinned by earlier rounds (``host_key_pins``);
 * Job ``<job-name>``: one pod running ``penetrator job`` on the proxy node (or on
-  the control plane in direct mode).
+  the control plane in direct mode);
+* Role and RoleBinding ``<job-name>``: the Job's ServiceAccount may get and patch
+  exactly the task's results and host-key ConfigMaps (no other ConfigMap).
 """
 
 from __future__ import annotations
@@ -40,8 +45,10 @@ from lightkube.models.core_v1 import (
     VolumeMount,
 )
 from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
+from lightkube.models.rbac_v1 import PolicyRule, RoleRef, Subject
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import ConfigMap, Secret
+from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 
 from penetrator.api import (
     API_VERSION,
@@ -52,6 +59,12 @@ from penetrator.api import (
     NAMESPACE,
     NODE_LABEL,
     NodeTask,
+)
+from penetrator.api.hostkeys import (
+    PINS_KEY,
+    SECRET_PINS_KEY,
+    format_pins,
+    hostkeys_configmap_name,
 )
 from penetrator.api.jobconfig import Distribution, JobConfig
 from penetrator.api.results import RESULTS_KEY, ResultsDoc, results_configmap_name
@@ -159,6 +172,11 @@ def results_name(task: NodeTask) -> str:
     return results_configmap_name(cm)
 
 
+def hostkeys_name(task: NodeTask) -> str:
+    _, cm, _, _ = _require(task)
+    return hostkeys_configmap_name(cm)
+
+
 def owner_reference(task: NodeTask) -> OwnerReference:
     _, _, _, uid = _require(task)
     return OwnerReference(
@@ -226,6 +244,16 @@ def build_results_configmap(task: NodeTask, doc: ResultsDoc) -> ConfigMap:
     )
 
 
+def build_hostkeys_configmap(task: NodeTask) -> ConfigMap:
+    """The task's host-key ConfigMap, emptied: the next Job writes what it pins."""
+    return ConfigMap(
+        apiVersion="v1",
+        kind="ConfigMap",
+        metadata=_meta(task, hostkeys_name(task)),
+        data={PINS_KEY: ""},
+    )
+
+
 # --- the Secret ----------------------------------------------------------------------------
 
 
@@ -239,16 +267,20 @@ def build_secret(
     token: BootstrapToken,
     credential: Mapping[str, bytes] | None = None,
     known_hosts: str | None = None,
+    pins: Mapping[str, str] | None = None,
 ) -> Secret:
     """The task's Secret: the bootstrap token, a copy of the SSH credential (``passwd``
-    or ``sshkey`` from the user's Secret, as raw bytes; other keys are not copied) and
-    the host keys to pin. ``repr`` of the result holds the secret: never log it."""
+    or ``sshkey`` from the user's Secret, as raw bytes; other keys are not copied), the
+    host keys the user trusts and those pinned by earlier rounds (host -> fingerprint).
+    ``repr`` of the result holds the secret: never log it."""
     data = {TOKEN_KEY: _b64(token.value)}
     for key in (CREDENTIAL_PASSWORD_KEY, CREDENTIAL_SSHKEY_KEY):
         if credential is not None and key in credential:
             data[key] = _b64(credential[key])
     if known_hosts:
         data[KNOWN_HOSTS_KEY] = _b64(known_hosts)
+    if pins:
+        data[SECRET_PINS_KEY] = _b64(format_pins(pins))
     return Secret(
         apiVersion="v1",
         kind="Secret",
@@ -271,7 +303,7 @@ def job_argv(task: NodeTask, settings: JobSettings) -> list[str]:
         CREDENTIALS_DIR,
     ]
     if settings.report:
-        argv += ["--report-configmap", results_name(task)]
+        argv += ["--report-configmap", results_name(task), "--pins-configmap", hostkeys_name(task)]
     return [*argv, *settings.extra_args]
 
 
@@ -348,4 +380,39 @@ def build_job(task: NodeTask, settings: JobSettings, round_: int = 0) -> Job:
             activeDeadlineSeconds=settings.active_deadline_seconds,
             template=PodTemplateSpec(metadata=ObjectMeta(labels=pod_labels), spec=pod),
         ),
+    )
+
+
+# --- what the Job may write ---------------------------------------------------------------
+
+
+def build_job_role(task: NodeTask) -> Role:
+    """Get and patch on the task's results and host-key ConfigMaps, by name: a Job
+    cannot touch another task's results, nor any other ConfigMap."""
+    job_name, _, _, _ = _require(task)
+    return Role(
+        apiVersion="rbac.authorization.k8s.io/v1",
+        kind="Role",
+        metadata=_meta(task, job_name),
+        rules=[
+            PolicyRule(
+                apiGroups=[""],
+                resources=["configmaps"],
+                resourceNames=[results_name(task), hostkeys_name(task)],
+                verbs=["get", "patch"],
+            )
+        ],
+    )
+
+
+def build_job_role_binding(task: NodeTask, settings: JobSettings) -> RoleBinding:
+    job_name, _, _, _ = _require(task)
+    return RoleBinding(
+        apiVersion="rbac.authorization.k8s.io/v1",
+        kind="RoleBinding",
+        metadata=_meta(task, job_name),
+        roleRef=RoleRef(apiGroup="rbac.authorization.k8s.io", kind="Role", name=job_name),
+        subjects=[
+            Subject(kind="ServiceAccount", name=settings.service_account, namespace=NAMESPACE)
+        ],
     )

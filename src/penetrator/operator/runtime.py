@@ -43,16 +43,22 @@ from penetrator.api import (
     NodeTaskStatus,
     TaskPhase,
 )
+from penetrator.api.hostkeys import PINS_KEY, SECRET_PINS_KEY, merge_pins, parse_pins
 from penetrator.api.results import ResultsDoc
 from penetrator.k8s.builders import (
     KNOWN_HOSTS_KEY,
     ClusterInfo,
     build_configmap,
+    build_hostkeys_configmap,
     build_job,
     build_job_config,
+    build_job_role,
+    build_job_role_binding,
     build_results_configmap,
     build_secret,
+    hostkeys_name,
     results_name,
+    secret_name,
 )
 from penetrator.k8s.clusterinfo import read_cluster_info
 from penetrator.k8s.observe import installed_nodes, observe_job
@@ -218,7 +224,12 @@ class Runtime:
                 build_configmap(task, config, action.round), field_manager=fm, force=True
             )
         elif isinstance(action, CreateJob):
-            self.requests += 1
+            # The Job's rights on its task's ConfigMaps come with it (owned by the task).
+            self.requests += 3
+            await self.client.apply(build_job_role(task), field_manager=fm, force=True)
+            await self.client.apply(
+                build_job_role_binding(task, self.jsettings), field_manager=fm, force=True
+            )
             await self.client.create(build_job(task, self.jsettings, action.round))
             self.metrics.rounds.inc()
             log.info("task %s: round %d: job created", task.name, action.round)
@@ -265,11 +276,37 @@ class Runtime:
             margin=timedelta(hours=self.settings.token_margin_hours),
             field_manager=self.settings.field_manager,
         )
+        pins = await self._host_key_pins(task)
         secret = build_secret(
-            task, token, raw, known_hosts.decode(errors="replace") if known_hosts else None
+            task, token, raw, known_hosts.decode(errors="replace") if known_hosts else None, pins
         )
-        self.requests += 1
+        self.requests += 2
         await self.client.apply(secret, field_manager=self.settings.field_manager, force=True)
+        # Only once the Secret holds them: the next Job writes its own pins here.
+        await self.client.apply(
+            build_hostkeys_configmap(task), field_manager=self.settings.field_manager, force=True
+        )
+
+    async def _host_key_pins(self, task: NodeTask) -> dict[str, str]:
+        """The pins of the task's Secret plus those the last Job learned (host-key
+        ConfigMap); a pin already in the Secret is never replaced (api.hostkeys)."""
+        ns = self.settings.namespace
+        ours = await self._get_optional(Secret, secret_name(task), ns)
+        learned_cm = await self._get_optional(ConfigMap, hostkeys_name(task), ns)
+        kept: dict[str, str] = {}
+        learned: dict[str, str] = {}
+        try:
+            raw = ((ours.data or {}) if ours is not None else {}).get(SECRET_PINS_KEY)
+            if raw:
+                kept = parse_pins(base64.b64decode(raw).decode())
+        except ValueError:
+            log.warning("task %s: the pins in its Secret are unreadable; kept none", task.name)
+        try:
+            text = ((learned_cm.data or {}) if learned_cm is not None else {}).get(PINS_KEY)
+            learned = parse_pins(text or "")
+        except ValueError:
+            log.warning("task %s: the host-key ConfigMap is unreadable; ignored", task.name)
+        return merge_pins(kept, learned)
 
     async def cluster_info(self) -> ClusterInfo:
         if self._cluster is None:
