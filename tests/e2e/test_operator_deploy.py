@@ -207,6 +207,67 @@ def test_metrics_and_health_endpoints(
     assert m[("penetrator_reconciles_total", ())] >= rounds
 
 
+def test_a_refused_api_request_is_counted(
+    deployed: tuple[Sandbox, Any], installed: dict[str, Any]
+) -> None:
+    """A ResourceQuota allowing no Job in edge-system makes the apiserver refuse the
+    operator's Job (403, admission): penetrator_api_errors_total{operation=CreateJob}
+    counts it."""
+    sb, info = deployed
+    container = operator_pod(info)["spec"]["containers"][0]
+    port = int({p["name"]: p["containerPort"] for p in container["ports"]}["metrics"])
+
+    def errors(text: str) -> float:
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith('penetrator_api_errors_total{operation="CreateJob"}')
+        )
+
+    before = errors(scrape(sb, port, "/metrics")[1])
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "e2e-no-jobs", "namespace": NS},
+        "spec": {"hard": {"count/jobs.batch": "0"}},
+    }
+    task = {
+        "apiVersion": "nodetask.apps.superedge.io/v1beta1",
+        "kind": "NodeTask",
+        "metadata": {"name": "no-job"},
+        "spec": {
+            "nodeNamePrefix": "edge",
+            "targetMachines": ["10.10.9.9"],  # never installed: its Job is refused
+            "sshCredential": "login",
+            "proxyNode": info.proxy_nodes[1],
+        },
+    }
+    try:
+        info.kubectl("apply", "-f", "-", input=yaml.safe_dump(quota))
+        wait_until(
+            lambda: (
+                (get(info, "resourcequota", "-n", NS, "e2e-no-jobs") or {})
+                .get("status", {})
+                .get("hard")
+            ),
+            "the quota controller to count the namespace's Jobs",
+            60,
+        )
+        info.kubectl("apply", "-f", "-", input=yaml.safe_dump(task))
+
+        def counted() -> Any:
+            text = scrape(sb, port, "/metrics")[1]
+            return text if errors(text) > before else None
+
+        text = wait_until(counted, "the refused Job to be counted", 90)
+        print("\n".join(x for x in text.splitlines() if x.startswith("penetrator_api_errors")))
+        assert get(info, "jobs", "-n", NS)["items"] == []
+        print(json.dumps((get(info, "nt", "no-job") or {}).get("status"), indent=1))
+    finally:
+        info.kubectl("delete", "nt", "no-job", "--ignore-not-found", "--wait=true", "--timeout=60s")
+        info.kubectl("delete", "resourcequota", "-n", NS, "e2e-no-jobs", "--ignore-not-found")
+
+
 @pytest.mark.parametrize("account", ["penetrator-operator", "penetrator-job"])
 def test_service_accounts_can_do_no_wildcard(deployed: tuple[Sandbox, Any], account: str) -> None:
     _, info = deployed
