@@ -47,7 +47,9 @@ ADD = max(3, int(os.environ.get("PENETRATOR_OPERATOR_E2E_ADD", "3")))
 PER_INTRANET = ADD + 7
 """Intranet 1: the add task's, the faulty task's, then two for each of the replicas'
 tasks. Intranet 2 (routed): all of them for the direct task killed mid-Job."""
-LEASE_SECONDS = 6
+LEASE_SECONDS = 9
+"""Short for the takeover test, long enough that a holder's renewals (every third of
+it, GET + PUT) stay inside its validity on 2 busy cores (6 s made the holder flap)."""
 
 
 def wait_until(
