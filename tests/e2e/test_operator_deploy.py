@@ -262,7 +262,24 @@ def test_a_refused_api_request_is_counted(
         text = wait_until(counted, "the refused Job to be counted", 90)
         print("\n".join(x for x in text.splitlines() if x.startswith("penetrator_api_errors")))
         assert get(info, "jobs", "-n", NS)["items"] == []
-        print(json.dumps((get(info, "nt", "no-job") or {}).get("status"), indent=1))
+        # the task itself says so (not only the operator's log), and the failed step is
+        # counted once, under the write that failed
+        assert 'penetrator_api_errors_total{operation="reconcile"}' not in text
+
+        def refused() -> Any:
+            status = (get(info, "nt", "no-job") or {}).get("status") or {}
+            conds = {c["type"]: c for c in status.get("conditions", [])}
+            p = conds.get("Progressing")
+            return p if p and (p["status"], p["reason"]) == ("False", "ApiRefused") else None
+
+        cond = wait_until(refused, "Progressing=False/ApiRefused on the task", 60)
+        assert "CreateJob" in cond["message"]
+        assert "403" in cond["message"]
+        events = info.kubectl(
+            "get", "events", "-n", NS, "--field-selector", "involvedObject.name=no-job",
+            "-o", "jsonpath={.items[*].reason}",
+        ).stdout.split()  # fmt: skip
+        assert events.count("ApiRefused") == 1, events  # once per cause, not per retry
     finally:
         info.kubectl("delete", "nt", "no-job", "--ignore-not-found", "--wait=true", "--timeout=60s")
         info.kubectl("delete", "resourcequota", "-n", NS, "e2e-no-jobs", "--ignore-not-found")

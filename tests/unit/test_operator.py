@@ -207,11 +207,11 @@ def test_operator_deployment() -> None:
     Settings.load({k: v for k, v in env.items() if v is not None})  # valid settings
 
 
-def test_cannot_start_condition_replaces_progressing_and_keeps_its_time() -> None:
+def test_not_progressing_condition_replaces_progressing_and_keeps_its_time() -> None:
     from datetime import UTC, datetime, timedelta
 
     from penetrator.api import NodeTask
-    from penetrator.operator.runtime import _cannot_start
+    from penetrator.operator.runtime import _not_progressing
 
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     task = NodeTask.from_dict(
@@ -221,12 +221,13 @@ def test_cannot_start_condition_replaces_progressing_and_keeps_its_time() -> Non
         }
     )
     st = NodeTaskStatus.model_validate({"nodetaskStatus": "creating"})
-    first = _cannot_start(
-        task, st, "spec.sshCredential: Secret edge-system/login does not exist", t0
+    first = _not_progressing(
+        task, st, "CannotStart", "spec.sshCredential: Secret edge-system/login does not exist", t0
     )
     (cond,) = first.conditions
     assert (cond.type, cond.status, cond.reason) == ("Progressing", "False", "CannotStart")
     assert cond.observed_generation == 3
     later = task.model_copy(update={"status": first})
-    again = _cannot_start(later, st, "other", t0 + timedelta(minutes=5))
+    again = _not_progressing(later, st, "ApiRefused", "other", t0 + timedelta(minutes=5))
     assert again.conditions[0].last_transition_time == t0
+    assert again.conditions[0].reason == "ApiRefused"

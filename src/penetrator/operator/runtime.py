@@ -169,11 +169,15 @@ class Runtime:
         status = decision.status
         try:
             await self.apply(task, decision)
-        except UserError as e:
-            status = _cannot_start(task, status, str(e), now)
+        except (UserError, StepError) as e:
+            # Shown on the task, not only in our log: the user must fix something
+            # (CannotStart), or the API server refused a write (ApiRefused: a quota,
+            # an admission policy, ...); the step is retried.
+            reason = "CannotStart" if isinstance(e, UserError) else "ApiRefused"
+            status = _not_progressing(task, status, reason, str(e), now)
             old = task.status.condition(PROGRESSING)
-            if old is None or (old.reason, old.message) != ("CannotStart", str(e)):
-                await self.event(task, "Warning", "CannotStart", str(e))  # once per cause
+            if old is None or (old.reason, old.message) != (reason, str(e)):
+                await self.event(task, "Warning", reason, str(e))  # once per cause
             requeue = USER_ERROR_REQUEUE
         await self.write_status(task, status)
         self.metrics.task_status(task.name, status)
@@ -383,16 +387,16 @@ class Runtime:
             log.warning("task %s: event %s not posted: %s", task.name, reason, _describe(e))
 
 
-def _cannot_start(
-    task: NodeTask, status: NodeTaskStatus, message: str, now: datetime
+def _not_progressing(
+    task: NodeTask, status: NodeTaskStatus, reason: str, message: str, now: datetime
 ) -> NodeTaskStatus:
-    """``status`` with Progressing=False/CannotStart (the user must fix something)."""
+    """``status`` with Progressing=False and ``reason`` (the step cannot go on)."""
     old = task.status.condition(PROGRESSING)
     since = old.last_transition_time if old is not None and old.status == "False" else now
     cond = Condition(
         type=PROGRESSING,
         status="False",
-        reason="CannotStart",
+        reason=reason,
         message=message,
         last_transition_time=since,
         observed_generation=task.metadata.generation,
