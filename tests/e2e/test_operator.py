@@ -42,7 +42,7 @@ pytestmark = [pytest.mark.netns, pytest.mark.cluster]
 
 REPO = Path(__file__).resolve().parents[2]
 NS = "edge-system"
-ADD = max(3, int(os.environ.get("PENETRATOR_OPERATOR_E2E_ADD", "3")))
+ADD = max(3, int(os.environ.get("PENETRATOR_OPERATOR_E2E_ADD", "20")))
 """Machines of the add task (the issue's acceptance: 20); three more are faulty."""
 PER_INTRANET = ADD + 7
 """Intranet 1: the add task's, the faulty task's, then two for each of the replicas'
