@@ -274,6 +274,9 @@ def test_add_task_through_the_proxy_node_joins_the_machines_and_is_collected(env
         assert ready_cond["Ready"] == "True"
     watch.assert_sound()
     assert watch.max_at_once() == 1, watch.summary()  # never two Jobs of the task at once
+    # the Job's rights on the task's ConfigMaps went with it
+    assert env.get("role", "-n", NS, job_name) is None
+    assert env.get("rolebinding", "-n", NS, job_name) is None
     columns = env.kubectl("get", "nt", "nodes", "-o", "custom-columns=STATUS:status.nodetaskStatus")
     assert columns.split() == ["STATUS", "ready"]
 

@@ -26,6 +26,7 @@ from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import ConfigMap, Event, Node, Secret
+from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 from lightkube.types import CascadeType, PatchType
 from pydantic import ValidationError
 
@@ -238,14 +239,19 @@ class Runtime:
             self.metrics.rounds.inc()
             log.info("task %s: round %d: job created", task.name, action.round)
         elif isinstance(action, DeleteJob):
-            self.requests += 1
-            try:
-                await self.client.delete(
-                    Job, action.name, namespace=ns, cascade=CascadeType.FOREGROUND
-                )
-            except ApiError as e:
-                if e.status.code != 404:
-                    raise
+            # The Job's rights go with it: between rounds no Job may write the task's
+            # ConfigMaps (its Role and RoleBinding carry the Job's name).
+            for res, cascade in (
+                (Job, CascadeType.FOREGROUND),
+                (RoleBinding, None),
+                (Role, None),
+            ):
+                self.requests += 1
+                try:
+                    await self.client.delete(res, action.name, namespace=ns, cascade=cascade)
+                except ApiError as e:
+                    if e.status.code != 404:
+                        raise
         elif isinstance(action, EmitEvent):
             await self.event(task, action.type, action.reason, action.message, once=action.once)
         elif isinstance(action, RequeueAfter):
