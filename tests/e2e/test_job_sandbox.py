@@ -1,8 +1,9 @@
 """`penetrator job` run inside the proxy node's namespace against real sshd
 machines behind NAT. The package holds a stand-in `edgeadm` that records its
 calls and the join config it was given in the machine's own state directory,
-and fails when the machine's install-fails marker exists (the real join program
-is not ready yet; the default edgeadm template is used unchanged)."""
+and fails when the machine's install-fails marker exists, so these tests need
+no cluster (the default edgeadm template is used unchanged); the real join
+program and labelled, Ready Nodes are test_job_join.py's."""
 
 from __future__ import annotations
 
