@@ -217,7 +217,12 @@ async def attempt(ctx: JobContext, m: Machine, r: MachineResult) -> None:
                 await ctx.cluster.wait_ready(m.name, t.wait_ready)
             except (TimeoutError, ClusterError) as e:  # final, with what was seen
                 raise MachineError(f"joined, but {e}") from None
-        await ctx.cluster.label_node(m.name, cfg.task_label, t.command)
+        # The machine is a Ready Node now: failing it over a slow apiserver would have
+        # the next round reinstall it, so the label gets wait-Ready's budget.
+        try:
+            await ctx.cluster.label_node(m.name, cfg.task_label, max(t.command, t.wait_ready))
+        except ClusterError as e:
+            raise MachineError(f"joined, but {e}") from None
     finally:
         s.close()
 
