@@ -180,6 +180,19 @@ def env(sandbox_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
         down(sb.name)
 
 
+def annotated(env: Env, name: str) -> dict[str, Any]:
+    """Task ``name`` once it carries the names of its objects (job-name and
+    configmap-name annotations)."""
+
+    def ready() -> Any:
+        t = env.get("nt", name)
+        ann = (t or {}).get("metadata", {}).get("annotations", {})
+        keys = ("app.superedge.io/job-name", "app.superedge.io/configmap-name")
+        return t if all(ann.get(k) for k in keys) else None
+
+    return dict(wait_until(ready, f"task {name}'s annotations", 60))
+
+
 def task_manifest(name: str, ips: list[str], proxy: str | None) -> str:
     spec: dict[str, Any] = {
         "nodeNamePrefix": "edge",
@@ -216,15 +229,7 @@ def test_add_task_through_the_proxy_node_joins_the_machines_and_is_collected(env
     env.kubectl("apply", "-f", "-", input=task_manifest("nodes", ips, proxy))
 
     # the task's objects: names from its annotations, owned by it
-    task = wait_until(
-        lambda: (
-            (t := env.get("nt", "nodes"))
-            and t["metadata"].get("annotations", {}).get("app.superedge.io/job-name")
-            and t
-        ),
-        "the task's annotations",
-        60,
-    )
+    task = annotated(env, "nodes")
     ann = task["metadata"]["annotations"]
     job_name, cm_name = ann["app.superedge.io/job-name"], ann["app.superedge.io/configmap-name"]
     label = task["metadata"]["labels"][NODE_LABEL]
@@ -368,20 +373,6 @@ def test_unjoinable_machines_are_retried_then_failed_while_the_others_join(env: 
         assert reason in events, events
     assert env.password not in events
     env.kubectl("delete", "nt", "faulty", "--wait=true", "--timeout=60s")
-
-
-def annotated(env: Env, name: str) -> dict[str, Any]:
-    return dict(
-        wait_until(
-            lambda: (
-                (t := env.get("nt", name))
-                and t["metadata"].get("annotations", {}).get("app.superedge.io/job-name")
-                and t
-            ),
-            f"task {name}'s annotations",
-            60,
-        )
-    )
 
 
 def test_direct_mode_survives_an_operator_killed_while_its_job_runs(env: Env) -> None:
@@ -649,15 +640,7 @@ def test_a_host_key_pinned_in_one_round_holds_in_the_next(env: Env) -> None:
         env.kubectl(
             "apply", "-f", "-", input=task_manifest("pinned", [ip], env.info.proxy_nodes[1])
         )  # fmt: skip
-        task = wait_until(
-            lambda: (
-                (t := env.get("nt", "pinned"))
-                and t["metadata"].get("annotations", {}).get("app.superedge.io/configmap-name")
-                and t
-            ),
-            "the task's annotations",
-            60,
-        )
+        task = annotated(env, "pinned")
         cm_name = task["metadata"]["annotations"]["app.superedge.io/configmap-name"]
         job_name = task["metadata"]["annotations"]["app.superedge.io/job-name"]
         old_fp = host_key_fingerprint(env.sb, ip, ROLE_MAIN)

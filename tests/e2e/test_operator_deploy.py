@@ -84,6 +84,18 @@ def operator_pod(info: Any) -> Any:
     return running[0] if running else None
 
 
+def add_task(name: str, ips: list[str], proxy: str) -> str:
+    """The YAML of an add task through ``proxy`` with the "login" credential."""
+    spec = {"nodeNamePrefix": "edge", "targetMachines": ips, "sshCredential": "login"}
+    body = {
+        "apiVersion": "nodetask.apps.superedge.io/v1beta1",
+        "kind": "NodeTask",
+        "metadata": {"name": name},
+        "spec": {**spec, "proxyNode": proxy},
+    }
+    return yaml.safe_dump(body)
+
+
 @pytest.fixture(scope="module")
 def installed(deployed: tuple[Sandbox, Any]) -> dict[str, Any]:
     """The task "nodes" (every machine, through the proxy node), created with kubectl
@@ -92,18 +104,7 @@ def installed(deployed: tuple[Sandbox, Any]) -> dict[str, Any]:
     pod = wait_until(lambda: operator_pod(info), "the operator pod to run", 120)
     assert pod["spec"]["nodeName"] == info.control_plane_node
     ips = [m.ip for m in sb.topology.intranet(1).machines]
-    task = {
-        "apiVersion": "nodetask.apps.superedge.io/v1beta1",
-        "kind": "NodeTask",
-        "metadata": {"name": "nodes"},
-        "spec": {
-            "nodeNamePrefix": "edge",
-            "targetMachines": ips,
-            "sshCredential": "login",
-            "proxyNode": info.proxy_nodes[1],
-        },
-    }
-    info.kubectl("apply", "-f", "-", input=yaml.safe_dump(task))
+    info.kubectl("apply", "-f", "-", input=add_task("nodes", ips, info.proxy_nodes[1]))
 
     def ready() -> Any:
         t = get(info, "nt", "nodes")
@@ -231,17 +232,7 @@ def test_a_refused_api_request_is_counted(
         "metadata": {"name": "e2e-no-jobs", "namespace": NS},
         "spec": {"hard": {"count/jobs.batch": "0"}},
     }
-    task = {
-        "apiVersion": "nodetask.apps.superedge.io/v1beta1",
-        "kind": "NodeTask",
-        "metadata": {"name": "no-job"},
-        "spec": {
-            "nodeNamePrefix": "edge",
-            "targetMachines": ["10.10.9.9"],  # never installed: its Job is refused
-            "sshCredential": "login",
-            "proxyNode": info.proxy_nodes[1],
-        },
-    }
+    task = add_task("no-job", ["10.10.9.9"], info.proxy_nodes[1])  # never installed
     try:
         info.kubectl("apply", "-f", "-", input=yaml.safe_dump(quota))
         wait_until(
@@ -253,7 +244,7 @@ def test_a_refused_api_request_is_counted(
             "the quota controller to count the namespace's Jobs",
             60,
         )
-        info.kubectl("apply", "-f", "-", input=yaml.safe_dump(task))
+        info.kubectl("apply", "-f", "-", input=task)
 
         def counted() -> Any:
             text = scrape(sb, port, "/metrics")[1]
