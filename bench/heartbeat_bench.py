@@ -30,13 +30,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from penetrator.sandbox.join import heartbeat as hb
-from penetrator.sandbox.join.bootstrap import join
-from penetrator.sandbox.join.config import JoinParams
-from penetrator.sandbox.join.discovery import Token
-from penetrator.sandbox.join.machine import MachineContext
-from penetrator.testenv.bootstrap import create_bootstrap_token
-from penetrator.testenv.controlplane import ControlPlane, ControlPlaneOptions
+from penetrator_dev.sandbox.join import heartbeat as hb
+from penetrator_dev.sandbox.join.bootstrap import join
+from penetrator_dev.sandbox.join.config import JoinParams
+from penetrator_dev.sandbox.join.discovery import Token
+from penetrator_dev.sandbox.join.machine import MachineContext
+from penetrator_dev.testenv.bootstrap import create_bootstrap_token
+from penetrator_dev.testenv.controlplane import ControlPlane, ControlPlaneOptions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "heartbeat.csv"
 
@@ -116,7 +116,7 @@ def join_to_ready(cp: ControlPlane, state: Path, token: Token, i: int) -> float:
     name = f"bench-sub-{i}"
     t0 = time.monotonic()
     subprocess.run(
-        [sys.executable, "-m", "penetrator.sandbox.join", "join", cp.server.split("//")[1],
+        [sys.executable, "-m", "penetrator_dev.sandbox.join", "join", cp.server.split("//")[1],
          "--token", token.value, "--discovery-token-ca-cert-hash", cp.ca_cert_hash,
          "--node-name", name],
         env=env, check=True, capture_output=True,

@@ -96,12 +96,12 @@ from typing import Any
 import yaml
 
 from penetrator.k8s.bootstrap_token import BootstrapToken, bootstrap_token_secret
-from penetrator.sandbox.cluster import SandboxCluster, start_cluster
-from penetrator.sandbox.join import heartbeat as hb
-from penetrator.sandbox.join.package import build_join_package
-from penetrator.sandbox.lifecycle import Sandbox, down
-from penetrator.sandbox.network import exec_argv
-from penetrator.sandbox.topology import Layout, SandboxSpec
+from penetrator_dev.sandbox.cluster import SandboxCluster, start_cluster
+from penetrator_dev.sandbox.join import heartbeat as hb
+from penetrator_dev.sandbox.join.package import build_join_package
+from penetrator_dev.sandbox.lifecycle import Sandbox, down
+from penetrator_dev.sandbox.network import exec_argv
+from penetrator_dev.sandbox.topology import Layout, SandboxSpec
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"

@@ -27,12 +27,12 @@ from pathlib import Path
 import yaml
 
 from penetrator.k8s.bootstrap_token import BootstrapToken, bootstrap_token_secret
-from penetrator.sandbox.cluster import start_cluster
-from penetrator.sandbox.join import heartbeat as hb
-from penetrator.sandbox.join.package import build_join_packages
-from penetrator.sandbox.lifecycle import Sandbox, down
-from penetrator.sandbox.network import exec_argv
-from penetrator.sandbox.topology import Layout, SandboxSpec
+from penetrator_dev.sandbox.cluster import start_cluster
+from penetrator_dev.sandbox.join import heartbeat as hb
+from penetrator_dev.sandbox.join.package import build_join_packages
+from penetrator_dev.sandbox.lifecycle import Sandbox, down
+from penetrator_dev.sandbox.network import exec_argv
+from penetrator_dev.sandbox.topology import Layout, SandboxSpec
 
 RESULTS = Path(__file__).resolve().parent / "results" / "join_sandbox.csv"
 

@@ -24,9 +24,9 @@ from typing import Any
 
 import yaml
 
-from penetrator.sandbox.cluster import start_cluster
-from penetrator.sandbox.lifecycle import Sandbox, down
-from penetrator.sandbox.topology import SandboxSpec
+from penetrator_dev.sandbox.cluster import start_cluster
+from penetrator_dev.sandbox.lifecycle import Sandbox, down
+from penetrator_dev.sandbox.topology import SandboxSpec
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "operator_latency.csv"

@@ -4,7 +4,7 @@ cluster: the operator lists only the Nodes carrying the task's label.
 
     .venv/bin/python bench/operator_requests.py [--nodes 10,5000] [--machines 20]
 
-Starts its own control plane (penetrator testenv), applies deploy/crd.yaml and
+Starts its own control plane (penetrator-dev testenv), applies deploy/crd.yaml and
 namespace, creates the Nodes (no kubelets: plain objects) and a task, then runs
 ``Runtime.step`` in-process (no Kopf) and reads ``Runtime.requests`` (every API
 call the step makes; Kopf's watch streams are not per reconcile). Step 0 labels
@@ -31,7 +31,7 @@ from lightkube import AsyncClient, KubeConfig
 from penetrator.operator.metrics import Metrics
 from penetrator.operator.runtime import NodeTaskResource, Runtime
 from penetrator.operator.settings import Settings
-from penetrator.testenv.controlplane import ControlPlane, ControlPlaneOptions
+from penetrator_dev.testenv.controlplane import ControlPlane, ControlPlaneOptions
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "operator_requests.csv"

@@ -21,15 +21,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from penetrator.sandbox.lifecycle import (
+from penetrator_dev.sandbox.lifecycle import (
     Sandbox,
     down,
     leftover_mounts,
     leftover_namespaces,
     leftover_pids,
 )
-from penetrator.sandbox.sshprobe import run_probe
-from penetrator.sandbox.topology import Layout, SandboxSpec
+from penetrator_dev.sandbox.sshprobe import run_probe
+from penetrator_dev.sandbox.topology import Layout, SandboxSpec
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sandbox.csv"
 

@@ -9,32 +9,33 @@
 #     until every machine is a Ready node;
 #  5. reinstalls two of them, renaming one;
 #  6. prints a summary. The sandbox stays up until
-#     `.venv/bin/penetrator sandbox down --name demo`.
+#     `.venv/bin/penetrator-dev sandbox down --name demo`.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 bash scripts/setup.sh
 t0=$(date +%s)
 pen=.venv/bin/penetrator
+dev=.venv/bin/penetrator-dev
 machines=${DEMO_MACHINES:-20}
 py=.venv/bin/python
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "1-2. the sandbox: cloud + 1 NAT'd intranet (proxy node + $machines machines)"
-$pen sandbox up --name demo --machines "$machines" > /tmp/penetrator-demo-up.txt
+$dev sandbox up --name demo --machines "$machines" > /tmp/penetrator-demo-up.txt
 cat /tmp/penetrator-demo-up.txt
 eval "$(grep '^export ' /tmp/penetrator-demo-up.txt | sed 's/ *#.*$//')"
 export PATH="$repo/.venv/bin:$(testenv/build.sh):$PATH"  # kubectl, penetrator
 kubectl get nodes -o wide
-status=$($pen sandbox status --name demo -o json)
+status=$($dev sandbox status --name demo -o json)
 ips=$(echo "$status" | $py -c 'import json,sys; print(" ".join(m["ip"] for m in json.load(sys.stdin)["machines"] if m["intranet"] == 1))')
 first=${ips%% *}
-$pen sandbox exec --name demo cloud -- sh -c "timeout 3 bash -c '</dev/tcp/$first/22' 2>/dev/null && echo 'cloud -> $first:22 open (unexpected!)' || echo 'cloud -> $first:22: unreachable (behind NAT)'"
-$pen sandbox exec --name demo proxy-1 -- sh -c "timeout 3 bash -c '</dev/tcp/$first/22' && echo 'proxy-1 -> $first:22: open'"
+$dev sandbox exec --name demo cloud -- sh -c "timeout 3 bash -c '</dev/tcp/$first/22' 2>/dev/null && echo 'cloud -> $first:22 open (unexpected!)' || echo 'cloud -> $first:22: unreachable (behind NAT)'"
+$dev sandbox exec --name demo proxy-1 -- sh -c "timeout 3 bash -c '</dev/tcp/$first/22' && echo 'proxy-1 -> $first:22: open'"
 
 step "3. deploying the CRD, RBAC, webhook and operator from deploy/"
-$pen sandbox deploy --name demo
+$dev sandbox deploy --name demo
 kubectl -n edge-system get deploy,pods,svc
 
 step "4. penetrator add: $machines machines through proxy-1"
@@ -64,6 +65,6 @@ echo "machines joined and Ready: $joined of $machines (add took ${add_s}s); whol
 echo "look next:"
 echo "  export KUBECONFIG=$KUBECONFIG PATH=$repo/.venv/bin:$(testenv/build.sh):\$PATH"
 echo "  kubectl get nt; kubectl -n edge-system get events --sort-by=.lastTimestamp | tail"
-echo "  penetrator status nodes; penetrator sandbox status --name demo"
-echo "  penetrator sandbox logs --name demo <operator pod>   (kubectl -n edge-system get pods)"
-echo "stop it with: $pen sandbox down --name demo"
+echo "  penetrator status nodes; penetrator-dev sandbox status --name demo"
+echo "  penetrator-dev sandbox logs --name demo <operator pod>   (kubectl -n edge-system get pods)"
+echo "stop it with: $dev sandbox down --name demo"

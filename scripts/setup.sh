@@ -9,7 +9,7 @@ cd "$repo"
 
 [ "$(id -u)" = 0 ] || { echo "setup.sh: run as root (network namespaces and sshd need it)" >&2; exit 1; }
 
-# Tools the sandbox and tests run (see src/penetrator/sandbox/preflight.py).
+# Tools the sandbox and tests run (see dev/src/penetrator_dev/sandbox/preflight.py).
 apt_packages=(iproute2 nftables openssh-server openssh-client util-linux mount procps tmux curl)
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -40,11 +40,11 @@ if [ -z "$python" ]; then
   done
 fi
 [ -n "$python" ] || { echo "setup.sh: Python >= 3.11 is needed" >&2; exit 1; }
-stamp=.venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-12)
+stamp=.venv/.installed-$(cat pyproject.toml dev/pyproject.toml | sha256sum | cut -c1-12)
 if [ ! -e "$stamp" ]; then
   [ -x .venv/bin/python ] || "$python" -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check --upgrade pip
-  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]' -e ./dev
   rm -f .venv/.installed-*; touch "$stamp"
 fi
 

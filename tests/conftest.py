@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from penetrator.testenv.controlplane import ControlPlane, ControlPlaneOptions
+from penetrator_dev.testenv.controlplane import ControlPlane, ControlPlaneOptions
 
 REPO = Path(__file__).resolve().parents[1]
 

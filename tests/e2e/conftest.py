@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from penetrator.sandbox import preflight
-from penetrator.sandbox.cluster import SandboxCluster, start_cluster
-from penetrator.sandbox.lifecycle import Sandbox, down
-from penetrator.sandbox.sshprobe import run_probe
-from penetrator.sandbox.topology import SandboxSpec
+from penetrator_dev.sandbox import preflight
+from penetrator_dev.sandbox.cluster import SandboxCluster, start_cluster
+from penetrator_dev.sandbox.lifecycle import Sandbox, down
+from penetrator_dev.sandbox.sshprobe import run_probe
+from penetrator_dev.sandbox.topology import SandboxSpec
 
 
 def sandbox_skip_reason() -> str | None:

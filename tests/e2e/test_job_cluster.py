@@ -20,7 +20,7 @@ from penetrator.job.credentials import Credentials
 from penetrator.job.hostkeys import HostKeyStore
 from penetrator.job.report import MachineResult
 from penetrator.job.runner import JobContext, install_machine
-from penetrator.testenv.controlplane import ControlPlane
+from penetrator_dev.testenv.controlplane import ControlPlane
 
 pytestmark = [pytest.mark.cluster]
 

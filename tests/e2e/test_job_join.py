@@ -19,12 +19,12 @@ import yaml
 
 from penetrator.api import NODE_LABEL
 from penetrator.k8s.bootstrap_token import BootstrapToken, bootstrap_token_secret
-from penetrator.sandbox.join import heartbeat as hb
-from penetrator.sandbox.join.package import build_join_packages
-from penetrator.sandbox.lifecycle import Sandbox, down
-from penetrator.sandbox.network import exec_argv
+from penetrator_dev.sandbox.join import heartbeat as hb
+from penetrator_dev.sandbox.join.package import build_join_packages
+from penetrator_dev.sandbox.lifecycle import Sandbox, down
+from penetrator_dev.sandbox.network import exec_argv
 
-cluster_mod = pytest.importorskip("penetrator.sandbox.cluster")
+cluster_mod = pytest.importorskip("penetrator_dev.sandbox.cluster")
 
 pytestmark = [pytest.mark.netns, pytest.mark.cluster]
 

@@ -24,9 +24,9 @@ import asyncssh
 import pytest
 import yaml
 
-from penetrator.sandbox.lifecycle import Sandbox, down
-from penetrator.sandbox.machines import ROLE_MAIN, ROLE_NEW_HOST_KEY, host_key_path
-from penetrator.sandbox.topology import Fault
+from penetrator_dev.sandbox.lifecycle import Sandbox, down
+from penetrator_dev.sandbox.machines import ROLE_MAIN, ROLE_NEW_HOST_KEY, host_key_path
+from penetrator_dev.sandbox.topology import Fault
 
 pytestmark = [pytest.mark.netns]
 

@@ -26,10 +26,10 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from penetrator.sandbox.join import heartbeat as hb
-from penetrator.sandbox.join.package import build_join_package
-from penetrator.testenv.bootstrap import create_bootstrap_token
-from penetrator.testenv.controlplane import ControlPlane
+from penetrator_dev.sandbox.join import heartbeat as hb
+from penetrator_dev.sandbox.join.package import build_join_package
+from penetrator_dev.testenv.bootstrap import create_bootstrap_token
+from penetrator_dev.testenv.controlplane import ControlPlane
 
 pytestmark = pytest.mark.cluster
 
@@ -121,7 +121,7 @@ def site(cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Ite
                 "delete", "lease", "-n", "kube-node-lease", "--ignore-not-found", *s.names
             )
         cluster.kubectl(
-            "delete", "csr", "-l", "penetrator.sandbox/node", "--ignore-not-found", check=False
+            "delete", "csr", "-l", "penetrator_dev.sandbox/node", "--ignore-not-found", check=False
         )
 
 
@@ -188,8 +188,8 @@ def test_each_node_holds_a_csr_issued_client_certificate(
     cluster: ControlPlane, site: Site, joined: dict[str, Any]
 ) -> None:
     token = joined["token"]
-    csrs = _kjson(cluster, "get", "csr", "-l", "penetrator.sandbox/node")["items"]
-    by_node = {c["metadata"]["labels"]["penetrator.sandbox/node"]: c for c in csrs}
+    csrs = _kjson(cluster, "get", "csr", "-l", "penetrator_dev.sandbox/node")["items"]
+    by_node = {c["metadata"]["labels"]["penetrator_dev.sandbox/node"]: c for c in csrs}
     for name, ip in zip(site.names, IPS, strict=True):
         csr = by_node[name]
         conds = {c["type"]: c["status"] for c in csr["status"]["conditions"]}

@@ -22,13 +22,13 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from penetrator.k8s.bootstrap_token import BootstrapToken, bootstrap_token_secret
-from penetrator.sandbox.join import heartbeat as hb
-from penetrator.sandbox.join.package import build_join_packages
-from penetrator.sandbox.lifecycle import Sandbox
-from penetrator.sandbox.network import exec_argv
-from penetrator.sandbox.topology import Fault
+from penetrator_dev.sandbox.join import heartbeat as hb
+from penetrator_dev.sandbox.join.package import build_join_packages
+from penetrator_dev.sandbox.lifecycle import Sandbox
+from penetrator_dev.sandbox.network import exec_argv
+from penetrator_dev.sandbox.topology import Fault
 
-cluster_mod = pytest.importorskip("penetrator.sandbox.cluster")
+cluster_mod = pytest.importorskip("penetrator_dev.sandbox.cluster")
 
 pytestmark = [pytest.mark.netns, pytest.mark.cluster]
 
@@ -199,7 +199,7 @@ def test_three_machines_join_over_ssh_and_turn_ready(env: Env, joined: dict[str,
 
 def test_each_node_has_its_csr_issued_certificate(env: Env, joined: dict[str, Any]) -> None:
     csrs = json.loads(env.kubectl("get", "csr", "-o", "json").stdout)["items"]
-    by_node = {c["metadata"].get("labels", {}).get("penetrator.sandbox/node"): c for c in csrs}
+    by_node = {c["metadata"].get("labels", {}).get("penetrator_dev.sandbox/node"): c for c in csrs}
     for ip, name in env.names.items():
         csr = by_node[name]
         conds = {c["type"]: c["status"] for c in csr["status"]["conditions"]}

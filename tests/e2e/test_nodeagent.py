@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from penetrator.sandbox.cluster import SandboxCluster, restart_node_agent
-from penetrator.sandbox.lifecycle import Sandbox
+from penetrator_dev.sandbox.cluster import SandboxCluster, restart_node_agent
+from penetrator_dev.sandbox.lifecycle import Sandbox
 
 pytestmark = [pytest.mark.cluster, pytest.mark.netns]
 

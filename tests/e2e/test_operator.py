@@ -29,14 +29,14 @@ import pytest
 import yaml
 
 from penetrator.api import NODE_LABEL
-from penetrator.sandbox.join import heartbeat as hb
-from penetrator.sandbox.join.package import build_join_packages
-from penetrator.sandbox.lifecycle import Sandbox, down
+from penetrator_dev.sandbox.join import heartbeat as hb
+from penetrator_dev.sandbox.join.package import build_join_packages
+from penetrator_dev.sandbox.lifecycle import Sandbox, down
 
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: the helpers
 from operator_watch import JobWatch, joins, journal_length
 
-cluster_mod = pytest.importorskip("penetrator.sandbox.cluster")
+cluster_mod = pytest.importorskip("penetrator_dev.sandbox.cluster")
 
 pytestmark = [pytest.mark.netns, pytest.mark.cluster]
 
@@ -340,7 +340,7 @@ def wait_status(env: Env, name: str, phases: tuple[str, ...], timeout: float) ->
 
 
 def test_unjoinable_machines_are_retried_then_failed_while_the_others_join(env: Env) -> None:
-    from penetrator.sandbox.topology import Fault
+    from penetrator_dev.sandbox.topology import Fault
 
     machines = [m.ip for m in env.sb.topology.intranet(1).machines]
     good, down_ip, bad_pw, bad_install = machines[ADD - 1 : ADD + 3]
@@ -613,7 +613,7 @@ def test_reinstall_with_a_rename(env: Env) -> None:
 def host_key_fingerprint(sb: Sandbox, ip: str, role: str) -> str:
     import asyncssh
 
-    from penetrator.sandbox.machines import host_key_path
+    from penetrator_dev.sandbox.machines import host_key_path
 
     path = host_key_path(sb.name, sb.topology.machine(1, ip).namespace, role)
     key = asyncssh.import_public_key(path.with_name(path.name + ".pub").read_text())
@@ -627,8 +627,8 @@ def test_a_host_key_pinned_in_one_round_holds_in_the_next(env: Env) -> None:
     host key; round 2, a new Job in a new pod, refuses it, naming both keys."""
     import base64
 
-    from penetrator.sandbox.machines import ROLE_MAIN, ROLE_NEW_HOST_KEY
-    from penetrator.sandbox.topology import Fault
+    from penetrator_dev.sandbox.machines import ROLE_MAIN, ROLE_NEW_HOST_KEY
+    from penetrator_dev.sandbox.topology import Fault
 
     ip = [m.ip for m in env.sb.topology.intranet(1).machines][ADD + 2]
     env.sb.fault(1, ip, Fault.INSTALL_FAILS)

@@ -20,11 +20,11 @@ import pytest
 import yaml
 
 from penetrator.api import NODE_LABEL
-from penetrator.sandbox.deploy import deploy_penetrator
-from penetrator.sandbox.join import heartbeat as hb
-from penetrator.sandbox.lifecycle import Sandbox, down
+from penetrator_dev.sandbox.deploy import deploy_penetrator
+from penetrator_dev.sandbox.join import heartbeat as hb
+from penetrator_dev.sandbox.lifecycle import Sandbox, down
 
-cluster_mod = pytest.importorskip("penetrator.sandbox.cluster")
+cluster_mod = pytest.importorskip("penetrator_dev.sandbox.cluster")
 
 pytestmark = [pytest.mark.netns, pytest.mark.cluster]
 

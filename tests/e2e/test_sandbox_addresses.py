@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from penetrator.sandbox.lifecycle import Sandbox, down, leftover_namespaces, leftover_pids
-from penetrator.sandbox.sshprobe import tcp_check
-from penetrator.sandbox.topology import Fault
+from penetrator_dev.sandbox.lifecycle import Sandbox, down, leftover_namespaces, leftover_pids
+from penetrator_dev.sandbox.sshprobe import tcp_check
+from penetrator_dev.sandbox.topology import Fault
 
 pytestmark = [pytest.mark.netns]
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from penetrator.sandbox.lifecycle import Sandbox, down
-from penetrator.sandbox.sshprobe import tcp_check
-from penetrator.sandbox.state import install_fails_marker
-from penetrator.sandbox.topology import Fault
+from penetrator_dev.sandbox.lifecycle import Sandbox, down
+from penetrator_dev.sandbox.sshprobe import tcp_check
+from penetrator_dev.sandbox.state import install_fails_marker
+from penetrator_dev.sandbox.topology import Fault
 
 pytestmark = [pytest.mark.netns]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from penetrator.sandbox.lifecycle import (
+from penetrator_dev.sandbox.lifecycle import (
     Sandbox,
     SandboxError,
     down,
@@ -22,8 +22,8 @@ from penetrator.sandbox.lifecycle import (
     leftover_namespaces,
     leftover_pids,
 )
-from penetrator.sandbox.state import state_dir
-from penetrator.sandbox.topology import Fault, SandboxSpec
+from penetrator_dev.sandbox.state import state_dir
+from penetrator_dev.sandbox.topology import Fault, SandboxSpec
 
 pytestmark = [pytest.mark.netns]
 
@@ -129,7 +129,7 @@ def test_down_without_a_state_file_finds_leftovers_by_name(sandbox_factory: Any)
 
 def test_cli_up_status_down(sandbox_factory: Any, sandbox_new_name: Any) -> None:
     name = sandbox_new_name()
-    cli = [str(Path(sys.executable).parent / "penetrator")]
+    cli = [str(Path(sys.executable).parent / "penetrator-dev")]
     env = dict(os.environ)
     try:
         t0 = time.monotonic()

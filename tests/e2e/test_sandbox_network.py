@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from penetrator.sandbox.lifecycle import Sandbox
-from penetrator.sandbox.network import exec_argv
-from penetrator.sandbox.sshprobe import tcp_check
+from penetrator_dev.sandbox.lifecycle import Sandbox
+from penetrator_dev.sandbox.network import exec_argv
+from penetrator_dev.sandbox.sshprobe import tcp_check
 
 pytestmark = [pytest.mark.netns]
 

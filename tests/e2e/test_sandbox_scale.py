@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from penetrator.sandbox.lifecycle import (
+from penetrator_dev.sandbox.lifecycle import (
     down,
     leftover_mounts,
     leftover_namespaces,
     leftover_pids,
 )
-from penetrator.sandbox.topology import Layout
+from penetrator_dev.sandbox.topology import Layout
 
 pytestmark = [pytest.mark.netns]
 

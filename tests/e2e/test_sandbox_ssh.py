@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from penetrator.sandbox.lifecycle import Sandbox
+from penetrator_dev.sandbox.lifecycle import Sandbox
 
 pytestmark = [pytest.mark.netns]
 

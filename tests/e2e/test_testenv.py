@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from penetrator.testenv.bootstrap import create_bootstrap_token
-from penetrator.testenv.controlplane import ControlPlane, ControlPlaneOptions, _is_ours
-from penetrator.testenv.pki import ca_cert_hash
+from penetrator_dev.testenv.bootstrap import create_bootstrap_token
+from penetrator_dev.testenv.controlplane import ControlPlane, ControlPlaneOptions, _is_ours
+from penetrator_dev.testenv.pki import ca_cert_hash
 
 pytestmark = pytest.mark.cluster
 
@@ -207,7 +207,7 @@ def test_two_control_planes_run_at_once_and_stop_cleanly(cluster: ControlPlane) 
 
 def test_cli_up_and_down_leave_no_process(tmp_path: Path) -> None:
     env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
-    cli = [sys.executable, "-m", "penetrator.cli", "testenv"]
+    cli = [sys.executable, "-m", "penetrator_dev.cli", "testenv"]
     up = subprocess.run(
         [*cli, "up", "--name", "clitest"],
         env=env,

@@ -24,11 +24,11 @@ import yaml
 from penetrator.api import CONFIGMAP_NAME_ANNOTATION, JOB_NAME_ANNOTATION, NODE_LABEL
 from penetrator.api.models import is_generated_name
 from penetrator.k8s.webhook_tls import build_serving_cert, service_hosts, usable
-from penetrator.sandbox.deploy import deploy_penetrator
-from penetrator.sandbox.join import heartbeat as hb
-from penetrator.sandbox.lifecycle import Sandbox, down
+from penetrator_dev.sandbox.deploy import deploy_penetrator
+from penetrator_dev.sandbox.join import heartbeat as hb
+from penetrator_dev.sandbox.lifecycle import Sandbox, down
 
-cluster_mod = pytest.importorskip("penetrator.sandbox.cluster")
+cluster_mod = pytest.importorskip("penetrator_dev.sandbox.cluster")
 
 pytestmark = [pytest.mark.netns, pytest.mark.cluster]
 

@@ -8,7 +8,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from penetrator.k8s.bootstrap_token import BOOTSTRAP_GROUP, BootstrapToken, bootstrap_token_secret
-from penetrator.testenv.pki import CertificateAuthority, ca_cert_hash
+from penetrator_dev.testenv.pki import CertificateAuthority, ca_cert_hash
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 

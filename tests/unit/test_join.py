@@ -18,18 +18,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from penetrator.sandbox.join import discovery as disc
-from penetrator.sandbox.join.bootstrap import csr_object, node_csr_pem
-from penetrator.sandbox.join.config import (
+from penetrator_dev.sandbox.join import discovery as disc
+from penetrator_dev.sandbox.join.bootstrap import csr_object, node_csr_pem
+from penetrator_dev.sandbox.join.config import (
     ConfigError,
     params_from_config,
     parse_duration,
 )
-from penetrator.sandbox.join.heartbeat import HeartbeatService
-from penetrator.sandbox.join.machine import MachineContext, MachineError, sandbox_layout
-from penetrator.sandbox.join.node import go_arch, lease_object, node_object
-from penetrator.sandbox.join.package import build_join_package, package_name
-from penetrator.sandbox.join.program import build_parser, params_from_args
+from penetrator_dev.sandbox.join.heartbeat import HeartbeatService
+from penetrator_dev.sandbox.join.machine import MachineContext, MachineError, sandbox_layout
+from penetrator_dev.sandbox.join.node import go_arch, lease_object, node_object
+from penetrator_dev.sandbox.join.package import build_join_package, package_name
+from penetrator_dev.sandbox.join.program import build_parser, params_from_args
 
 TOKEN = disc.Token("abcdef", "0123456789abcdef")
 OTHER = disc.Token("abcdef", "fedcba9876543210")
@@ -297,8 +297,8 @@ def test_machine_context_from_the_sandbox_environment(tmp_path: Path) -> None:
 def test_every_join_and_reset_is_recorded_in_the_machines_own_journal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from penetrator.sandbox.join.machine import INSTALL_FAILS_MARKER
-    from penetrator.sandbox.join.program import main
+    from penetrator_dev.sandbox.join.machine import INSTALL_FAILS_MARKER
+    from penetrator_dev.sandbox.join.program import main
 
     d = tmp_path / "sandbox-pn" / "machines" / "1" / "10.10.1.9"
     d.mkdir(parents=True)
@@ -378,7 +378,7 @@ def test_the_package_is_reproducible_and_laid_out_like_edgeadms(tmp_path: Path) 
         assert f is not None
         script = f.read().decode()
     assert script.startswith("#!/bin/sh\n")
-    assert '-m penetrator.sandbox.join "$@"' in script
+    assert '-m penetrator_dev.sandbox.join "$@"' in script
     assert f"{a.top_dir}/kube-linux-arm64-v1.37.2.tar.gz" in names
     assert "kube-linux-arm64-v1.37.2.tar.gz" in names
     for strip in ([], ["--strip-components", "1"]):
@@ -462,7 +462,7 @@ async def test_the_http_client_reads_chunked_and_sized_bodies_and_reconnects(
 ) -> None:
     import ssl
 
-    from penetrator.sandbox.join.http import Connection, HttpError, verified_context
+    from penetrator_dev.sandbox.join.http import Connection, HttpError, verified_context
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
@@ -547,9 +547,9 @@ async def test_the_http_client_reads_chunked_and_sized_bodies_and_reconnects(
 async def test_registration_retries_transient_errors_only() -> None:
     import time
 
-    from penetrator.sandbox.join.bootstrap import retrying
-    from penetrator.sandbox.join.http import HttpError, Response
-    from penetrator.sandbox.join.node import ApiError
+    from penetrator_dev.sandbox.join.bootstrap import retrying
+    from penetrator_dev.sandbox.join.http import HttpError, Response
+    from penetrator_dev.sandbox.join.node import ApiError
 
     calls = {"n": 0}
     said: list[str] = []

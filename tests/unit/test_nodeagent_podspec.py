@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from penetrator.sandbox.nodeagent.podspec import (
+from penetrator_dev.sandbox.nodeagent.podspec import (
     DEFAULT_SECRET_MODE,
     EnvVar,
     UnsupportedPod,

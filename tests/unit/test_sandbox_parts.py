@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from penetrator.sandbox import machines as mach
-from penetrator.sandbox import preflight, relay
-from penetrator.sandbox.state import ProcessRecord, State, spec_to_dict
-from penetrator.sandbox.topology import Layout, SandboxSpec, build_topology
+from penetrator_dev.sandbox import machines as mach
+from penetrator_dev.sandbox import preflight, relay
+from penetrator_dev.sandbox.state import ProcessRecord, State, spec_to_dict
+from penetrator_dev.sandbox.topology import Layout, SandboxSpec, build_topology
 
 
 def test_state_round_trip() -> None:

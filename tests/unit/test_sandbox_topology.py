@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from penetrator.sandbox import network as net
-from penetrator.sandbox.topology import (
+from penetrator_dev.sandbox import network as net
+from penetrator_dev.sandbox.topology import (
     Fault,
     Layout,
     SandboxSpec,

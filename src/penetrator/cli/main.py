@@ -11,8 +11,6 @@ import click
 from penetrator import __version__
 from penetrator.cli.job_cmd import job
 from penetrator.cli.operator_cmd import operator
-from penetrator.cli.sandbox_cmd import sandbox
-from penetrator.cli.testenv_cmd import testenv
 from penetrator.cli.user_cmd import add, credential, reinstall, status, watch
 
 
@@ -22,8 +20,6 @@ def cli() -> None:
     """Add and reinstall edge machines behind NAT as Kubernetes nodes, from the cloud."""
 
 
-cli.add_command(testenv)
-cli.add_command(sandbox)
 cli.add_command(job)
 cli.add_command(operator)
 for _command in (add, reinstall, status, watch, credential):

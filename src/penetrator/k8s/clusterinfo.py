@@ -53,6 +53,6 @@ async def read_cluster_info(client: AsyncClient, server_override: str | None = N
     if not text:
         raise ClusterInfoError(
             f"{CLUSTER_INFO_NAMESPACE}/{CLUSTER_INFO_NAME} has no kubeconfig key "
-            "(kubeadm init creates it; so does `penetrator testenv`)"
+            "(kubeadm init creates it; so does `penetrator-dev testenv`)"
         )
     return parse_cluster_info(text, server_override)

@@ -1,0 +1,1 @@
+"""The `penetrator-dev` command."""

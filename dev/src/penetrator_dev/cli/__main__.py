@@ -1,0 +1,3 @@
+from penetrator_dev.cli.main import main
+
+main()

@@ -1,0 +1,5 @@
+import sys
+
+from penetrator_dev.sandbox.join.program import main
+
+sys.exit(main())

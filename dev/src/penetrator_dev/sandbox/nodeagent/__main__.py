@@ -1,0 +1,5 @@
+import sys
+
+from penetrator_dev.sandbox.nodeagent.agent import main
+
+main(sys.argv[1])

@@ -1,0 +1,1 @@
+"""penetrator_dev.testenv"""

@@ -1,5 +1,0 @@
-import sys
-
-from penetrator.sandbox.join.program import main
-
-sys.exit(main())

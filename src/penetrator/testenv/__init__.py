@@ -1,1 +1,0 @@
-"""penetrator.testenv"""
