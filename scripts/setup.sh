@@ -10,7 +10,8 @@ cd "$repo"
 [ "$(id -u)" = 0 ] || { echo "setup.sh: run as root (network namespaces and sshd need it)" >&2; exit 1; }
 
 # Tools the sandbox and tests run (see dev/src/penetrator_dev/sandbox/preflight.py).
-apt_packages=(iproute2 nftables openssh-server openssh-client util-linux mount procps tmux curl)
+apt_packages=(iproute2 nftables openssh-server openssh-client util-linux mount procps tmux curl
+  mmdebstrap umoci runc)  # the image: scripts/image.sh and tests/e2e/test_image.py
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
