@@ -22,16 +22,13 @@ from typing import Any
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.generic_resource import create_global_resource
-from lightkube.models.core_v1 import EventSource, ObjectReference
-from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.batch_v1 import Job
-from lightkube.resources.core_v1 import ConfigMap, Event, Node, Secret
+from lightkube.resources.core_v1 import ConfigMap, Node, Secret
 from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 from lightkube.types import CascadeType, PatchType
 from pydantic import ValidationError
 
 from penetrator.api import (
-    API_VERSION,
     CREDENTIAL_PASSWORD_KEY,
     CREDENTIAL_SSHKEY_KEY,
     GROUP,
@@ -62,6 +59,7 @@ from penetrator.k8s.builders import (
     secret_name,
 )
 from penetrator.k8s.clusterinfo import read_cluster_info
+from penetrator.k8s.events import build_events, task_reference
 from penetrator.k8s.observe import installed_nodes, observe_job
 from penetrator.k8s.tokens import ensure_bootstrap_token
 from penetrator.operator.metrics import Metrics
@@ -353,44 +351,30 @@ class Runtime:
     async def event(
         self, task: NodeTask, type_: str, reason: str, message: str, once: bool = False
     ) -> None:
-        now = datetime.now(UTC)
-        # A once-only Event has a fixed name: a second create is refused (409), not doubled.
-        fixed = f"{task.name[:200]}.{reason.lower()}.{(task.metadata.uid or '')[:8]}"
-        ev = Event(
-            metadata=ObjectMeta(
-                name=fixed if once else None,
-                generateName=None if once else f"{task.name[:200]}.",
-                namespace=self.settings.namespace,
-            ),
-            # The API server only accepts an Event outside "default" when the involved
-            # object names the same namespace; compat.md wants them in edge-system
-            # (`kubectl -n edge-system get event`), so the (cluster-scoped) task is
-            # referenced with the namespace of its objects.
-            involvedObject=ObjectReference(
-                apiVersion=API_VERSION,
-                kind=KIND,
-                name=task.name,
-                uid=task.metadata.uid,
-                namespace=self.settings.namespace,
-            ),
-            reason=reason,
-            message=message[:1024],
-            type=type_,
-            firstTimestamp=now,
-            lastTimestamp=now,
-            count=1,
-            source=EventSource(component="penetrator-operator"),
-            reportingComponent="penetrator-operator",
-            reportingInstance=self.settings.identity[:128],
+        """Say it in edge-system (compat.md) and in default, where `kubectl describe nt`
+        finds it (``penetrator.k8s.events``)."""
+        events = build_events(
+            task_reference(task),
+            self.settings.namespace,
+            type_,
+            reason,
+            message,
+            now=datetime.now(UTC),
+            instance=self.settings.identity,
+            once=once,
         )
-        self.requests += 1
-        try:
-            await self.client.create(ev)
-        except ApiError as e:
-            if once and e.status.code == 409:
-                return  # already said
-            self.metrics.api_errors.labels(operation="Event").inc()
-            log.warning("task %s: event %s not posted: %s", task.name, reason, _describe(e))
+        for ev in events:
+            self.requests += 1
+            try:
+                await self.client.create(ev)
+            except ApiError as e:
+                if once and e.status.code == 409:
+                    continue  # already said
+                self.metrics.api_errors.labels(operation="Event").inc()
+                ns = ev.metadata.namespace if ev.metadata else None
+                log.warning(
+                    "task %s: event %s not posted in %s: %s", task.name, reason, ns, _describe(e)
+                )
 
 
 def _not_progressing(
