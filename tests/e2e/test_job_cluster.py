@@ -15,10 +15,10 @@ import pytest
 
 from penetrator.api import NODE_LABEL, MachinePhase
 from penetrator.api.jobconfig import HostKeyPolicy, JobConfig
+from penetrator.api.results import MachineResult
 from penetrator.job.cluster import Cluster
 from penetrator.job.credentials import Credentials
 from penetrator.job.hostkeys import HostKeyStore
-from penetrator.job.report import MachineResult
 from penetrator.job.runner import JobContext, install_machine
 from penetrator_dev.testenv.controlplane import ControlPlane
 
@@ -163,14 +163,16 @@ async def test_a_labelled_node_is_skipped_without_connecting(
     creds = Credentials("pw-unused", None, TOKEN, None)
     ctx = JobContext(cfg, creds, HostKeyStore(HostKeyPolicy.TOFU), {}, api, None,
                      random.Random(0))  # fmt: skip
-    r = await install_machine(ctx, cfg.machines[0], MachineResult("jt-done", "127.0.0.1"))
+    r = await install_machine(ctx, cfg.machines[0], MachineResult(name="jt-done", ip="127.0.0.1"))
     assert r.phase is MachinePhase.JOINED
     assert r.skipped
     assert "connect" not in r.durations
     # the same machine under another task's label is not skipped (and fails to connect here)
     other = cfg.model_copy(update={"task_label": "other-task"})
     ctx2 = JobContext(other, creds, HostKeyStore(HostKeyPolicy.TOFU), {}, api, None)
-    r2 = await install_machine(ctx2, other.machines[0], MachineResult("jt-done", "127.0.0.1"))
+    r2 = await install_machine(
+        ctx2, other.machines[0], MachineResult(name="jt-done", ip="127.0.0.1")
+    )
     assert r2.phase is MachinePhase.FAILED
     assert r2.error == "connection refused on port 1"
 

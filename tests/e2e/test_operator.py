@@ -622,9 +622,11 @@ def host_key_fingerprint(sb: Sandbox, ip: str, role: str) -> str:
 
 
 def test_a_host_key_pinned_in_one_round_holds_in_the_next(env: Env) -> None:
-    """Round 1 meets the machine (its key is pinned) and fails its install; while no
-    Job runs, the operator is stopped and the machine starts presenting another
-    host key; round 2, a new Job in a new pod, refuses it, naming both keys."""
+    """Round 1 meets the machine (its result in the results document carries the
+    pinned key) and fails its install. Once the operator has folded round 1 and its
+    Job is gone (the task backs off, which the operator decides only when no Job of
+    the task exists), the operator is stopped and the machine starts presenting
+    another host key; round 2, a new Job in a new pod, refuses it, naming both keys."""
     import base64
 
     from penetrator_dev.sandbox.machines import ROLE_MAIN, ROLE_NEW_HOST_KEY
@@ -632,7 +634,7 @@ def test_a_host_key_pinned_in_one_round_holds_in_the_next(env: Env) -> None:
 
     ip = [m.ip for m in env.sb.topology.intranet(1).machines][ADD + 2]
     env.sb.fault(1, ip, Fault.INSTALL_FAILS)
-    # a long back-off after round 1: time to change the machine before round 2
+    # a long back-off after round 1: a state that holds while the machine is changed
     env.stop_operator()
     env.environ["PENETRATOR_BACKOFF_BASE"] = "600"
     env.start_operator()
@@ -645,17 +647,27 @@ def test_a_host_key_pinned_in_one_round_holds_in_the_next(env: Env) -> None:
         job_name = task["metadata"]["annotations"]["app.superedge.io/job-name"]
         old_fp = host_key_fingerprint(env.sb, ip, ROLE_MAIN)
 
-        def round_one_over() -> bool:
-            t = env.get("nt", "pinned")
-            machines = ((t or {}).get("status") or {}).get("machines") or {}
-            tried = [m for m in machines.values() if m.get("attempts") == 1 and m.get("lastError")]
-            pins = (env.get("configmap", "-n", NS, f"{cm_name}-hostkeys") or {}).get("data", {})
-            return bool(tried) and old_fp in pins.get("pins", "")
+        def backing_off() -> bool:
+            t = env.get("nt", "pinned") or {}
+            conditions = (t.get("status") or {}).get("conditions") or []
+            return any(
+                c.get("type") == "Progressing" and c.get("reason") == "BackingOff"
+                for c in conditions
+            )
 
-        wait_until(round_one_over, "round 1 to fail with the key pinned", 180)
+        wait_until(backing_off, "round 1 folded and its Job gone (the back-off)", 240)
         env.stop_operator()
         env.environ["PENETRATOR_BACKOFF_BASE"] = "2"  # round 2 as soon as it starts again
-        wait_until(lambda: env.get("job", "-n", NS, job_name) is None, "round 1's Job gone", 60)
+        assert env.get("job", "-n", NS, job_name) is None
+        results = env.get("configmap", "-n", NS, f"{cm_name}-results")
+        doc = json.loads(results["data"]["results.json"])
+        assert doc["round"] == 1
+        assert doc["finished"]
+        (entry,) = doc["machines"].values()
+        assert entry["attempts"] == 1
+        assert entry["error"]
+        assert entry["host_key"] == old_fp  # the pin travels in the results document
+        assert env.get("configmap", "-n", NS, f"{cm_name}-hostkeys") is None
         env.sb.fault(1, ip, Fault.NEW_HOST_KEY)  # also ends install-fails
         new_fp = host_key_fingerprint(env.sb, ip, ROLE_NEW_HOST_KEY)
         assert new_fp != old_fp
@@ -673,13 +685,13 @@ def test_a_host_key_pinned_in_one_round_holds_in_the_next(env: Env) -> None:
     assert "changed" in m["lastError"]
     assert old_fp in m["lastError"]
     assert new_fp in m["lastError"]
-    # the pin lives in the task's Secret (what round 2 mounted), not only in the ConfigMap
+    # the pin lives in the task's Secret (what round 2 mounted), and round 2 did not
+    # replace it anywhere
     secret = env.get("secret", "-n", NS, f"{cm_name}-credentials")
     pins = base64.b64decode(secret["data"]["host_key_pins"]).decode()
     assert pins == f"{ip} {old_fp}\n"
+    results = env.get("configmap", "-n", NS, f"{cm_name}-results")
+    (entry,) = json.loads(results["data"]["results.json"])["machines"].values()
+    assert entry["host_key"] == old_fp
+    assert env.get("configmap", "-n", NS, f"{cm_name}-hostkeys") is None
     env.kubectl("delete", "nt", "pinned", "--wait=true", "--timeout=60s")
-    wait_until(
-        lambda: env.get("configmap", "-n", NS, f"{cm_name}-hostkeys") is None,
-        "garbage collection of the host-key ConfigMap",
-        60,
-    )

@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from penetrator.api.hostkeys import (
     check_host_pattern,
     format_pins,
-    hostkeys_configmap_name,
+    host_pattern,
+    learned_pins,
     merge_pins,
     parse_pins,
 )
+from penetrator.api.results import MachineResult, ResultsDoc
 
 FP_A = "SHA256:" + "A" * 43
 FP_B = "SHA256:" + "b/+9" * 10 + "xyz"
-
-
-def test_name_is_cut_to_a_valid_object_name() -> None:
-    assert hostkeys_configmap_name("nodes-cm") == "nodes-cm-hostkeys"
-    long = hostkeys_configmap_name("a" * 253)
-    assert len(long) == 253
-    assert long.endswith("-hostkeys")
 
 
 def test_round_trip_sorted() -> None:
@@ -66,3 +63,43 @@ def test_merge_never_replaces_a_pin() -> None:
     assert merge_pins(kept, learned) == {"10.0.0.1": FP_A, "10.0.0.2": FP_B}
     assert merge_pins({}, learned) == learned
     assert merge_pins(kept, {}) == kept
+
+
+_HOSTS = st.sampled_from(["10.0.0.1", "10.0.0.2", "[10.0.0.3]:2222", "fd00::1"])
+_FPS = st.sampled_from([FP_A, FP_B, "SHA256:" + "C" * 43])
+
+
+@given(
+    kept=st.dictionaries(_HOSTS, _FPS),
+    learned=st.lists(st.dictionaries(_HOSTS, _FPS), max_size=4),
+)
+def test_rounds_of_merges_never_replace_a_pin(
+    kept: dict[str, str], learned: list[dict[str, str]]
+) -> None:
+    """Whatever later rounds report, a host keeps the first fingerprint pinned for it."""
+    first: dict[str, str] = dict(kept)
+    pins = dict(kept)
+    for report in learned:
+        pins = merge_pins(pins, report)
+        for host, fp in report.items():
+            first.setdefault(host, fp)
+    assert pins == first
+
+
+def test_host_patterns_of_a_port() -> None:
+    assert host_pattern("10.0.0.1", 22) == "10.0.0.1"
+    assert host_pattern("fd00::1", 2222) == "[fd00::1]:2222"
+
+
+def test_pins_are_learned_from_a_results_document() -> None:
+    doc = ResultsDoc(
+        machines={
+            "a": MachineResult(ip="10.0.0.1", host_key=FP_A),
+            "b": MachineResult(ip="10.0.0.2"),  # never connected: nothing to pin
+            "c": MachineResult(ip="10.0.0.3", host_key="SHA256:short"),  # never guessed
+            "d": MachineResult(ip="not-an-ip", host_key=FP_A),
+        }
+    )
+    assert learned_pins(doc, 22) == {"10.0.0.1": FP_A}
+    assert learned_pins(doc, 2222) == {"[10.0.0.1]:2222": FP_A}
+    assert learned_pins(ResultsDoc(), 22) == {}

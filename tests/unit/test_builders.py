@@ -30,7 +30,6 @@ from penetrator.k8s.builders import (
     ClusterInfo,
     JobSettings,
     build_configmap,
-    build_hostkeys_configmap,
     build_job,
     build_job_config,
     build_job_role,
@@ -129,7 +128,7 @@ def test_secret_holds_token_credential_and_known_hosts() -> None:
     assert s.stringData is None
 
 
-def test_secret_and_configmap_of_host_key_pins() -> None:
+def test_secret_carries_the_host_key_pins() -> None:
     t = task()
     token = BootstrapToken("abcdef", "0123456789abcdef", NOW)
     fp = "SHA256:" + "A" * 43
@@ -137,10 +136,28 @@ def test_secret_and_configmap_of_host_key_pins() -> None:
     decoded = {k: base64.b64decode(v).decode() for k, v in s.data.items()}
     assert decoded["host_key_pins"] == f"10.0.0.1 {fp}\n10.0.0.2 {fp}\n"
     assert "host_key_pins" not in build_secret(t, token, {"sshkey": b"KEY"}).data
-    cm = build_hostkeys_configmap(t)
-    owner_ok(cm, t)
-    assert cm.metadata.name == "nodes-cm-hostkeys"
-    assert cm.data == {"pins": ""}
+
+
+def test_no_host_key_configmap_is_built() -> None:
+    """The pins travel in the results document: no builder, object, argument or Role
+    name of a separate host-key ConfigMap."""
+    import penetrator.k8s.builders as builders
+
+    assert [n for n in dir(builders) if "hostkey" in n.lower()] == []
+    t = task()
+    token = BootstrapToken("abcdef", "0123456789abcdef", NOW)
+    config = build_job_config(t, {"edge-aaaaaa": "10.0.0.1"}, CLUSTER, DEFAULTS)
+    objects = [
+        build_configmap(t, config, 1),
+        build_results_configmap(t, ResultsDoc()),
+        build_secret(t, token, {"sshkey": b"KEY"}),
+        build_job(t, JobSettings(), 1),
+        build_job_role(t),
+        build_job_role_binding(t, JobSettings()),
+    ]
+    text = json.dumps([o.to_dict() for o in objects])
+    assert "hostkeys" not in text
+    assert "pins-configmap" not in text
 
 
 def test_results_configmap_name_and_content() -> None:
@@ -183,8 +200,6 @@ def test_job_on_the_proxy_node() -> None:
         "/etc/penetrator/credentials",
         "--report-configmap",
         "nodes-cm-results",
-        "--pins-configmap",
-        "nodes-cm-hostkeys",
     ]
     assert all(m.readOnly for m in c.volumeMounts)
     vols = {v.name: v for v in pod.volumes}
@@ -215,14 +230,14 @@ def test_job_in_direct_mode_runs_on_the_control_plane() -> None:
         assert "--report-configmap" not in pod.containers[0].command
 
 
-def test_a_tasks_job_role_names_its_two_configmaps() -> None:
+def test_a_tasks_job_role_names_its_results_configmap() -> None:
     t = task()
     role = build_job_role(t)
     owner_ok(role, t)
     assert role.metadata.name == "nodes-job"
     (rule,) = role.rules
     assert rule.resources == ["configmaps"]
-    assert rule.resourceNames == ["nodes-cm-results", "nodes-cm-hostkeys"]
+    assert rule.resourceNames == ["nodes-cm-results"]
     assert rule.verbs == ["get", "patch"]
     binding = build_job_role_binding(t, JobSettings(service_account="sa-1"))
     owner_ok(binding, t)

@@ -14,7 +14,6 @@ from penetrator.job.hostkeys import (
     HostKeyStore,
     HostKeyUnknown,
     fingerprint,
-    host_pattern,
     write_pins,
 )
 
@@ -29,8 +28,6 @@ def line(host: str, k: asyncssh.SSHKey) -> str:
 
 def test_fingerprint_form() -> None:
     assert fingerprint(key()).startswith("SHA256:")
-    assert host_pattern("10.0.0.1", 22) == "10.0.0.1"
-    assert host_pattern("fd00::1", 2222) == "[fd00::1]:2222"
 
 
 def test_tofu_pins_the_first_key_and_refuses_another() -> None:

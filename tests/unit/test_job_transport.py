@@ -11,10 +11,11 @@ import asyncssh
 import pytest
 
 from penetrator.api import MachinePhase
+from penetrator.api.results import MachineResult, ResultsDoc
 from penetrator.job.credentials import CredentialError, load_credentials
 from penetrator.job.hostkeys import HostKeyMismatch
 from penetrator.job.redact import REDACTED, Redactor
-from penetrator.job.report import MachineResult, Reporter, summary
+from penetrator.job.report import Reporter, summary
 from penetrator.job.transport import (
     MachineError,
     RemoteCommandFailed,
@@ -144,15 +145,16 @@ def test_bad_credentials_are_refused_without_echoing_them(
     assert "hunter22" not in str(e.value)
 
 
-def test_results_file_and_json_lines(tmp_path: Path) -> None:
+def test_results_file_and_json_lines_are_views_of_one_document(tmp_path: Path) -> None:
     import io
 
-    rs = [MachineResult("a", "10.0.0.1"), MachineResult("b", "10.0.0.2")]
+    rs = [MachineResult(name="a", ip="10.0.0.1"), MachineResult(name="b", ip="10.0.0.2")]
     out = io.StringIO()
     lines: list[str] = []
     rep = Reporter(rs, out=out, results_path=tmp_path / "r.json", live=lines.append)
     rs[0].phase = MachinePhase.JOINED
     rs[0].add_time("connect", 0.5)
+    rs[0].host_key = "SHA256:" + "A" * 43
     rep.finished(rs[0])
     rs[1].phase, rs[1].error = MachinePhase.FAILED, "connection refused on port 22"
     rep.finished(rs[1])
@@ -161,13 +163,17 @@ def test_results_file_and_json_lines(tmp_path: Path) -> None:
     assert first["name"] == "a"
     assert first["phase"] == "joined"
     assert first["durations"] == {"connect": 0.5}
-    doc = json.loads((tmp_path / "r.json").read_text())
-    assert doc["done"] is True
-    assert doc["summary"]["joined"] == 1
-    assert doc["summary"]["failed"] == 1
-    assert [m["name"] for m in doc["machines"]] == ["a", "b"]
+    doc = ResultsDoc.from_json((tmp_path / "r.json").read_text())
+    assert doc == rep.document(done=True)
+    assert doc.done is True
+    assert list(doc.machines) == ["a", "b"]
+    assert doc.machines["a"].durations == {"connect": 0.5}  # the file has the details
+    for text in out.getvalue().splitlines():
+        line = MachineResult.model_validate_json(text)
+        assert line == doc.machines[line.name]
     assert "1/2 joined, 1 failed" in lines[-1]
     assert summary(rs)["total"] == 2
+    assert summary(rs)["joined"] == summary(rs)["failed"] == 1
 
 
 @pytest.mark.parametrize(

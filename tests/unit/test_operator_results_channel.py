@@ -12,16 +12,41 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lightkube.core.exceptions import ApiError
 
-from penetrator.api import MachinePhase
+from penetrator.api import MachinePhase, NodeTask
+from penetrator.api.jobconfig import Machine
 from penetrator.api.results import (
     MAX_RESULTS_BYTES,
     RESULTS_KEY,
     MachineResult,
     ResultsDoc,
 )
+from penetrator.job.report import Reporter, run_results
 from penetrator.job.report_api import ResultsWriter
+from penetrator.k8s.builders import build_results_configmap
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+FP = "SHA256:" + "A" * 43
+FP2 = "SHA256:" + "B" * 43
+TASK = NodeTask.from_dict(
+    {
+        "apiVersion": "nodetask.apps.superedge.io/v1beta1",
+        "kind": "NodeTask",
+        "metadata": {
+            "name": "nodes",
+            "uid": "u-1",
+            "labels": {"app.superedge.io/node-label": "nodes-abcdef"},
+            "annotations": {
+                "app.superedge.io/job-name": "nodes-job",
+                "app.superedge.io/configmap-name": "nodes-cm",
+            },
+        },
+        "spec": {
+            "nodeNamePrefix": "edge",
+            "targetMachines": ["10.0.0.1"],
+            "sshCredential": "login",
+        },
+    }
+)
 
 
 class FakeCM:
@@ -61,40 +86,48 @@ class _Resp:
         return self._body
 
 
-class R:
-    def __init__(self, name: str, ip: str, phase: MachinePhase, error: str | None = None) -> None:
-        self.name, self.ip, self.phase, self.error = name, ip, phase, error
-
-
 def operator_doc() -> ResultsDoc:
     return ResultsDoc(
         round=2,
         started=T0,
         machines={
-            "a": MachineResult(ip="10.0.0.1", attempts=2, round=2, error="old"),
+            "a": MachineResult(ip="10.0.0.1", attempts=2, round=2, error="old", host_key=FP),
             "b": MachineResult(ip="10.0.0.2", attempts=2, round=2),
             "z": MachineResult(ip="10.0.0.9", phase=MachinePhase.JOINED, attempts=1, round=1),
         },
     )
 
 
+def run_of(ledger: ResultsDoc, *names: str) -> list[MachineResult]:
+    machines = [Machine(name=n, ip=ledger.machines[n].ip) for n in names]
+    return run_results(ledger, machines)
+
+
 async def test_writer_keeps_the_operators_ledger_and_batches() -> None:
     client = FakeClient(operator_doc())
     w = ResultsWriter(client, "cm-results", interval=0, now=lambda: T0)  # type: ignore[arg-type]
-    await w.start()
-    w.record("a", "10.0.0.1", MachinePhase.CONNECTING)
-    w.observe(R("a", "10.0.0.1", MachinePhase.FAILED, "Permission denied " * 30))
-    w.observe(R("b", "10.0.0.2", MachinePhase.JOINED))
+    ledger = await w.start()
+    a, b = run_of(ledger, "a", "b")
+    assert (a.attempts, a.round, a.host_key, a.error) == (2, 2, FP, None)
+    a.phase = MachinePhase.CONNECTING
+    w.observe(a)
+    a.phase, a.error = MachinePhase.FAILED, "Permission denied " * 30
+    a.add_time("connect", 1.5)
+    w.observe(a)
+    b.phase, b.host_key = MachinePhase.JOINED, FP2
+    w.observe(b)
     assert client.patches == []  # nothing written before a flush
     assert await w.flush()
     assert len(client.patches) == 1
     doc = client.doc()
-    assert (doc.round, doc.started, doc.done) == (2, T0, False)
+    assert (doc.round, doc.started, doc.updated, doc.done) == (2, T0, T0, False)
     assert doc.machines["a"].phase is MachinePhase.FAILED
     assert doc.machines["a"].attempts == 2  # the operator's count, untouched
+    assert doc.machines["a"].host_key == FP  # the pin of an earlier round stays
     assert len((doc.machines["a"].error or "").encode()) <= 200
-    assert doc.machines["a"].updated == T0
+    assert doc.machines["a"].durations == {}  # the run's details stay out of the ledger
     assert doc.machines["b"].phase is MachinePhase.JOINED
+    assert doc.machines["b"].host_key == FP2
     assert doc.machines["z"] == operator_doc().machines["z"]  # not in this run: kept
     assert await w.flush()
     assert len(client.patches) == 1  # nothing new: no write
@@ -105,8 +138,9 @@ async def test_writer_keeps_the_operators_ledger_and_batches() -> None:
 async def test_failed_write_is_retried_and_never_raises() -> None:
     client = FakeClient(operator_doc(), fail=1)
     w = ResultsWriter(client, "cm-results", interval=0)  # type: ignore[arg-type]
-    await w.start()
-    w.record("a", "10.0.0.1", MachinePhase.INSTALLING)
+    (a,) = run_of(await w.start(), "a")
+    a.phase = MachinePhase.INSTALLING
+    w.observe(a)
     assert not await w.flush()
     assert w.failed_writes == 1
     assert await w.flush()
@@ -116,12 +150,69 @@ async def test_failed_write_is_retried_and_never_raises() -> None:
 async def test_writer_without_a_document_starts_empty() -> None:
     client = FakeClient(None)
     w = ResultsWriter(client, "cm-results", interval=0)  # type: ignore[arg-type]
-    await w.start()
-    w.record("n", "10.0.0.5", MachinePhase.JOINED)
+    ledger = await w.start()
+    (n,) = run_results(ledger, [Machine(name="n", ip="10.0.0.5")])
+    n.phase = MachinePhase.JOINED
+    w.observe(n)
     await w.close()
     doc = client.doc()
     assert doc.machines["n"].attempts == 1
     assert doc.done
+
+
+_PHASES = st.sampled_from(list(MachinePhase))
+_RESULTS = st.builds(
+    MachineResult,
+    ip=st.ip_addresses(v=4).map(str),
+    phase=_PHASES,
+    error=st.none() | st.text(max_size=300),
+    host_key=st.none() | st.sampled_from([FP, FP2]),
+    tries=st.integers(0, 5),
+    arch=st.none() | st.sampled_from(["amd64", "arm64"]),
+    transferred=st.booleans(),
+    durations=st.dictionaries(
+        st.sampled_from(["connect", "join"]), st.integers(0, 10**7).map(lambda ms: ms / 1000)
+    ),
+    warnings=st.lists(st.text(max_size=20), max_size=2),
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    ledger=st.dictionaries(st.from_regex(r"[a-z]{1,8}", fullmatch=True), _RESULTS, max_size=8),
+    run=st.lists(_RESULTS, max_size=8),
+    done=st.booleans(),
+)
+def test_a_document_round_trips_job_to_configmap_to_operator(
+    ledger: dict[str, MachineResult], run: list[MachineResult], done: bool
+) -> None:
+    """What the job writes (one type) is what the operator reads: the ConfigMap data
+    the writer sends, parsed as the operator parses it, is the job's document without
+    the run's details; the results file (details included) parses back whole."""
+    base = ResultsDoc(round=3, started=T0, machines=ledger).ledger()  # as the job reads it
+    results = run_results(base, [Machine(name=f"r{i}", ip=r.ip) for i, r in enumerate(run)])
+    for mine, drawn in zip(results, run, strict=True):  # the job's run changes them
+        for field in ("phase", "error", "host_key", "tries", "arch", "transferred"):
+            setattr(mine, field, getattr(drawn, field))
+        mine.durations, mine.warnings = dict(drawn.durations), list(drawn.warnings)
+    writer = ResultsWriter(None, "cm-results", interval=0, now=lambda: T0)  # type: ignore[arg-type]
+    writer.ledger = base
+    for r in results:
+        writer.observe(r)
+    writer._done = done
+    job_doc = writer.document()
+    data = build_results_configmap(TASK, job_doc).data  # what goes to the API
+    seen = ResultsDoc.from_configmap_data(data)  # what the operator's observe reads
+    assert seen == job_doc.ledger()
+    for r in results:
+        assert seen.machines[r.name] == r.ledger()
+        assert (
+            seen.machines[r.name].error is None or len(seen.machines[r.name].error.encode()) <= 200
+        )
+    assert "durations" not in data[RESULTS_KEY]
+    file_doc = Reporter(results, ledger=base).document(done)
+    assert ResultsDoc.from_json(file_doc.to_json(details=True)) == file_doc
+    assert file_doc.ledger().model_copy(update={"updated": T0}) == job_doc
 
 
 def test_broken_document_reads_as_missing() -> None:
@@ -159,6 +250,7 @@ def test_5000_machines_fit_one_configmap() -> None:
         round=3,
         started=T0,
         finished=T0,
+        updated=T0,
         machines={
             f"edge-{i:06d}-abcdef": MachineResult(
                 ip=f"10.{i // 65536}.{i // 256 % 256}.{i % 256}",
@@ -166,7 +258,8 @@ def test_5000_machines_fit_one_configmap() -> None:
                 attempts=3,
                 round=3,
                 error="x" * 300,
-                updated=T0,
+                host_key=FP,
+                durations={"connect": 0.123, "join": 12.5},
             )
             for i in range(5000)
         },
@@ -175,5 +268,32 @@ def test_5000_machines_fit_one_configmap() -> None:
     assert len(text) <= MAX_RESULTS_BYTES
     back = ResultsDoc.from_json(text)
     assert len(back.machines) == 5000
+    assert all(m.host_key == FP for m in back.machines.values())  # pins are never dropped
     assert sum(m.error is not None for m in back.machines.values()) >= 200
     assert json.loads(text)["round"] == 3
+
+
+def test_the_longest_names_still_fit_the_api_servers_limit() -> None:
+    """5,000 machines with 63-character names, all pinned: the errors go, every pin
+    stays, and the ConfigMap stays under the API server's 1 MiB."""
+    doc = ResultsDoc(
+        round=99,
+        started=T0,
+        finished=T0,
+        updated=T0,
+        machines={
+            f"{i:06d}".rjust(63, "e"): MachineResult(
+                ip=f"10.{i // 65536}.{i // 256 % 256}.{i % 256}".replace("10.", "100.", 1),
+                phase=MachinePhase.TRANSFERRING,
+                attempts=99,
+                round=99,
+                error="x" * 300,
+                host_key=FP,
+            )
+            for i in range(5000)
+        },
+    )
+    text = doc.to_json()
+    assert len(RESULTS_KEY) + len(text) < 1024 * 1024
+    back = ResultsDoc.from_json(text)
+    assert all(m.host_key == FP for m in back.machines.values())

@@ -163,9 +163,9 @@ def test_finished_job_is_folded_then_deleted() -> None:
     doc = doc.with_machine(
         names[1],
         doc.machines[names[1]].model_copy(
-            update={"phase": MachinePhase.FAILED, "error": "auth failed", "updated": t1}
+            update={"phase": MachinePhase.FAILED, "error": "auth failed"}
         ),
-    )
+    ).model_copy(update={"updated": t1})
     installed = {names[0]: task.spec.plan()[names[0]]}
     job = ObservedJob("nodes-job", "j1", finished=True, reason="BackoffLimitExceeded")
     d = reconcile(task, installed, job, doc, t1, S)
@@ -234,9 +234,9 @@ def test_attempt_limit_makes_machine_failed_and_task_failed() -> None:
                 attempts=3,
                 round=3,
                 error="Permission denied",
-                updated=T0 + timedelta(seconds=1),
             ),
         },
+        updated=T0 + timedelta(seconds=1),
     )
     job = ObservedJob("nodes-job", "j3", finished=True)
     d = reconcile(task, installed, job, doc, T0 + timedelta(seconds=9), S)
@@ -277,11 +277,8 @@ def test_job_vanished_after_writing_results_is_folded() -> None:
     name = next(iter(task.spec.plan()))
     doc = only(reconcile(task, {}, None, None, T0, S), WriteResults).doc
     doc = doc.with_machine(
-        name,
-        doc.machines[name].model_copy(
-            update={"phase": MachinePhase.INSTALLING, "updated": T0 + timedelta(seconds=2)}
-        ),
-    )
+        name, doc.machines[name].model_copy(update={"phase": MachinePhase.INSTALLING})
+    ).model_copy(update={"updated": T0 + timedelta(seconds=2)})
     d = reconcile(task, {}, None, doc, T0 + timedelta(seconds=9), S)
     assert kinds(d)[0] == "WriteResults"
     assert only(d, WriteResults).doc.finished is not None
@@ -396,11 +393,10 @@ class World:
                 update={
                     "phase": MachinePhase.JOINED if ok else MachinePhase.FAILED,
                     "error": None if ok else "it failed",
-                    "updated": self.now,
                 }
             )
             doc = doc.with_machine(name, entry)
-        self.doc = doc.model_copy(update={"done": True})
+        self.doc = doc.model_copy(update={"done": True, "updated": self.now})
         self.job = ObservedJob(self.job.name, self.job.uid, finished=True)
 
     def step(self) -> Decision:
@@ -566,8 +562,31 @@ def test_a_job_that_never_starts_is_given_up_after_the_start_timeout() -> None:
     t1 = T0 + timedelta(seconds=5)
     name = next(iter(doc.machines))
     busy = doc.with_machine(
-        name,
-        doc.machines[name].model_copy(update={"phase": MachinePhase.INSTALLING, "updated": t1}),
-    )
+        name, doc.machines[name].model_copy(update={"phase": MachinePhase.INSTALLING})
+    ).model_copy(update={"updated": t1})
     late = reconcile(task, {}, job, busy, T0 + timedelta(hours=5), S)
     assert kinds(late) == ["RequeueAfter"]
+
+
+def test_a_pinned_host_key_outlives_the_fold_and_the_next_round_start() -> None:
+    """The ledger keeps each machine's pinned key: the operator reads it back when it
+    applies the next round's Secret (after writing that round's document)."""
+    task = make_task(2)
+    name = next(iter(task.spec.plan()))
+    fp = "SHA256:" + "A" * 43
+    doc = only(reconcile(task, {}, None, None, T0, S), WriteResults).doc
+    reported = doc.machines[name].model_copy(
+        update={"phase": MachinePhase.FAILED, "error": "install failed", "host_key": fp}
+    )
+    t1 = T0 + timedelta(seconds=5)
+    doc = doc.with_machine(name, reported).model_copy(update={"updated": t1, "done": True})
+    job = ObservedJob("nodes-job", "j1", finished=True)
+    folded = only(reconcile(task, {}, job, doc, t1, S), WriteResults).doc
+    assert folded.machines[name].host_key == fp
+    later = t1 + timedelta(seconds=S.backoff(1) + 1)
+    d = reconcile(task, {}, None, folded, later, S)
+    assert kinds(d)[:2] == ["WriteResults", "ApplySecret"]
+    second = only(d, WriteResults).doc
+    assert second.round == 2
+    assert second.machines[name].host_key == fp
+    assert second.machines[name].attempts == 2

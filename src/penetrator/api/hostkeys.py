@@ -4,14 +4,13 @@ Trust on first use means: the first key a machine presents is the one every late
 connection of the task must present, across retries *and* rounds. A round's Job
 dies with its pod, so what it learned travels through the cluster:
 
-* the **Job** writes the pins it learned (``host pattern -> SHA256 fingerprint``)
-  into the task's host-key ConfigMap ``<configmap-name>-hostkeys`` (see
-  ``hostkeys_configmap_name``), key ``pins``;
-* at the next round's start the **operator** merges them into the task's Secret,
-  key ``host_key_pins``, where a pin once written is never replaced
-  (``merge_pins``: a writer of the ConfigMap can add pins for machines never seen,
-  which trust on first use would accept anyway, but cannot change a pinned key),
-  and empties the ConfigMap;
+* the **Job** reports each machine's accepted host key in its results document
+  (``MachineResult.host_key`` in ``penetrator.api.results``);
+* at the next round's start the **operator** takes them from that document
+  (``learned_pins``) and merges them into the task's Secret, key ``host_key_pins``,
+  where a pin once written is never replaced (``merge_pins``: a writer of the
+  results document can add pins for machines never seen, which trust on first use
+  would accept anyway, but cannot change a pinned key);
 * the next **Job** mounts the Secret and refuses a machine whose key differs.
 
 Fingerprints, not whole keys: 5,000 of them stay far under an object's size limit
@@ -26,22 +25,18 @@ import re
 from collections.abc import Mapping
 from typing import Final
 
-from penetrator.api.constants import MAX_OBJECT_NAME_LENGTH
+from penetrator.api.results import ResultsDoc
 from penetrator.api.validation import check_ip
 
-HOSTKEYS_SUFFIX: Final = "-hostkeys"
-PINS_KEY: Final = "pins"
-"""Data key of the host-key ConfigMap (what the Job learned in its round)."""
 SECRET_PINS_KEY: Final = "host_key_pins"  # noqa: S105 - a key name
 """Key of the task's Secret (and so the file in the Job's credentials directory)."""
 FINGERPRINT_RE: Final = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}$")
 _BRACKETED_RE: Final = re.compile(r"^\[([^\]]+)\]:([0-9]{1,5})$")
 
 
-def hostkeys_configmap_name(configmap_name: str) -> str:
-    """``<configmap-name>-hostkeys``, cut to stay a valid object name."""
-    head = configmap_name[: MAX_OBJECT_NAME_LENGTH - len(HOSTKEYS_SUFFIX)].rstrip("-.")
-    return head + HOSTKEYS_SUFFIX
+def host_pattern(ip: str, port: int) -> str:
+    """The known_hosts host field: ``ip`` on port 22, ``[ip]:port`` otherwise."""
+    return ip if port == 22 else f"[{ip}]:{port}"
 
 
 def check_host_pattern(pattern: str) -> str | None:
@@ -88,3 +83,18 @@ def merge_pins(kept: Mapping[str, str], learned: Mapping[str, str]) -> dict[str,
     merged = dict(learned)
     merged.update(kept)
     return merged
+
+
+def learned_pins(doc: ResultsDoc, port: int) -> dict[str, str]:
+    """host pattern -> fingerprint of the host keys a results document reports (the
+    machines' addresses on ``port``). An entry that is not a usable pin is left out:
+    a pin is never guessed."""
+    pins: dict[str, str] = {}
+    for name in sorted(doc.machines):
+        entry = doc.machines[name]
+        if entry.host_key is None or not FINGERPRINT_RE.fullmatch(entry.host_key):
+            continue
+        host = host_pattern(entry.ip, port)
+        if check_host_pattern(host) is None:
+            pins.setdefault(host, entry.host_key)
+    return pins

@@ -1,30 +1,43 @@
-"""The results channel from the install Job to the operator (pure: model + names).
+"""The one results document from the install Job to the operator (pure: model + names).
 
-The Job reports per-machine results through the API into one ConfigMap in
-``edge-system`` named ``<configmap-name>-results`` (see ``results_configmap_name``),
-owned by the task, under the data key ``results.json``: one compact JSON document
-(``ResultsDoc``). It never holds a secret: errors are cut to ``MAX_ERROR_LENGTH``
-bytes and must already be credential-free when written.
+One type, ``ResultsDoc`` with ``MachineResult`` entries, and three views of it:
 
-The same document is the task's per-machine ledger across rounds:
+* the **ledger**, what the Job reports through the API: one ConfigMap in
+  ``edge-system`` named ``<configmap-name>-results`` (``results_configmap_name``),
+  owned by the task, data key ``results.json``, compact JSON (``ResultsDoc.to_json``):
+  per machine its phase, error, attempts, round and pinned host-key fingerprint;
+* the **results file** of ``penetrator job --results`` (``to_json(details=True)``):
+  the same document with the details of the Job's run (tries, arch, delivery, step
+  durations, warnings);
+* the Job's **JSON lines** on stdout: one ``MachineResult.line()`` per machine.
+
+It never holds a secret: errors are cut to ``MAX_ERROR_LENGTH`` bytes and must
+already be credential-free when written; host keys are public.
+
+The ledger is the task's per-machine record across rounds:
 
 * The **operator** writes it when it starts a round (``round``, ``started``, and for
   every machine of the round ``attempts`` already counting this round, phase
   ``pending``), and when it observes the round's Job finished (``finished``, phases
   folded to ``pending`` / ``failed``). Between rounds no Job exists, so the two
-  writers never overlap.
+  writers never overlap. It keeps every machine's ``host_key``: at the next round's
+  start it adds them to the task's Secret, where a pin is never replaced
+  (``penetrator.api.hostkeys``).
 * The **Job** (``penetrator.job.report_api.ResultsWriter``) reads the document once
-  at start, then rewrites it (batched) with each machine's ``phase``, ``error`` and
-  ``updated``; it keeps ``round``, ``started``, ``attempts`` and every entry it does
-  not run, and sets ``done`` at its end.
+  at start, then rewrites it (batched) with the ``phase``, ``error`` and ``host_key``
+  of each machine it runs and the document's ``updated``; it keeps ``round``,
+  ``started``, ``attempts`` and every entry it does not run, and sets ``done`` at
+  its end.
 
 ``attempts`` therefore counts the rounds that tried a machine, across operator
-restarts, without depending on the bounded ``status.machines``.
+restarts, without depending on the bounded ``status.machines``; ``tries`` counts the
+connections of one Job's run (its retries of transient errors).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -35,6 +48,7 @@ from pydantic import (
     ValidationError,
     field_serializer,
     field_validator,
+    model_validator,
 )
 
 from penetrator.api.constants import MAX_ERROR_LENGTH, MAX_OBJECT_NAME_LENGTH, MachinePhase
@@ -43,12 +57,20 @@ from penetrator.api.models import truncate_error
 RESULTS_SUFFIX: Final = "-results"
 RESULTS_KEY: Final = "results.json"
 """Data key of the results ConfigMap."""
-RESULTS_VERSION: Final = 1
+RESULTS_VERSION: Final = 2
+"""2: one document for the ConfigMap, the results file and the JSON lines (1 had two
+formats); entries carry ``host_key``, the document ``updated``."""
 MAX_RESULTS_BYTES: Final = 900 * 1024
-"""A results document stays under this (ConfigMaps hold at most 1 MiB)."""
+"""The ledger stays under this when it can (a ConfigMap holds at most 1 MiB)."""
 MAX_RESULT_ERRORS: Final = 1000
-"""When a document would exceed ``MAX_RESULTS_BYTES``, only this many entries keep
-their ``error`` (failed ones first, then by name); status shows fewer anyway."""
+"""When the ledger would exceed ``MAX_RESULTS_BYTES``, at most this many entries keep
+their ``error`` (failed ones first, then by name), as many as fit; status shows fewer
+anyway."""
+DETAILS: Final = frozenset(
+    {"tries", "arch", "skipped", "transferred", "delivery", "durations", "warnings"}
+)
+"""``MachineResult`` fields of one Job's run: in the results file and the JSON lines,
+not in the ledger (5,000 machines' step durations would not fit one ConfigMap)."""
 
 
 def results_configmap_name(configmap_name: str) -> str:
@@ -68,13 +90,15 @@ def _rfc3339(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+class MachineResult(BaseModel):
+    """One machine's result: its last known state in the task's ledger and, from the
+    Job that ran it, the details of that run. The Job changes it in place as the
+    machine goes (assignments are validated: an error is cut as it is set)."""
 
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", validate_assignment=True)
 
-class MachineResult(_Model):
-    """One machine's last known state in the task's ledger."""
-
+    name: str = Field(default="", max_length=MAX_OBJECT_NAME_LENGTH)
+    """The machine (node) name; in a document, its key (left out of the entry)."""
     ip: str = Field(max_length=64)
     phase: MachinePhase = MachinePhase.PENDING
     attempts: int = Field(default=0, ge=0)
@@ -83,8 +107,22 @@ class MachineResult(_Model):
     """The last round that included this machine (0: none yet)."""
     error: str | None = None
     """Last error: one line, at most ``MAX_ERROR_LENGTH`` bytes, credential-free."""
-    updated: datetime | None = None
-    """When the Job last reported this machine (None: not reported in any round)."""
+    host_key: str | None = Field(default=None, max_length=128)
+    """``SHA256:...`` fingerprint of the host key the Job accepted (tofu: pinned;
+    never one it refused, never one accepted unchecked under policy insecure)."""
+    # --- the details of one Job's run (``DETAILS``) ---
+    tries: int = Field(default=0, ge=0)
+    """Connections tried in this run (transient errors are retried)."""
+    arch: str | None = None
+    skipped: bool = False
+    """Already a Node with this task's label: nothing done."""
+    transferred: bool = False
+    """The package was sent in this run."""
+    delivery: str | None = None
+    """How: ``sftp`` (pushed) or ``http`` (pulled from the Job)."""
+    durations: dict[str, float] = Field(default_factory=dict)
+    """Step -> seconds (summed over tries)."""
+    warnings: list[str] = Field(default_factory=list)
 
     @field_validator("error", mode="before")
     @classmethod
@@ -93,18 +131,27 @@ class MachineResult(_Model):
             return truncate_error(value, MAX_ERROR_LENGTH) or None
         return value
 
-    @field_validator("updated")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else _utc(value)
+    @field_serializer("durations")
+    def _ser_durations(self, value: dict[str, float]) -> dict[str, float]:
+        return {k: round(v, 3) for k, v in value.items()}
 
-    @field_serializer("updated")
-    def _ser_updated(self, value: datetime | None) -> str | None:
-        return None if value is None else _rfc3339(value)
+    def add_time(self, step: str, seconds: float) -> None:
+        self.durations[step] = self.durations.get(step, 0.0) + seconds
+
+    def ledger(self) -> MachineResult:
+        """A copy without the details of the run (what the ConfigMap holds)."""
+        return MachineResult.model_construct(**self.model_dump(exclude=set(DETAILS)))
+
+    def line(self) -> str:
+        """One JSON line: every field, the name included (what the Job prints)."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True)
 
 
-class ResultsDoc(_Model):
-    """The document under ``results.json`` (see the module doc)."""
+class ResultsDoc(BaseModel):
+    """The document (see the module doc): the ledger, plus the details in a results
+    file."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
 
     version: int = RESULTS_VERSION
     round: int = Field(default=0, ge=0)
@@ -113,40 +160,73 @@ class ResultsDoc(_Model):
     """When the operator started ``round``."""
     finished: datetime | None = None
     """When the operator folded ``round`` after its Job ended (None: not yet)."""
+    updated: datetime | None = None
+    """When the round's Job last wrote (None: it has not written in this round)."""
     done: bool = False
     """The round's Job wrote its last batch."""
+    warnings: list[str] = Field(default_factory=list)
+    """The Job's warnings about the whole run (e.g. host keys not checked)."""
     machines: dict[str, MachineResult] = Field(default_factory=dict)
 
-    @field_validator("started", "finished")
+    @field_validator("started", "finished", "updated")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
         return None if value is None else _utc(value)
 
-    @field_serializer("started", "finished")
+    @field_serializer("started", "finished", "updated")
     def _ser_time(self, value: datetime | None) -> str | None:
         return None if value is None else _rfc3339(value)
 
-    def to_json(self) -> str:
-        """Compact JSON (what goes under ``results.json``); None fields left out; at
-        most ``MAX_RESULTS_BYTES`` for 5,000 machines (see ``MAX_RESULT_ERRORS``)."""
-        text = self._dump()
+    @model_validator(mode="after")
+    def _named(self) -> ResultsDoc:
+        """Each entry is named by its key (the key is the one home of the name)."""
+        for key, entry in self.machines.items():
+            if entry.name != key:
+                self.machines[key] = entry.model_copy(update={"name": key})
+        return self
+
+    def to_json(self, details: bool = False) -> str:
+        """Compact JSON, None fields left out. The ledger (default: what goes under
+        ``results.json``) stays under ``MAX_RESULTS_BYTES`` when it can by dropping
+        errors (``MAX_RESULT_ERRORS``); with ``details``, everything (the results
+        file)."""
+        if details:
+            return self._dump(frozenset())
+        text = self._dump(DETAILS)
         if len(text) <= MAX_RESULTS_BYTES:
             return text
-        return self.without_errors(keep=MAX_RESULT_ERRORS)._dump()
+        bare = self.without_errors(keep=0)
+        room = MAX_RESULTS_BYTES - len(bare._dump(DETAILS))
+        return self.without_errors(keep=MAX_RESULT_ERRORS, room=room)._dump(DETAILS)
 
-    def _dump(self) -> str:
-        data = self.model_dump(mode="json", exclude_none=True)
+    def _dump(self, leave_out: frozenset[str]) -> str:
+        entry = {"name", *leave_out}
+        data = self.model_dump(
+            mode="json", exclude_none=True, exclude={"machines": {"__all__": entry}}
+        )
         return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
-    def without_errors(self, keep: int) -> ResultsDoc:
-        """The errors of all but ``keep`` entries dropped (failed first, then by name)."""
+    def without_errors(self, keep: int, room: int | None = None) -> ResultsDoc:
+        """The errors of all but ``keep`` entries dropped (failed first, then by name);
+        with ``room``, also all but those whose JSON fits in ``room`` bytes."""
         with_error = sorted(
             (n for n, m in self.machines.items() if m.error is not None),
             key=lambda n: (self.machines[n].phase is not MachinePhase.FAILED, n),
         )
+        kept = 0
         machines = dict(self.machines)
-        for name in with_error[keep:]:
+        for name in with_error:
+            cost = len(',"error":') + len(json.dumps(machines[name].error))
+            if kept < keep and (room is None or cost <= room):
+                kept += 1
+                room = None if room is None else room - cost
+                continue
             machines[name] = machines[name].model_copy(update={"error": None})
+        return self.model_copy(update={"machines": machines})
+
+    def ledger(self) -> ResultsDoc:
+        """The document as the ledger holds it: entries without the run's details."""
+        machines = {n: m.ledger() for n, m in self.machines.items()}
         return self.model_copy(update={"machines": machines})
 
     @classmethod
@@ -177,4 +257,9 @@ class ResultsDoc(_Model):
             return None
 
     def with_machine(self, name: str, result: MachineResult) -> ResultsDoc:
-        return self.model_copy(update={"machines": {**self.machines, name: result}})
+        return self.with_results([result.model_copy(update={"name": name})])
+
+    def with_results(self, results: Iterable[MachineResult]) -> ResultsDoc:
+        """This document with these results in place of their machines' entries."""
+        machines = {**self.machines, **{r.name: r for r in results}}
+        return self.model_copy(update={"machines": machines})

@@ -50,11 +50,6 @@ _path = click.Path(path_type=Path)
     metavar="NAME",
     help="Also write the results into this ConfigMap (the pod's namespace), batched.",
 )
-@click.option(
-    "--pins-configmap",
-    metavar="NAME",
-    help="With --report-configmap: write the host keys pinned in this run here (tofu).",
-)
 def job(
     config: Path,
     credentials: Path,
@@ -63,7 +58,6 @@ def job(
     kubeconfig: Path | None,
     no_cluster: bool,
     report_configmap: str | None,
-    pins_configmap: str | None,
 ) -> None:
     """Install and join every machine of a job config over SSH (JSON lines on stdout)."""
     files = JobFiles(
@@ -74,7 +68,6 @@ def job(
         kubeconfig,
         not no_cluster,
         report_configmap,
-        pins_configmap,
     )
     console = Console(stderr=True)
     try:

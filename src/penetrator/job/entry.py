@@ -20,11 +20,12 @@ import yaml
 from pydantic import ValidationError
 
 from penetrator.api.jobconfig import JobConfig
+from penetrator.api.results import ResultsDoc
 from penetrator.job.cluster import Cluster
 from penetrator.job.credentials import CredentialError, load_credentials
 from penetrator.job.hostkeys import HostKeyStore, write_pins
 from penetrator.job.package import load_packages
-from penetrator.job.report import MachineResult, Reporter, summary
+from penetrator.job.report import Reporter, run_results, summary
 from penetrator.job.report_api import ResultsWriter
 from penetrator.job.runner import JobContext, all_joined, run_job
 
@@ -61,7 +62,6 @@ class JobFiles:
     kubeconfig: Path | None = None
     use_cluster: bool = True  # False: never talk to the API, even in a pod
     report_configmap: str | None = None  # also write results into this ConfigMap
-    pins_configmap: str | None = None  # write the host keys pinned in this run here
 
 
 def raise_nofile() -> None:
@@ -99,20 +99,18 @@ async def run_from_files(
         except Exception as e:
             raise JobSetupError(f"cannot load cluster access: {type(e).__name__}: {e}") from None
     raise_nofile()
-    results = [MachineResult(m.name, m.ip) for m in cfg.machines]
     writer: ResultsWriter | None = None
+    ledger = ResultsDoc()
     if files.report_configmap:
         try:
-            writer = ResultsWriter.from_environment(
-                files.report_configmap,
-                files.kubeconfig,
-                pins_configmap=files.pins_configmap,
-                pins=lambda: store.new_pins,
-            )
+            writer = ResultsWriter.from_environment(files.report_configmap, files.kubeconfig)
         except Exception as e:
             raise JobSetupError(f"cannot load cluster access: {type(e).__name__}") from None
-        await writer.start()
-    reporter = Reporter(results, out=out, results_path=files.results, live=live, sink=writer)
+        ledger = await writer.start()
+    results = run_results(ledger, cfg.machines)
+    reporter = Reporter(
+        results, out=out, results_path=files.results, live=live, sink=writer, ledger=ledger
+    )
     ctx = JobContext(cfg, creds, store, packages, cluster, reporter)
     try:
         await run_job(ctx, results)

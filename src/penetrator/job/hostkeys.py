@@ -3,9 +3,10 @@
 ``HostKeyStore.check`` is called from inside the SSH handshake, before any
 credential is sent, so an impostor never sees the password. Pins learned in
 this run are kept in memory (every retry must match them) and written out with
-``pins_text`` (a known_hosts file for ``--known-hosts-out``) and reported as
-fingerprints (``new_pins``, which the operator keeps in the task's Secret: the
-next round's Job gets them as ``fingerprints``, see ``penetrator.api.hostkeys``).
+``pins_text`` (a known_hosts file for ``--known-hosts-out``). In a cluster each
+machine's result reports the key accepted for it (``Verdict.fingerprint``); the
+operator keeps those in the task's Secret, and the next round's Job gets them as
+``fingerprints`` (see ``penetrator.api.hostkeys``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import asyncssh
 
+from penetrator.api.hostkeys import host_pattern
 from penetrator.api.jobconfig import HostKeyPolicy
 
 
@@ -25,11 +27,6 @@ def fingerprint(key: asyncssh.SSHKey) -> str:
     """``SHA256:<base64>``, as ``ssh-keygen -l`` prints it."""
     fp: str = key.get_fingerprint("sha256")
     return fp
-
-
-def host_pattern(ip: str, port: int) -> str:
-    """The known_hosts host field: ``ip`` on port 22, ``[ip]:port`` otherwise."""
-    return ip if port == 22 else f"[{ip}]:{port}"
 
 
 class HostKeyError(Exception):

@@ -1,5 +1,6 @@
-"""Per-machine results: JSON lines on stdout, a results file the operator reads
-(rewritten atomically, throttled), and a live summary line on a terminal."""
+"""Per-machine results, as views of the one results document
+(``penetrator.api.results``): JSON lines on stdout, a results file (rewritten
+atomically, throttled), and a live summary line on a terminal."""
 
 from __future__ import annotations
 
@@ -7,39 +8,32 @@ import json
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Protocol
 
 from penetrator.api import MachinePhase
+from penetrator.api.jobconfig import Machine
+from penetrator.api.results import MachineResult, ResultsDoc
 
-RESULTS_VERSION = 1
 
-
-@dataclass
-class MachineResult:
-    name: str
-    ip: str
-    phase: MachinePhase = MachinePhase.PENDING
-    attempts: int = 0
-    error: str | None = None  # short, credential-free
-    durations: dict[str, float] = field(default_factory=dict)  # step -> seconds (summed)
-    transferred: bool = False  # the package was sent in this run
-    delivery: str | None = None  # how: "sftp" (pushed) or "http" (pulled from the job)
-    skipped: bool = False  # already a Node with this task's label: nothing done
-    host_key: str | None = None  # SHA256:... fingerprint seen
-    arch: str | None = None
-    warnings: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["phase"] = self.phase.value
-        d["durations"] = {k: round(v, 3) for k, v in self.durations.items()}
-        return d
-
-    def add_time(self, step: str, seconds: float) -> None:
-        self.durations[step] = self.durations.get(step, 0.0) + seconds
+def run_results(ledger: ResultsDoc, machines: Iterable[Machine]) -> list[MachineResult]:
+    """A fresh result for each machine of a run, keeping what the ledger (the operator's
+    document, or an empty one) knows of it: the rounds that tried it (this run counts
+    as one when it knows none), the round and the pinned host key."""
+    results: list[MachineResult] = []
+    for m in machines:
+        old = ledger.machines.get(m.name)
+        results.append(
+            MachineResult(
+                name=m.name,
+                ip=m.ip,
+                attempts=old.attempts if old is not None else 1,
+                round=old.round if old is not None else ledger.round,
+                host_key=old.host_key if old is not None else None,
+            )
+        )
+    return results
 
 
 def summary(results: list[MachineResult]) -> dict[str, int]:
@@ -64,21 +58,12 @@ def summary_line(results: list[MachineResult], elapsed: float) -> str:
     )
 
 
-def write_results(
-    path: Path, results: list[MachineResult], done: bool, warnings: list[str]
-) -> None:
-    doc = {
-        "version": RESULTS_VERSION,
-        "done": done,
-        "summary": summary(results),
-        "warnings": warnings,
-        "machines": [r.to_dict() for r in results],
-    }
+def write_results(path: Path, doc: ResultsDoc) -> None:
+    """The document with the run's details (``to_json(details=True)``), atomically."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     with os.fdopen(fd, "w") as f:
-        json.dump(doc, f, indent=1)
-        f.write("\n")
+        f.write(doc.to_json(details=True) + "\n")
     os.replace(tmp, path)
 
 
@@ -99,9 +84,11 @@ class Reporter:
         live: Callable[[str], None] | None = None,
         throttle: float = 2.0,
         sink: ResultSink | None = None,
+        ledger: ResultsDoc | None = None,
     ) -> None:
         self.sink = sink
         self.results = results
+        self.ledger = ledger or ResultsDoc()
         self.out = out
         self.results_path = results_path
         self.live = live
@@ -116,6 +103,11 @@ class Reporter:
             self.out.write(json.dumps({"warning": text}) + "\n")
             self.out.flush()
 
+    def document(self, done: bool) -> ResultsDoc:
+        """The ledger with this run's results (and warnings) in it."""
+        doc = self.ledger.with_results(self.results)
+        return doc.model_copy(update={"done": done, "warnings": list(self.warnings)})
+
     def changed(self, r: MachineResult) -> None:
         if self.sink is not None:
             self.sink.observe(r)
@@ -125,7 +117,7 @@ class Reporter:
         if self.sink is not None:
             self.sink.observe(r)
         if self.out is not None:
-            self.out.write(json.dumps(r.to_dict(), sort_keys=True) + "\n")
+            self.out.write(r.line() + "\n")
             self.out.flush()
         self._tick(final=False)
 
@@ -139,4 +131,4 @@ class Reporter:
         if self.results_path is not None and (final or now - self._last_write >= self.throttle):
             self._last_write = now
             done = final and all(r.phase.finished for r in self.results)
-            write_results(self.results_path, self.results, done, self.warnings)
+            write_results(self.results_path, self.document(done))

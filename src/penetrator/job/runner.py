@@ -26,12 +26,13 @@ from penetrator.api.jobconfig import (
     Machine,
     check_safe_path,
 )
+from penetrator.api.results import MachineResult, ResultsDoc
 from penetrator.job.cluster import Cluster, ClusterError
 from penetrator.job.credentials import Credentials
-from penetrator.job.hostkeys import HostKeyMismatch, HostKeyStore, HostKeyUnknown
+from penetrator.job.hostkeys import HostKeyStore
 from penetrator.job.package import Package, RemotePaths, ensure_package, parse_probe, probe_script
 from penetrator.job.pkgserver import PackageServer
-from penetrator.job.report import MachineResult, Reporter
+from penetrator.job.report import Reporter, run_results
 from penetrator.job.template import join_path, render_install, write_file_command
 from penetrator.job.transport import (
     MachineError,
@@ -147,8 +148,9 @@ async def attempt(ctx: JobContext, m: Machine, r: MachineResult) -> None:
     async with _timed(r, "connect"):
         s = await connect(cfg, m, ctx.creds, ctx.store)
     try:
-        r.host_key = s.verdict.fingerprint
-        if s.verdict.insecure and not r.warnings:
+        if not s.verdict.insecure:
+            r.host_key = s.verdict.fingerprint  # pinned (tofu) or known: the operator keeps it
+        elif not r.warnings:
             r.warnings.append(f"host key {s.verdict.fingerprint} accepted without checking")
         async with _timed(r, "prepare"):
             prep = await prepare(s, cfg.work_dir, ctx.packages, t.command)
@@ -233,7 +235,7 @@ async def install_machine(ctx: JobContext, m: Machine, r: MachineResult) -> Mach
     retry = ctx.cfg.retry
     try:
         while True:
-            r.attempts += 1
+            r.tries += 1
             try:
                 await attempt(ctx, m, r)
                 r.phase, r.error = MachinePhase.JOINED, None
@@ -244,18 +246,14 @@ async def install_machine(ctx: JobContext, m: Machine, r: MachineResult) -> Mach
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # every error becomes this machine's result
-                if isinstance(e, HostKeyMismatch | HostKeyUnknown):
-                    r.host_key = e.got
                 r.error = describe(e, ctx.cfg.ssh_port, ctx.creds.redactor)
-                if not is_transient(e) or r.attempts >= retry.attempts:
-                    if is_transient(e) and r.attempts > 1:
-                        r.error = truncate_error(f"{r.error} (after {r.attempts} attempts)")
+                if not is_transient(e) or r.tries >= retry.attempts:
+                    if is_transient(e) and r.tries > 1:
+                        r.error = truncate_error(f"{r.error} (after {r.tries} attempts)")
                     r.phase = MachinePhase.FAILED
                     return r
                 _phase(ctx, r, MachinePhase.PENDING)
-                await ctx.sleep(
-                    backoff_delay(r.attempts, retry.backoff, retry.backoff_max, ctx.rng)
-                )
+                await ctx.sleep(backoff_delay(r.tries, retry.backoff, retry.backoff_max, ctx.rng))
     finally:
         r.add_time("total", time.monotonic() - t0)
         if ctx.reporter is not None:
@@ -267,7 +265,7 @@ async def run_job(
 ) -> list[MachineResult]:
     """Every machine of the config, at most ``concurrency`` at once. Results in plan order."""
     if results is None:
-        results = [MachineResult(m.name, m.ip) for m in ctx.cfg.machines]
+        results = run_results(ResultsDoc(), ctx.cfg.machines)
     if ctx.cfg.host_key_policy is HostKeyPolicy.INSECURE and ctx.reporter is not None:
         ctx.reporter.warn("host key policy insecure: host keys are not checked")
     sem = asyncio.Semaphore(ctx.cfg.concurrency)

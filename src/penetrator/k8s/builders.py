@@ -5,16 +5,15 @@ ownerReference to the task (controller, blockOwnerDeletion), so deleting the tas
 garbage-collects it. Names come from the task's annotations (compat.md):
 
 * ConfigMap ``<configmap-name>``: ``config.json``, the job config (no secret);
-* ConfigMap ``<configmap-name>-results``: the results document (no secret);
-* ConfigMap ``<configmap-name>-hostkeys``: the host keys the running Job pinned
-  (``penetrator.api.hostkeys``; public keys' fingerprints);
+* ConfigMap ``<configmap-name>-results``: the results document (no secret; with
+  each machine's pinned host-key fingerprint, ``penetrator.api.results``);
 * Secret ``<configmap-name>-credentials``: ``token`` (bootstrap token), a copy of the
   SSH credential (``passwd`` or ``sshkey``), if given ``known_hosts``, and the host
   keys pinned by earlier rounds (``host_key_pins``);
 * Job ``<job-name>``: one pod running ``penetrator job`` on the proxy node (or on
   the control plane in direct mode);
 * Role and RoleBinding ``<job-name>``: the Job's ServiceAccount may get and patch
-  exactly the task's results and host-key ConfigMaps (no other ConfigMap).
+  exactly the task's results ConfigMap (no other ConfigMap).
 """
 
 from __future__ import annotations
@@ -60,12 +59,7 @@ from penetrator.api import (
     NODE_LABEL,
     NodeTask,
 )
-from penetrator.api.hostkeys import (
-    PINS_KEY,
-    SECRET_PINS_KEY,
-    format_pins,
-    hostkeys_configmap_name,
-)
+from penetrator.api.hostkeys import SECRET_PINS_KEY, format_pins
 from penetrator.api.jobconfig import Distribution, JobConfig
 from penetrator.api.results import RESULTS_KEY, ResultsDoc, results_configmap_name
 from penetrator.k8s.bootstrap_token import BootstrapToken
@@ -172,11 +166,6 @@ def results_name(task: NodeTask) -> str:
     return results_configmap_name(cm)
 
 
-def hostkeys_name(task: NodeTask) -> str:
-    _, cm, _, _ = _require(task)
-    return hostkeys_configmap_name(cm)
-
-
 def owner_reference(task: NodeTask) -> OwnerReference:
     _, _, _, uid = _require(task)
     return OwnerReference(
@@ -244,16 +233,6 @@ def build_results_configmap(task: NodeTask, doc: ResultsDoc) -> ConfigMap:
     )
 
 
-def build_hostkeys_configmap(task: NodeTask) -> ConfigMap:
-    """The task's host-key ConfigMap, emptied: the next Job writes what it pins."""
-    return ConfigMap(
-        apiVersion="v1",
-        kind="ConfigMap",
-        metadata=_meta(task, hostkeys_name(task)),
-        data={PINS_KEY: ""},
-    )
-
-
 # --- the Secret ----------------------------------------------------------------------------
 
 
@@ -303,7 +282,7 @@ def job_argv(task: NodeTask, settings: JobSettings) -> list[str]:
         CREDENTIALS_DIR,
     ]
     if settings.report:
-        argv += ["--report-configmap", results_name(task), "--pins-configmap", hostkeys_name(task)]
+        argv += ["--report-configmap", results_name(task)]
     return [*argv, *settings.extra_args]
 
 
@@ -387,8 +366,8 @@ def build_job(task: NodeTask, settings: JobSettings, round_: int = 0) -> Job:
 
 
 def build_job_role(task: NodeTask) -> Role:
-    """Get and patch on the task's results and host-key ConfigMaps, by name: a Job
-    cannot touch another task's results, nor any other ConfigMap."""
+    """Get and patch on the task's results ConfigMap, by name: a Job cannot touch
+    another task's results, nor any other ConfigMap."""
     job_name, _, _, _ = _require(task)
     return Role(
         apiVersion="rbac.authorization.k8s.io/v1",
@@ -398,7 +377,7 @@ def build_job_role(task: NodeTask) -> Role:
             PolicyRule(
                 apiGroups=[""],
                 resources=["configmaps"],
-                resourceNames=[results_name(task), hostkeys_name(task)],
+                resourceNames=[results_name(task)],
                 verbs=["get", "patch"],
             )
         ],

@@ -41,20 +41,18 @@ from penetrator.api import (
     NodeTaskStatus,
     TaskPhase,
 )
-from penetrator.api.hostkeys import PINS_KEY, SECRET_PINS_KEY, merge_pins, parse_pins
+from penetrator.api.hostkeys import SECRET_PINS_KEY, learned_pins, merge_pins, parse_pins
 from penetrator.api.results import ResultsDoc
 from penetrator.k8s.builders import (
     KNOWN_HOSTS_KEY,
     ClusterInfo,
     build_configmap,
-    build_hostkeys_configmap,
     build_job,
     build_job_config,
     build_job_role,
     build_job_role_binding,
     build_results_configmap,
     build_secret,
-    hostkeys_name,
     results_name,
     secret_name,
 )
@@ -288,32 +286,25 @@ class Runtime:
         secret = build_secret(
             task, token, raw, known_hosts.decode(errors="replace") if known_hosts else None, pins
         )
-        self.requests += 2
+        self.requests += 1
         await self.client.apply(secret, field_manager=self.settings.field_manager, force=True)
-        # Only once the Secret holds them: the next Job writes its own pins here.
-        await self.client.apply(
-            build_hostkeys_configmap(task), field_manager=self.settings.field_manager, force=True
-        )
 
     async def _host_key_pins(self, task: NodeTask) -> dict[str, str]:
-        """The pins of the task's Secret plus those the last Job learned (host-key
-        ConfigMap); a pin already in the Secret is never replaced (api.hostkeys)."""
+        """The pins of the task's Secret plus the host keys the results document reports
+        (written just before, at the round's start); a pin already in the Secret is
+        never replaced (api.hostkeys)."""
         ns = self.settings.namespace
         ours = await self._get_optional(Secret, secret_name(task), ns)
-        learned_cm = await self._get_optional(ConfigMap, hostkeys_name(task), ns)
+        results = await self._get_optional(ConfigMap, results_name(task), ns)
         kept: dict[str, str] = {}
-        learned: dict[str, str] = {}
         try:
             raw = ((ours.data or {}) if ours is not None else {}).get(SECRET_PINS_KEY)
             if raw:
                 kept = parse_pins(base64.b64decode(raw).decode())
         except ValueError:
             log.warning("task %s: the pins in its Secret are unreadable; kept none", task.name)
-        try:
-            text = ((learned_cm.data or {}) if learned_cm is not None else {}).get(PINS_KEY)
-            learned = parse_pins(text or "")
-        except ValueError:
-            log.warning("task %s: the host-key ConfigMap is unreadable; ignored", task.name)
+        doc = ResultsDoc.from_configmap_data(results.data) if results is not None else None
+        learned = learned_pins(doc, task.spec.ssh_port) if doc is not None else {}
         return merge_pins(kept, learned)
 
     async def cluster_info(self) -> ClusterInfo:

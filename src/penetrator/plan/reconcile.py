@@ -11,7 +11,7 @@ State across rounds lives in the cluster, never in the operator's memory:
   a second Job of that name), observed as ``ObservedJob``;
 * the results ConfigMap (``penetrator.api.results.ResultsDoc``): the round number,
   when it started and was folded, and per machine the phase, attempts (rounds that
-  tried it) and last error;
+  tried it), last error and pinned host key;
 * the Nodes carrying the task's label (``installed``): the truth about "joined".
 
 The decision table (first matching row wins):
@@ -197,11 +197,7 @@ def _ran(doc: ResultsDoc) -> bool:
     """The round's Job wrote something (so it ran)."""
     if doc.done:
         return True
-    started = doc.started
-    return any(
-        e.updated is not None and (started is None or e.updated >= started)
-        for e in doc.machines.values()
-    )
+    return doc.updated is not None and (doc.started is None or doc.updated >= doc.started)
 
 
 def fold(
@@ -416,14 +412,15 @@ def _start_round_doc(
 ) -> ResultsDoc:
     entries = dict(doc.machines)
     for name, ip in machines.items():
-        old = entries.get(name)
-        entries[name] = MachineResult(
-            ip=ip,
-            phase=MachinePhase.PENDING,
-            attempts=(old.attempts if old else 0) + 1,
-            round=round_,
-            error=old.error if old else None,
-            updated=old.updated if old else None,
+        old = entries.get(name) or MachineResult(ip=ip)
+        # the last error and the pinned host key stay (the Secret takes the pins next)
+        entries[name] = old.model_copy(
+            update={
+                "ip": ip,
+                "phase": MachinePhase.PENDING,
+                "attempts": old.attempts + 1,
+                "round": round_,
+            }
         )
     return ResultsDoc(round=round_, started=now, finished=None, done=False, machines=entries)
 
