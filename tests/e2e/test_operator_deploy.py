@@ -53,12 +53,14 @@ def deployed(
         deploy_penetrator(
             sb.name,
             info,
-            extra_settings={
-                "PENETRATOR_POLL_INTERVAL": "2",
-                "PENETRATOR_BACKOFF_BASE": "2",
-                "PENETRATOR_JOB_START_TIMEOUT": "60",  # a pod the node agent never starts
+            {
+                "reconcile": {
+                    "pollInterval": 2,
+                    "backoffBase": 2,
+                    "startTimeout": 60,  # a pod the node agent never starts
+                },
+                "job": {"timeouts": {"waitReady": 120}},
             },
-            job_defaults={"timeouts": {"wait_ready": 120}},
         )
         ssh = sb.status()["ssh"]
         info.kubectl(
@@ -159,8 +161,7 @@ def test_metrics_and_health_endpoints(
     pod = wait_until(lambda: operator_pod(info), "the operator pod to run", 60)
     container = pod["spec"]["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    env = {e["name"]: e.get("value") for e in container.get("env", [])}
-    metrics_port = int(env.get("PENETRATOR_METRICS_PORT") or ports["metrics"])
+    metrics_port = int(ports["metrics"])  # the settings' metricsPort (deploy/operator.yaml)
 
     # the probes of the Deployment, exactly as they are written there
     for probe in ("livenessProbe", "readinessProbe"):

@@ -106,6 +106,7 @@ async def run_from_files(
             writer = ResultsWriter.from_environment(
                 files.report_configmap,
                 files.kubeconfig,
+                namespace=cfg.namespace,
                 pins_configmap=files.pins_configmap,
                 pins=lambda: store.new_pins,
             )
