@@ -26,6 +26,7 @@ import yaml
 
 from penetrator_dev.sandbox.cluster import start_cluster
 from penetrator_dev.sandbox.lifecycle import Sandbox, down
+from penetrator_dev.sandbox.state import state_dir
 from penetrator_dev.sandbox.topology import SandboxSpec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,18 +58,21 @@ def main() -> None:
             kubectl("apply", "-f", str(REPO / "deploy" / f))
         kubectl("-n", "edge-system", "create", "secret", "generic", "login",
                 "--from-literal=passwd=bench")  # fmt: skip
-        env = {
-            **os.environ,
-            "PENETRATOR_JOB_CONFIG_DEFAULTS": json.dumps({"packages": {"amd64": "/nonexistent"}}),
-            "PENETRATOR_API_SERVER": str(info.server),
-            "PENETRATOR_METRICS_PORT": "0",
-            "PENETRATOR_HEALTH_ENDPOINT": "off",
-            "PENETRATOR_POLL_INTERVAL": "2",
+        settings = {
+            "apiVersion": "penetrator.superedge.io/v1alpha1",
+            "kind": "Settings",
+            "apiServer": str(info.server),
+            "metricsPort": 0,
+            "healthEndpoint": "off",
+            "reconcile": {"pollInterval": 2},
+            "job": {"packages": {"amd64": "/nonexistent"}},
         }
+        config = state_dir(sb.name) / "operator-settings.yaml"
+        config.write_text(yaml.safe_dump(settings))
         proc = subprocess.Popen(
             [sys.executable, "-m", "penetrator.cli", "operator", "--kubeconfig",
-             str(info.kubeconfig)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=REPO,
+             str(info.kubeconfig), "--config", str(config)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
         )  # fmt: skip
         ip = sb.topology.intranet(1).machines[0].ip
         for i in range(args.tasks):

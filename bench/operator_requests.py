@@ -26,11 +26,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from lightkube import AsyncClient, KubeConfig
-
+from penetrator.api.settings import load_settings
+from penetrator.k8s.client import NodeTaskResource, make_client
 from penetrator.operator.metrics import Metrics
-from penetrator.operator.runtime import NodeTaskResource, Runtime
-from penetrator.operator.settings import Settings
+from penetrator.operator.runtime import Runtime
 from penetrator_dev.testenv.controlplane import ControlPlane, ControlPlaneOptions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,15 +49,14 @@ def nodes_manifest(start: int, count: int) -> str:
 
 
 async def measure(cp: ControlPlane, machines: int, steps: int) -> list[dict[str, Any]]:
-    config = KubeConfig.from_file(cp.kubeconfig)
-    client = AsyncClient(config, trust_env=False, field_manager="penetrator-bench")
-    settings = Settings.load(
-        {},
+    client = make_client(cp.kubeconfig, field_manager="penetrator-bench")
+    settings = load_settings(
         {
-            "job_config_defaults": {"packages": {"amd64": "/p.tgz"}},
-            "metrics_port": 0,
-            "poll_interval": 1,
-        },
+            "identity": "bench",
+            "job": {"packages": {"amd64": "/p.tgz"}},
+            "metricsPort": 0,
+            "reconcile": {"pollInterval": 1},
+        }
     )
     runtime = Runtime(client, settings, Metrics())
     name = f"bench-{int(time.time())}"

@@ -51,12 +51,14 @@ def deployed(sandbox_factory: Any) -> Iterator[tuple[Sandbox, Any]]:
         deploy_penetrator(
             sb.name,
             info,
-            extra_settings={
-                "PENETRATOR_POLL_INTERVAL": "2",
-                "PENETRATOR_BACKOFF_BASE": "2",
-                "PENETRATOR_MAX_ATTEMPTS": "1",  # one round, then the task fails
+            {
+                "reconcile": {
+                    "pollInterval": 2,
+                    "backoffBase": 2,
+                    "maxAttempts": 1,  # one round, then the task fails
+                },
+                "job": {"timeouts": {"connect": 8}, "retry": {"attempts": 1}},
             },
-            job_defaults={"timeouts": {"connect": 8}, "retry": {"attempts": 1}},
         )
         ssh = sb.status()["ssh"]
         info.kubectl(

@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from penetrator.api import NODE_LABEL
+from penetrator_dev.sandbox.deploy import merge
 from penetrator_dev.sandbox.join import heartbeat as hb
 from penetrator_dev.sandbox.join.package import build_join_packages
 from penetrator_dev.sandbox.lifecycle import Sandbox, down
@@ -72,25 +73,27 @@ def free_port() -> int:
 
 class Env:
     def __init__(
-        self, sb: Sandbox, info: Any, log: Path, password: str, environ: dict[str, str]
+        self, sb: Sandbox, info: Any, log: Path, password: str, settings: dict[str, Any]
     ) -> None:
         self.sb = sb
         self.info = info
         self.log = log
         self.password = password
-        self.environ = environ
+        self.settings = settings  # the operator's settings file (apiVersion ... Settings)
         self.proc: subprocess.Popen[bytes] | None = None
         self.watches: list[JobWatch] = []
 
     def spawn_operator(
-        self, log: Path, extra: dict[str, str] | None = None
+        self, log: Path, changes: dict[str, Any] | None = None
     ) -> subprocess.Popen[bytes]:
+        """`penetrator operator --config FILE`: ``self.settings`` with ``changes``."""
+        config = log.with_suffix(".settings.yaml")
+        config.write_text(yaml.safe_dump(merge(self.settings, changes or {})))
         with log.open("ab") as out:
             return subprocess.Popen(
                 [sys.executable, "-m", "penetrator.cli", "operator",
-                 "--kubeconfig", str(self.info.kubeconfig)],
-                stdout=out, stderr=subprocess.STDOUT, env={**self.environ, **(extra or {})},
-                cwd=REPO,
+                 "--kubeconfig", str(self.info.kubeconfig), "--config", str(config)],
+                stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
             )  # fmt: skip
 
     def start_operator(self) -> None:
@@ -148,28 +151,30 @@ def env(sandbox_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
             "-n", NS, "create", "secret", "generic", "login",
             f"--from-file=passwd={ssh['password_file']}",
         )  # fmt: skip
-        defaults = {
-            "packages": {a: str(p.path) for a, p in packages.items()},
-            "workDir": "penetrator",
-            "timeouts": {"wait_ready": 120, "connect": 8},
-            "retry": {"attempts": 1},
-        }
         log = tmp / "operator.log"
-        environ = {
-            **os.environ,
-            "PENETRATOR_JOB_CONFIG_DEFAULTS": json.dumps(defaults),
-            "PENETRATOR_API_SERVER": str(info.server),
-            "PENETRATOR_POLL_INTERVAL": "2",
-            "PENETRATOR_BACKOFF_BASE": "2",
-            "PENETRATOR_METRICS_PORT": "0",
-            "PENETRATOR_HEALTH_ENDPOINT": f"http://127.0.0.1:{free_port()}/healthz",
-            "PENETRATOR_IDENTITY": "e2e-operator",
-            "PENETRATOR_JOB_DEADLINE_SECONDS": "600",
-            "PENETRATOR_MAX_ATTEMPTS": "2",
-            "PENETRATOR_LEASE_SECONDS": str(LEASE_SECONDS),
-            "PENETRATOR_JOB_START_TIMEOUT": "60",
+        settings = {
+            "apiVersion": "penetrator.superedge.io/v1alpha1",
+            "kind": "Settings",
+            "apiServer": str(info.server),
+            "identity": "e2e-operator",
+            "metricsPort": 0,
+            "healthEndpoint": f"http://127.0.0.1:{free_port()}/healthz",
+            "lease": {"durationSeconds": LEASE_SECONDS},
+            "reconcile": {
+                "pollInterval": 2,
+                "backoffBase": 2,
+                "maxAttempts": 2,
+                "startTimeout": 60,
+            },
+            "jobPod": {"deadlineSeconds": 600},
+            "job": {
+                "packages": {a: str(p.path) for a, p in packages.items()},
+                "workDir": "penetrator",
+                "timeouts": {"waitReady": 120, "connect": 8},
+                "retry": {"attempts": 1},
+            },
         }
-        e = Env(sb, info, log, password, environ)
+        e = Env(sb, info, log, password, settings)
         e.start_operator()
         yield e
     finally:
@@ -362,7 +367,7 @@ def test_unjoinable_machines_are_retried_then_failed_while_the_others_join(env: 
     for name in st["nodeStatus"]:
         m = st["machines"][name]
         assert m["phase"] == "failed"
-        assert m["attempts"] == 2  # PENETRATOR_MAX_ATTEMPTS
+        assert m["attempts"] == 2  # reconcile.maxAttempts
         assert m["lastError"]
     reasons = {c["type"]: c["reason"] for c in st["conditions"]}
     assert reasons["Ready"] == "MachinesFailed"
@@ -515,9 +520,9 @@ def test_of_two_operators_only_the_lease_holder_acts_and_the_other_takes_over(
     b = env.spawn_operator(
         b_log,
         {
-            "PENETRATOR_IDENTITY": B_IDENTITY,
-            "PENETRATOR_FIELD_MANAGER": B_FIELD_MANAGER,
-            "PENETRATOR_HEALTH_ENDPOINT": f"http://127.0.0.1:{free_port()}/healthz",
+            "identity": B_IDENTITY,
+            "fieldManager": B_FIELD_MANAGER,
+            "healthEndpoint": f"http://127.0.0.1:{free_port()}/healthz",
         },
     )
     watches: list[JobWatch] = []
@@ -636,7 +641,7 @@ def test_a_host_key_pinned_in_one_round_holds_in_the_next(env: Env) -> None:
     env.sb.fault(1, ip, Fault.INSTALL_FAILS)
     # a long back-off after round 1: a state that holds while the machine is changed
     env.stop_operator()
-    env.environ["PENETRATOR_BACKOFF_BASE"] = "600"
+    env.settings["reconcile"]["backoffBase"] = 600
     env.start_operator()
     try:
         env.kubectl(
@@ -657,7 +662,7 @@ def test_a_host_key_pinned_in_one_round_holds_in_the_next(env: Env) -> None:
 
         wait_until(backing_off, "round 1 folded and its Job gone (the back-off)", 240)
         env.stop_operator()
-        env.environ["PENETRATOR_BACKOFF_BASE"] = "2"  # round 2 as soon as it starts again
+        env.settings["reconcile"]["backoffBase"] = 2  # round 2 as soon as it starts again
         assert env.get("job", "-n", NS, job_name) is None
         results = env.get("configmap", "-n", NS, f"{cm_name}-results")
         doc = json.loads(results["data"]["results.json"])
@@ -672,9 +677,9 @@ def test_a_host_key_pinned_in_one_round_holds_in_the_next(env: Env) -> None:
         new_fp = host_key_fingerprint(env.sb, ip, ROLE_NEW_HOST_KEY)
         assert new_fp != old_fp
     finally:
-        if env.proc is None or env.environ["PENETRATOR_BACKOFF_BASE"] != "2":
+        if env.proc is None or env.settings["reconcile"]["backoffBase"] != 2:
             env.stop_operator()
-            env.environ["PENETRATOR_BACKOFF_BASE"] = "2"
+            env.settings["reconcile"]["backoffBase"] = 2
             env.start_operator()
     try:
         task = wait_status(env, "pinned", ("failed",), 300)

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from penetrator.api import NODE_LABEL
-from penetrator_dev.sandbox.deploy import deploy_penetrator
+from penetrator_dev.sandbox.deploy import deploy_penetrator, webhook_answers
 from penetrator_dev.sandbox.join import heartbeat as hb
 from penetrator_dev.sandbox.lifecycle import Sandbox, down
 
@@ -53,12 +53,14 @@ def deployed(
         deploy_penetrator(
             sb.name,
             info,
-            extra_settings={
-                "PENETRATOR_POLL_INTERVAL": "2",
-                "PENETRATOR_BACKOFF_BASE": "2",
-                "PENETRATOR_JOB_START_TIMEOUT": "60",  # a pod the node agent never starts
+            {
+                "reconcile": {
+                    "pollInterval": 2,
+                    "backoffBase": 2,
+                    "startTimeout": 60,  # a pod the node agent never starts
+                },
+                "job": {"timeouts": {"waitReady": 120}},
             },
-            job_defaults={"timeouts": {"wait_ready": 120}},
         )
         ssh = sb.status()["ssh"]
         info.kubectl(
@@ -159,8 +161,7 @@ def test_metrics_and_health_endpoints(
     pod = wait_until(lambda: operator_pod(info), "the operator pod to run", 60)
     container = pod["spec"]["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    env = {e["name"]: e.get("value") for e in container.get("env", [])}
-    metrics_port = int(env.get("PENETRATOR_METRICS_PORT") or ports["metrics"])
+    metrics_port = int(ports["metrics"])  # the settings' metricsPort (deploy/operator.yaml)
 
     # the probes of the Deployment, exactly as they are written there
     for probe in ("livenessProbe", "readinessProbe"):
@@ -290,3 +291,62 @@ def test_service_accounts_can_do_no_wildcard(deployed: tuple[Sandbox, Any], acco
             assert resource != "*.*", line
             assert "[*]" not in verbs, line
             del rest
+
+
+def test_bad_settings_stop_the_operator_with_the_field_named(deployed: tuple[Sandbox, Any]) -> None:
+    """The settings ConfigMap gets a negative concurrency and an unknown distribution;
+    after a restart the operator's pod logs both fields' paths, never starts (its
+    health endpoint, the readiness probe's, never answers) and is not Ready. With the
+    settings put back it serves again. Last in this module: it restarts the operator."""
+    sb, info = deployed
+    settings_cm = get(info, "configmap", "-n", NS, "penetrator-settings")
+    good = settings_cm["data"]["settings.yaml"]
+    bad = yaml.safe_load(good)
+    bad["job"].update(concurrency=-1, distribution="ftp")
+    container = operator_pod(info)["spec"]["containers"][0]
+    health = int({p["name"]: p["containerPort"] for p in container["ports"]}["health"])
+
+    def put(text: str) -> None:
+        patch = json.dumps({"data": {"settings.yaml": text}})
+        info.kubectl("-n", NS, "patch", "configmap", "penetrator-settings", "-p", patch)
+        info.kubectl("-n", NS, "rollout", "restart", "deployment/penetrator-operator")
+
+    def log_of(pod: dict[str, Any]) -> str:
+        path = info.pod_log(pod["metadata"]["name"], NS)
+        return path.read_text(errors="replace") if path and path.exists() else ""
+
+    old = operator_pod(info)["metadata"]["name"]
+    put(yaml.safe_dump(bad))
+    try:
+
+        def refused() -> Any:
+            """A new pod that has crashed at least twice, logged the fields, not Ready."""
+            for p in get(info, "pods", "-n", NS, "-l", "app.kubernetes.io/component=operator")[
+                "items"
+            ]:
+                if p["metadata"]["name"] == old or p["metadata"].get("deletionTimestamp"):
+                    continue
+                statuses = p["status"].get("containerStatuses") or [{}]
+                conds = {c["type"]: c["status"] for c in p["status"].get("conditions", [])}
+                text = log_of(p)
+                if (
+                    statuses[0].get("restartCount", 0) >= 2
+                    and conds.get("Ready") == "False"
+                    and "job.distribution" in text
+                ):
+                    return p, text
+            return None
+
+        _, text = wait_until(refused, "the operator to refuse its settings", 180)
+        print(text[-2000:])
+        assert "invalid settings" in text
+        assert "job.concurrency: Input should be greater than or equal to 1" in text
+        assert "job.distribution: Input should be 'sftp' or 'http'" in text
+        assert "started" not in text  # never got as far as the handlers' start-up
+        code, _ = scrape(sb, health, "/healthz")
+        assert code == 0  # nothing listens: the readiness probe fails
+    finally:
+        put(good)
+    wait_until(lambda: webhook_answers(info), "the operator to serve again", 180)
+    code, _ = scrape(sb, health, "/healthz")
+    assert code == 200

@@ -108,13 +108,17 @@ def deployed(sandbox_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> 
         deploy_penetrator(
             sb.name,
             info,
-            extra_settings={
-                "PENETRATOR_POLL_INTERVAL": "2",
-                "PENETRATOR_MAX_ATTEMPTS": "1",  # an unreachable machine fails in one round
-                "PENETRATOR_WEBHOOK_RENEW_CHECK_SECONDS": "3",
-                "PENETRATOR_WEBHOOK_NODE_CHECK_SECONDS": "2",  # 5,000 names: by label past 2 s
+            {
+                "reconcile": {
+                    "pollInterval": 2,
+                    "maxAttempts": 1,  # an unreachable machine fails in one round
+                },
+                "webhook": {
+                    "renewCheckSeconds": 3,
+                    "nodeCheckSeconds": 2,  # 5,000 names: by label past 2 s
+                },
+                "job": {"timeouts": {"waitReady": 120, "connect": 5}},
             },
-            job_defaults={"timeouts": {"wait_ready": 120, "connect": 5}},
         )
         ssh = sb.status()["ssh"]
         info.kubectl(

@@ -22,13 +22,13 @@ from penetrator.api import (
     NODE_LABEL,
     NodeTask,
 )
-from penetrator.api.jobconfig import JobConfig
+from penetrator.api.jobconfig import JobConfig, JobDefaults
 from penetrator.api.results import MachineResult, ResultsDoc, results_configmap_name
+from penetrator.api.settings import Settings
 from penetrator.k8s.bootstrap_token import BootstrapToken
 from penetrator.k8s.builders import (
     BuildError,
     ClusterInfo,
-    JobSettings,
     build_configmap,
     build_job,
     build_job_config,
@@ -52,7 +52,12 @@ from penetrator.plan.prepare import (
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 CLUSTER = ClusterInfo("https://172.31.0.1:6443", "sha256:" + "ab" * 32)
-DEFAULTS = {"packages": {"amd64": "/opt/pkg/amd64.tgz"}}
+DEFAULTS = JobDefaults(packages={"amd64": "/opt/pkg/amd64.tgz"})
+
+
+def settings(**groups: Any) -> Settings:
+    """The defaults with these groups' fields (as in the settings file)."""
+    return Settings.model_validate(groups)
 
 
 def task(proxy: str | None = "proxy-1", **meta: Any) -> NodeTask:
@@ -151,9 +156,9 @@ def test_no_host_key_configmap_is_built() -> None:
         build_configmap(t, config, 1),
         build_results_configmap(t, ResultsDoc()),
         build_secret(t, token, {"sshkey": b"KEY"}),
-        build_job(t, JobSettings(), 1),
+        build_job(t, settings(), 1),
         build_job_role(t),
-        build_job_role_binding(t, JobSettings()),
+        build_job_role_binding(t, settings()),
     ]
     text = json.dumps([o.to_dict() for o in objects])
     assert "hostkeys" not in text
@@ -174,7 +179,7 @@ def test_results_configmap_name_and_content() -> None:
 
 def test_job_on_the_proxy_node() -> None:
     t = task()
-    j = build_job(t, JobSettings(image="img:1", active_deadline_seconds=900), round_=3)
+    j = build_job(t, settings(jobPod={"image": "img:1", "deadlineSeconds": 900}), round_=3)
     owner_ok(j, t)
     assert j.metadata.name == "nodes-job"
     spec = j.spec
@@ -202,6 +207,7 @@ def test_job_on_the_proxy_node() -> None:
         "nodes-cm-results",
     ]
     assert all(m.readOnly for m in c.volumeMounts)
+    assert not c.env  # the job learns everything from its config, nothing from the environment
     vols = {v.name: v for v in pod.volumes}
     assert vols["config"].configMap.name == "nodes-cm"
     assert vols["credentials"].secret.secretName == "nodes-cm-credentials"
@@ -211,10 +217,10 @@ def test_job_on_the_proxy_node() -> None:
 def test_job_uses_the_node_network_only_when_machines_pull_over_http() -> None:
     # http (the default): the machines fetch from the job, and they reach the proxy
     # node's address, not a pod IP
-    pod = build_job(task(), JobSettings()).spec.template.spec
+    pod = build_job(task(), settings()).spec.template.spec
     assert pod.hostNetwork is True
     assert pod.dnsPolicy == "ClusterFirstWithHostNet"
-    sftp = JobSettings(job_config_defaults={"distribution": "sftp"})
+    sftp = settings(job={"distribution": "sftp"})
     pod = build_job(task(), sftp).spec.template.spec
     assert pod.hostNetwork is None
     assert pod.dnsPolicy is None
@@ -222,7 +228,7 @@ def test_job_uses_the_node_network_only_when_machines_pull_over_http() -> None:
 
 def test_job_in_direct_mode_runs_on_the_control_plane() -> None:
     for proxy in (None, ""):
-        j = build_job(task(proxy=proxy), JobSettings(report=False))
+        j = build_job(task(proxy=proxy), settings(jobPod={"report": False}))
         pod = j.spec.template.spec
         term = pod.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution
         req = term.nodeSelectorTerms[0].matchExpressions[0]
@@ -239,7 +245,7 @@ def test_a_tasks_job_role_names_its_results_configmap() -> None:
     assert rule.resources == ["configmaps"]
     assert rule.resourceNames == ["nodes-cm-results"]
     assert rule.verbs == ["get", "patch"]
-    binding = build_job_role_binding(t, JobSettings(service_account="sa-1"))
+    binding = build_job_role_binding(t, settings(jobPod={"serviceAccount": "sa-1"}))
     owner_ok(binding, t)
     assert (binding.roleRef.kind, binding.roleRef.name) == ("Role", "nodes-job")
     assert [(s.kind, s.name, s.namespace) for s in binding.subjects] == [
@@ -250,7 +256,7 @@ def test_a_tasks_job_role_names_its_results_configmap() -> None:
 def test_builders_refuse_an_unprepared_task() -> None:
     t = task(annotations={})
     with pytest.raises(BuildError, match="job-name"):
-        build_job(t, JobSettings())
+        build_job(t, settings())
 
 
 def test_prepare_fills_in_label_and_annotations_and_records_names_once() -> None:

@@ -6,58 +6,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from prometheus_client import generate_latest
 
 from penetrator.api import NodeTaskStatus
+from penetrator.api.settings import load_settings
 from penetrator.operator.metrics import Metrics
 from penetrator.operator.runtime import _clean, active_claims
-from penetrator.operator.settings import Settings, SettingsError
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
 def docs(name: str) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all((DEPLOY / name).read_text()) if d]
-
-
-# --- settings -----------------------------------------------------------------------
-
-
-def test_settings_from_env_then_overrides() -> None:
-    env = {
-        "PENETRATOR_MAX_ATTEMPTS": "5",
-        "PENETRATOR_JOB_COMMAND": "python -m penetrator",
-        "PENETRATOR_JOB_CONFIG_DEFAULTS": '{"packages": {"amd64": "/p.tgz"}}',
-        "PENETRATOR_METRICS_PORT": "",
-    }
-    s = Settings.load(env, {"max_attempts": 7, "image": None})
-    assert s.max_attempts == 7
-    assert s.job_command == ("python", "-m", "penetrator")
-    assert s.job_config_defaults == {"packages": {"amd64": "/p.tgz"}}
-    assert s.metrics_port == 8080
-    assert s.reconcile_settings().max_attempts == 7
-    assert s.job_settings().command == ("python", "-m", "penetrator")
-
-
-@pytest.mark.parametrize(
-    ("env", "needle"),
-    [
-        ({"PENETRATOR_MAX_ATTEMPTS": "0"}, "PENETRATOR_MAX_ATTEMPTS"),
-        ({"PENETRATOR_POLL_INTERVAL": "soon"}, "PENETRATOR_POLL_INTERVAL"),
-        ({"PENETRATOR_JOB_CONFIG_DEFAULTS": "{nope"}, "JOB_CONFIG_DEFAULTS"),
-        ({"PENETRATOR_JOB_CONFIG_DEFAULTS_FILE": "/nonexistent/x"}, "cannot read"),
-    ],
-)
-def test_settings_fail_fast_naming_the_variable(env: dict[str, str], needle: str) -> None:
-    with pytest.raises(SettingsError, match=needle):
-        Settings.load(env)
-
-
-def test_unknown_override_is_refused() -> None:
-    with pytest.raises(SettingsError):
-        Settings.load({}, {"no_such_setting": 1})
 
 
 # --- claims ---------------------------------------------------------------------------
@@ -191,20 +152,37 @@ def test_operator_cannot_touch_nodes_beyond_listing() -> None:
 
 
 def test_operator_deployment() -> None:
-    (dep,) = docs("operator.yaml")
+    settings_cm, dep = docs("operator.yaml")
     assert dep["kind"] == "Deployment"
     assert dep["metadata"]["namespace"] == "edge-system"
     pod = dep["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "penetrator-operator"
     (c,) = pod["containers"]
-    assert c["command"] == ["penetrator", "operator"]
+    # the settings ConfigMap, mounted and passed by --config
+    assert (settings_cm["kind"], settings_cm["metadata"]["name"]) == (
+        "ConfigMap",
+        "penetrator-settings",
+    )
+    assert settings_cm["metadata"]["namespace"] == "edge-system"
+    (mount,) = c["volumeMounts"]
+    (volume,) = pod["volumes"]
+    assert volume["configMap"]["name"] == "penetrator-settings"
+    assert (mount["name"], mount["readOnly"]) == (volume["name"], True)
+    (key,) = settings_cm["data"]
+    assert c["command"] == ["penetrator", "operator", "--config", f"{mount['mountPath']}/{key}"]
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert c["readinessProbe"]["httpGet"]["path"] == "/healthz"
     assert any(t["key"] == "node-role.kubernetes.io/control-plane" for t in pod["tolerations"])
     (ns,) = docs("namespace.yaml")
     assert ns["metadata"]["name"] == "edge-system"
     env = {e["name"]: e.get("value") for e in c["env"]}
-    Settings.load({k: v for k, v in env.items() if v is not None})  # valid settings
+    settings = load_settings(yaml.safe_load(settings_cm["data"][key]), env)  # valid
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports["metrics"] == settings.metrics_port
+    assert settings.health_endpoint is not None
+    assert settings.health_endpoint.endswith(f":{ports['health']}/healthz")
+    assert ports["webhook"] == settings.webhook.port
+    assert settings.webhook.enabled
 
 
 def test_not_progressing_condition_replaces_progressing_and_keeps_its_time() -> None:

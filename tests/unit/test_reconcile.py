@@ -23,6 +23,7 @@ from penetrator.api import (
     TaskPhase,
 )
 from penetrator.api.results import MachineResult, ResultsDoc
+from penetrator.api.settings import ReconcileSettings
 from penetrator.plan.reconcile import (
     ApplyConfigMap,
     ApplySecret,
@@ -31,7 +32,6 @@ from penetrator.plan.reconcile import (
     DeleteJob,
     EmitEvent,
     ObservedJob,
-    ReconcileSettings,
     RequeueAfter,
     WriteResults,
     fold,

@@ -11,14 +11,9 @@ import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from penetrator.api.settings import WebhookSettings, load_settings
 from penetrator.k8s.webhook_tls import build_serving_cert, service_hosts, usable
-from penetrator.operator.webhook import (
-    MUTATE_CREATE,
-    VALIDATE_CREATE,
-    VALIDATE_UPDATE,
-    WebhookSettings,
-    enabled,
-)
+from penetrator.operator.webhook import MUTATE_CREATE, VALIDATE_CREATE, VALIDATE_UPDATE
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -33,10 +28,11 @@ def test_webhook_configurations() -> None:
     service = by_kind["Service"]
     assert service["metadata"]["name"] == settings.service
     assert service["spec"]["ports"][0]["targetPort"] == settings.port
-    operator = docs("operator.yaml")[0]["spec"]["template"]
+    deploy = {d["kind"]: d for d in docs("operator.yaml")}
+    operator = deploy["Deployment"]["spec"]["template"]
     assert service["spec"]["selector"].items() <= operator["metadata"]["labels"].items()
-    env = {e["name"]: e.get("value") for e in operator["spec"]["containers"][0]["env"]}
-    assert env["PENETRATOR_WEBHOOK_PORT"] == str(settings.port)
+    deployed = load_settings(yaml.safe_load(deploy["ConfigMap"]["data"]["settings.yaml"]))
+    assert deployed.webhook == settings.model_copy(update={"enabled": True})
     hooks = {}
     for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
         config = by_kind[kind]
@@ -65,14 +61,6 @@ def test_webhook_rbac_is_least_privilege() -> None:
     assert set(configs[0]["verbs"]) == {"get", "patch"}
     nodes = [r for r in rules if r["resources"] == ["nodes"]]
     assert nodes[0]["verbs"] == ["get"]  # by name; never a list of all Nodes for names
-
-
-def test_settings_and_enabled() -> None:
-    assert not enabled({})
-    assert not enabled({"PENETRATOR_WEBHOOK_PORT": "0"})
-    assert enabled({"PENETRATOR_WEBHOOK_PORT": "9443"})
-    s = WebhookSettings.load({"PENETRATOR_WEBHOOK_PORT": "8443", "PENETRATOR_NAMESPACE": "x"})
-    assert (s.port, s.namespace) == (8443, "x")
 
 
 def test_generated_certificate_chain_and_names() -> None:

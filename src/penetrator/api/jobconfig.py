@@ -25,9 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from penetrator.api.constants import (
     DEFAULT_SSH_PORT,
     MAX_MACHINES,
+    NAMESPACE,
 )
 from penetrator.api.validation import (
     canonical_ip,
+    check_dns1123_label,
     check_dns1123_subdomain,
     check_ip,
     check_label_value,
@@ -176,7 +178,7 @@ class Timeouts(_Model):
     transfer: float = Field(default=600, gt=0, le=7200)
     install: float = Field(default=900, gt=0, le=7200)
     """Each reset and join command."""
-    wait_ready: float = Field(default=600, gt=0, le=7200)
+    wait_ready: float = Field(default=600, gt=0, le=7200, alias="waitReady")
     """For the Node to register and turn Ready (with cluster access)."""
 
 
@@ -186,7 +188,7 @@ class Retry(_Model):
     attempts: int = Field(default=3, ge=1, le=20)
     backoff: float = Field(default=2, ge=0, le=600)
     """First wait; doubles each attempt (with jitter), capped at ``backoff_max``."""
-    backoff_max: float = Field(default=60, ge=0, le=3600)
+    backoff_max: float = Field(default=60, ge=0, le=3600, alias="backoffMax")
 
 
 class InstallTemplate(_Model):
@@ -285,18 +287,12 @@ def edgeadm_template() -> InstallTemplate:
     )
 
 
-class JobConfig(_Model):
-    """Everything `penetrator job` needs except the secrets (see module doc)."""
+class JobDefaults(_Model):
+    """What every job config of the operator starts from: the operator's settings
+    (``job:``) set these, validated once at start-up; the task's facts come on top
+    (``JobConfig``)."""
 
-    machines: list[Machine] = Field(min_length=1, max_length=MAX_MACHINES)
-    """Planned machines, name -> IP (the task's nodeNamesOverride)."""
-    ssh_port: int = Field(default=DEFAULT_SSH_PORT, ge=1, le=65535, alias="sshPort")
     ssh_user: str = Field(default="root", alias="sshUser")
-    task_label: str = Field(alias="taskLabel")
-    """Value of app.superedge.io/node-label for this task."""
-    api_server: str = Field(alias="apiServer")
-    """host:port the machines join (kubeadm's apiServerEndpoint)."""
-    ca_cert_hash: str = Field(alias="caCertHash")
     kubernetes_version: str = Field(default="v1.37.2", alias="kubernetesVersion")
     packages: dict[str, str] = Field(default_factory=dict)
     """arch (amd64, arm64) -> path of the install tarball on the job's filesystem."""
@@ -326,25 +322,6 @@ class JobConfig(_Model):
             raise ValueError(f"{v[:40]!r} is not a user name")
         return v
 
-    @field_validator("task_label")
-    @classmethod
-    def _label(cls, v: str) -> str:
-        _require(check_label_value(v) or (None if v else "must not be empty"))
-        return v
-
-    @field_validator("api_server")
-    @classmethod
-    def _api(cls, v: str) -> str:
-        _require(check_api_server(v))
-        return v
-
-    @field_validator("ca_cert_hash")
-    @classmethod
-    def _hash(cls, v: str) -> str:
-        if not CA_HASH_RE.fullmatch(v):
-            raise ValueError("must be sha256:<64 lowercase hex digits>")
-        return v
-
     @field_validator("kubernetes_version")
     @classmethod
     def _version(cls, v: str) -> str:
@@ -369,6 +346,52 @@ class JobConfig(_Model):
         return v.rstrip("/") or "/"
 
     @model_validator(mode="after")
+    def _packages_for_template(self) -> Self:
+        if "{package_dir}" in json.dumps(self.template.model_dump()) and not self.packages:
+            raise ValueError("the template uses {package_dir} but no packages are given")
+        return self
+
+
+class JobConfig(JobDefaults):
+    """Everything `penetrator job` needs except the secrets (see module doc)."""
+
+    machines: list[Machine] = Field(min_length=1, max_length=MAX_MACHINES)
+    """Planned machines, name -> IP (the task's nodeNamesOverride)."""
+    ssh_port: int = Field(default=DEFAULT_SSH_PORT, ge=1, le=65535, alias="sshPort")
+    task_label: str = Field(alias="taskLabel")
+    """Value of app.superedge.io/node-label for this task."""
+    api_server: str = Field(alias="apiServer")
+    """host:port the machines join (kubeadm's apiServerEndpoint)."""
+    ca_cert_hash: str = Field(alias="caCertHash")
+    namespace: str = NAMESPACE
+    """Where the task's results ConfigMap lives (the operator's namespace)."""
+
+    @field_validator("task_label")
+    @classmethod
+    def _label(cls, v: str) -> str:
+        _require(check_label_value(v) or (None if v else "must not be empty"))
+        return v
+
+    @field_validator("api_server")
+    @classmethod
+    def _api(cls, v: str) -> str:
+        _require(check_api_server(v))
+        return v
+
+    @field_validator("ca_cert_hash")
+    @classmethod
+    def _hash(cls, v: str) -> str:
+        if not CA_HASH_RE.fullmatch(v):
+            raise ValueError("must be sha256:<64 lowercase hex digits>")
+        return v
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, v: str) -> str:
+        _require(check_dns1123_label(v), "namespace ")
+        return v
+
+    @model_validator(mode="after")
     def _unique(self) -> Self:
         names: set[str] = set()
         ips: set[str] = set()
@@ -379,8 +402,6 @@ class JobConfig(_Model):
                 raise ValueError(f"IP {m.ip} is planned twice")
             names.add(m.name)
             ips.add(m.ip)
-        if "{package_dir}" in json.dumps(self.template.model_dump()) and not self.packages:
-            raise ValueError("the template uses {package_dir} but no packages are given")
         return self
 
     @classmethod

@@ -24,13 +24,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx2
-from lightkube import AsyncClient, KubeConfig
+from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.resources.core_v1 import Node
 from lightkube.types import PatchType
 
 from penetrator.api import NODE_LABEL, truncate_error
 from penetrator.job.transport import MachineError, backoff_delay
+from penetrator.k8s.client import make_client
+
+FIELD_MANAGER = "penetrator-job"
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 T = TypeVar("T")
@@ -197,8 +200,7 @@ class Cluster:
     @classmethod
     def from_kubeconfig(cls, path: Path | None = None, interval: float = 2.0) -> Cluster:
         """A kubeconfig file, or the pod's service account when ``path`` is None."""
-        config = KubeConfig.from_file(path) if path else KubeConfig.from_service_account()
-        return cls(AsyncClient(config, trust_env=False, field_manager="penetrator-job"), interval)
+        return cls(make_client(path, field_manager=FIELD_MANAGER), interval)
 
     @staticmethod
     def in_cluster() -> bool:

@@ -103,7 +103,9 @@ async def run_from_files(
     ledger = ResultsDoc()
     if files.report_configmap:
         try:
-            writer = ResultsWriter.from_environment(files.report_configmap, files.kubeconfig)
+            writer = ResultsWriter.from_environment(
+                files.report_configmap, files.kubeconfig, namespace=cfg.namespace
+            )
         except Exception as e:
             raise JobSetupError(f"cannot load cluster access: {type(e).__name__}") from None
         ledger = await writer.start()

@@ -29,13 +29,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
-from lightkube import AsyncClient, KubeConfig
+from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.resources.core_v1 import ConfigMap
 from lightkube.types import PatchType
 
 from penetrator.api import NAMESPACE
 from penetrator.api.results import RESULTS_KEY, MachineResult, ResultsDoc
+from penetrator.k8s.client import make_client
 
 log = logging.getLogger(__name__)
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -95,10 +96,7 @@ class ResultsWriter:
         interval: float = 2.0,
     ) -> ResultsWriter:
         """A kubeconfig file, or the pod's service account (in-cluster) when None."""
-        config = (
-            KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_service_account()
-        )
-        client = AsyncClient(config, trust_env=False, field_manager=FIELD_MANAGER)
+        client = make_client(kubeconfig, field_manager=FIELD_MANAGER)
         return cls(client, name, namespace or pod_namespace(), interval, own_client=True)
 
     # --- lifecycle -----------------------------------------------------------------

@@ -11,13 +11,12 @@ from typing import Any
 
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
-from lightkube.generic_resource import create_global_resource
 from lightkube.operators import in_
 from lightkube.resources.core_v1 import Node, Secret
 
-from penetrator.api import GROUP, KIND, NAMESPACE, PLURAL, VERSION
+from penetrator.api import NAMESPACE
+from penetrator.k8s.client import NodeTaskResource
 
-NodeTaskResource = create_global_resource(GROUP, VERSION, KIND, PLURAL)
 NODE_LOOKUP_CONCURRENCY = 64
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 HOSTNAME_CHUNK = 200

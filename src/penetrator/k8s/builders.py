@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -29,13 +29,10 @@ from lightkube.models.core_v1 import (
     Affinity,
     ConfigMapVolumeSource,
     Container,
-    EnvVar,
-    EnvVarSource,
     NodeAffinity,
     NodeSelector,
     NodeSelectorRequirement,
     NodeSelectorTerm,
-    ObjectFieldSelector,
     PodSpec,
     PodTemplateSpec,
     SecretVolumeSource,
@@ -60,8 +57,9 @@ from penetrator.api import (
     NodeTask,
 )
 from penetrator.api.hostkeys import SECRET_PINS_KEY, format_pins
-from penetrator.api.jobconfig import Distribution, JobConfig
+from penetrator.api.jobconfig import Distribution, JobConfig, JobDefaults
 from penetrator.api.results import RESULTS_KEY, ResultsDoc, results_configmap_name
+from penetrator.api.settings import Settings
 from penetrator.k8s.bootstrap_token import BootstrapToken
 
 CONFIG_KEY: Final = "config.json"
@@ -74,7 +72,6 @@ MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "penetrator"}
 TASK_NAME_LABEL: Final = "nodetask.apps.superedge.io/task"
 ROUND_ANNOTATION: Final = "nodetask.apps.superedge.io/round"
 HOSTNAME_LABEL: Final = "kubernetes.io/hostname"
-CONTROL_PLANE_LABEL: Final = "node-role.kubernetes.io/control-plane"
 CONTROL_PLANE_TOLERATIONS: Final = (
     Toleration(key="node-role.kubernetes.io/control-plane", operator="Exists", effect="NoSchedule"),
     Toleration(key="node-role.kubernetes.io/master", operator="Exists", effect="NoSchedule"),
@@ -86,31 +83,11 @@ class BuildError(ValueError):
     """The task lacks what the builders need (names, label, uid)."""
 
 
-@dataclass(frozen=True)
-class JobSettings:
-    """How the Job is made (the operator's Settings fill this in)."""
-
-    image: str = "penetrator:latest"
-    command: tuple[str, ...] = ("penetrator",)
-    """argv before ``job ...`` (the image's entry point; the sandbox runs it from the venv)."""
-    service_account: str = "penetrator-job"
-    active_deadline_seconds: int = 3600
-    image_pull_policy: str = "IfNotPresent"
-    report: bool = True
-    """Pass ``--report-configmap`` (the job writes results through the API)."""
-    cloud_node_label: str = CONTROL_PLANE_LABEL
-    """Direct mode: the Job runs on a node carrying this label (the control plane)."""
-    extra_args: tuple[str, ...] = ()
-    job_config_defaults: Mapping[str, Any] = field(default_factory=dict)
-    """Merged into every job config (packages, template, hostKeyPolicy, ...)."""
-
-    @property
-    def host_network(self) -> bool:
-        """The machines pull the package from the job's HTTP server (distribution
-        ``http``, the default): they are not nodes yet and cannot reach a pod IP, so
-        the pod uses the proxy node's network and the server listens on its address."""
-        distribution = self.job_config_defaults.get("distribution", Distribution.HTTP.value)
-        return str(distribution) == Distribution.HTTP.value
+def host_network(settings: Settings) -> bool:
+    """The machines pull the package from the job's HTTP server (distribution ``http``,
+    the default): they are not nodes yet and cannot reach a pod IP, so the pod uses
+    the proxy node's network and the server listens on its address."""
+    return settings.job.distribution is Distribution.HTTP
 
 
 @dataclass(frozen=True)
@@ -196,12 +173,12 @@ def build_job_config(
     task: NodeTask,
     machines: Mapping[str, str],
     cluster: ClusterInfo,
-    defaults: Mapping[str, Any] | None = None,
+    defaults: JobDefaults | None = None,
 ) -> JobConfig:
-    """The job config for ``machines`` (name -> IP). ``defaults`` (settings) may set
-    packages, template, hostKeyPolicy, concurrency, ...; the task's own facts win."""
+    """The job config for ``machines`` (name -> IP): the settings' ``job`` defaults
+    (packages, template, hostKeyPolicy, concurrency, ...), then the task's facts."""
     _, _, label, _ = _require(task)
-    data: dict[str, Any] = dict(defaults or {})
+    data: dict[str, Any] = (defaults or JobDefaults()).model_dump(by_alias=True)
     data.update(
         sshPort=task.spec.ssh_port,
         taskLabel=label,
@@ -272,27 +249,27 @@ def build_secret(
 # --- the Job ---------------------------------------------------------------------------------
 
 
-def job_argv(task: NodeTask, settings: JobSettings) -> list[str]:
+def job_argv(task: NodeTask, settings: Settings) -> list[str]:
     argv = [
-        *settings.command,
+        *settings.job_pod.command,
         "job",
         "--config",
         f"{CONFIG_DIR}/{CONFIG_KEY}",
         "--credentials",
         CREDENTIALS_DIR,
     ]
-    if settings.report:
+    if settings.job_pod.report:
         argv += ["--report-configmap", results_name(task)]
-    return [*argv, *settings.extra_args]
+    return argv
 
 
-def _affinity(task: NodeTask, settings: JobSettings) -> Affinity:
+def _affinity(task: NodeTask, settings: Settings) -> Affinity:
     if task.spec.proxy_node:
         req = NodeSelectorRequirement(
             key=HOSTNAME_LABEL, operator="In", values=[task.spec.proxy_node]
         )
     else:
-        req = NodeSelectorRequirement(key=settings.cloud_node_label, operator="Exists")
+        req = NodeSelectorRequirement(key=settings.job_pod.cloud_node_label, operator="Exists")
     return Affinity(
         nodeAffinity=NodeAffinity(
             requiredDuringSchedulingIgnoredDuringExecution=NodeSelector(
@@ -302,29 +279,23 @@ def _affinity(task: NodeTask, settings: JobSettings) -> Affinity:
     )
 
 
-def build_job(task: NodeTask, settings: JobSettings, round_: int = 0) -> Job:
+def build_job(task: NodeTask, settings: Settings, round_: int = 0) -> Job:
     """The task's one Job: ``backoffLimit: 0`` (rounds are the operator's business),
     ``activeDeadlineSeconds`` from settings, on the proxy node (node affinity on
     ``kubernetes.io/hostname``) or, in direct mode, on the control plane; the usual
     control-plane taints tolerated; config and credentials mounted read-only, the
     Secret with mode 0400; the node's network when the machines pull the package
-    over HTTP (``JobSettings.host_network``)."""
+    over HTTP (``host_network``). The job learns everything else from its config
+    (no environment)."""
     job_name, cm, _, _ = _require(task)
     meta = _meta(task, job_name, {ROUND_ANNOTATION: str(round_)})
     pod_labels = dict(meta.labels or {})
+    pod_settings = settings.job_pod
     container = Container(
         name="install",
-        image=settings.image,
-        imagePullPolicy=settings.image_pull_policy,
+        image=pod_settings.image,
+        imagePullPolicy=pod_settings.image_pull_policy,
         command=job_argv(task, settings),
-        env=[
-            EnvVar(
-                name="POD_NAMESPACE",
-                valueFrom=EnvVarSource(
-                    fieldRef=ObjectFieldSelector(fieldPath="metadata.namespace")
-                ),
-            ),
-        ],
         volumeMounts=[
             VolumeMount(name="config", mountPath=CONFIG_DIR, readOnly=True),
             VolumeMount(name="credentials", mountPath=CREDENTIALS_DIR, readOnly=True),
@@ -332,11 +303,11 @@ def build_job(task: NodeTask, settings: JobSettings, round_: int = 0) -> Job:
     )
     pod = PodSpec(
         restartPolicy="Never",
-        serviceAccountName=settings.service_account,
+        serviceAccountName=pod_settings.service_account,
         automountServiceAccountToken=True,
         enableServiceLinks=False,
-        hostNetwork=settings.host_network or None,
-        dnsPolicy="ClusterFirstWithHostNet" if settings.host_network else None,
+        hostNetwork=host_network(settings) or None,
+        dnsPolicy="ClusterFirstWithHostNet" if host_network(settings) else None,
         affinity=_affinity(task, settings),
         tolerations=list(CONTROL_PLANE_TOLERATIONS),
         containers=[container],
@@ -356,7 +327,7 @@ def build_job(task: NodeTask, settings: JobSettings, round_: int = 0) -> Job:
         metadata=meta,
         spec=JobSpec(
             backoffLimit=0,
-            activeDeadlineSeconds=settings.active_deadline_seconds,
+            activeDeadlineSeconds=pod_settings.deadline_seconds,
             template=PodTemplateSpec(metadata=ObjectMeta(labels=pod_labels), spec=pod),
         ),
     )
@@ -384,7 +355,7 @@ def build_job_role(task: NodeTask) -> Role:
     )
 
 
-def build_job_role_binding(task: NodeTask, settings: JobSettings) -> RoleBinding:
+def build_job_role_binding(task: NodeTask, settings: Settings) -> RoleBinding:
     job_name, _, _, _ = _require(task)
     return RoleBinding(
         apiVersion="rbac.authorization.k8s.io/v1",
@@ -392,6 +363,8 @@ def build_job_role_binding(task: NodeTask, settings: JobSettings) -> RoleBinding
         metadata=_meta(task, job_name),
         roleRef=RoleRef(apiGroup="rbac.authorization.k8s.io", kind="Role", name=job_name),
         subjects=[
-            Subject(kind="ServiceAccount", name=settings.service_account, namespace=NAMESPACE)
+            Subject(
+                kind="ServiceAccount", name=settings.job_pod.service_account, namespace=NAMESPACE
+            )
         ],
     )

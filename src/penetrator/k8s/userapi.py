@@ -13,23 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
-from lightkube import Client, ConfigError, KubeConfig
+from lightkube import Client, ConfigError
 from lightkube.core.exceptions import ApiError
-from lightkube.generic_resource import create_global_resource
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event, Secret
 
-from penetrator.api import (
-    CREDENTIAL_PASSWORD_KEY,
-    CREDENTIAL_SSHKEY_KEY,
-    GROUP,
-    KIND,
-    NAMESPACE,
-    PLURAL,
-    VERSION,
-)
+from penetrator.api import CREDENTIAL_PASSWORD_KEY, CREDENTIAL_SSHKEY_KEY, KIND, NAMESPACE
+from penetrator.k8s.client import NodeTaskResource, make_sync_client
 
-NodeTaskResource = create_global_resource(GROUP, VERSION, KIND, PLURAL)
 FIELD_MANAGER = "penetrator-cli"
 
 
@@ -56,12 +47,9 @@ def connect(kubeconfig: str | Path | None = None, context: str | None = None) ->
     try:
         path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
         default = Path.home() / ".kube" / "config"
-        if path is None and not default.exists():
-            config = KubeConfig.from_service_account()
-        else:
-            config = KubeConfig.from_file(path or default)
-        single = config.get(context_name=context)
-        return Client(single, field_manager=FIELD_MANAGER, trust_env=False)
+        if path is None and default.exists():
+            path = default
+        return make_sync_client(path, context, field_manager=FIELD_MANAGER)
     except (ConfigError, OSError, ValueError, KeyError) as e:
         where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
         ctx = f" (context {context!r})" if context else ""

@@ -1,6 +1,5 @@
 """penetrator.operator: the NodeTask operator (Kopf), wiring only.
 
-* ``settings``  - ``Settings``: one object, from PENETRATOR_* variables and CLI options.
 * ``handlers``  - Kopf: a daemon per NodeTask, Job events wake it, an index of all
   tasks (claims: no machine in two active tasks), login, startup, liveness.
 * ``runtime``   - ``Runtime.step``: observe (labelled Nodes, the Job, the results
@@ -10,5 +9,6 @@
 * ``metrics``   - Prometheus: tasks by state, machines by phase, rounds, round duration,
   API errors.
 
-Run: ``penetrator operator [--kubeconfig FILE]`` (deploy/operator.yaml in-cluster).
+Run: ``penetrator operator [--config FILE] [--kubeconfig FILE]`` (deploy/operator.yaml
+in-cluster); the settings are ``penetrator.api.settings.Settings``, read by the CLI.
 """

@@ -9,20 +9,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
-from lightkube import AsyncClient, KubeConfig
 
-from penetrator.api import GROUP, PLURAL, VERSION
+from penetrator.api import GROUP, NAMESPACE, PLURAL, VERSION
+from penetrator.api.settings import Settings
 from penetrator.k8s.builders import MANAGED_BY, TASK_NAME_LABEL
+from penetrator.k8s.client import load_config, make_client
 from penetrator.operator.lease import LeaseElector
 from penetrator.operator.metrics import Metrics
 from penetrator.operator.runtime import Runtime, active_claims
-from penetrator.operator.settings import Settings
 
 log = logging.getLogger(__name__)
 MAX_SLEEP = 60.0
@@ -32,6 +31,8 @@ ERROR_SLEEP = 10.0
 
 @dataclass
 class _State:
+    """What the handlers share; set by ``run`` (never read at import)."""
+
     settings: Settings | None = None
     runtime: Runtime | None = None
     elector: LeaseElector | None = None
@@ -42,46 +43,37 @@ class _State:
 STATE = _State()
 
 
-def configure(settings: Settings) -> None:
-    """Set the settings before ``kopf.run`` (the CLI does it)."""
-    STATE.settings = settings
-    if settings.kubeconfig is not None:
-        os.environ["KUBECONFIG"] = str(settings.kubeconfig)
-
-
 def _settings() -> Settings:
     if STATE.settings is None:
-        STATE.settings = Settings.load()
+        raise RuntimeError("penetrator.operator.handlers.run(settings) sets the settings first")
     return STATE.settings
 
 
-SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-
-
 @kopf.on.login()
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """The kubeconfig, or in-cluster: the service account's token and CA with the
-    server from KUBERNETES_SERVICE_HOST/PORT (as client-go does; Kopf's own helper
-    dials kubernetes.default.svc, which needs cluster DNS)."""
-    if _settings().kubeconfig is not None:
-        return kopf.login_with_kubeconfig(**kwargs)
-    host = os.environ.get("KUBERNETES_SERVICE_HOST")
-    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-    if not host:
-        return kopf.login_with_service_account(**kwargs)
-    if ":" in host:
-        host = f"[{host}]"
-    with open(f"{SA_DIR}/token") as f:
-        token = f.read().strip()
-    namespace = None
-    if os.path.exists(f"{SA_DIR}/namespace"):
-        with open(f"{SA_DIR}/namespace") as f:
-            namespace = f.read().strip() or None
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """Kopf's connection from the same place as our client's (``load_config``): the
+    settings' kubeconfig and context, or in-cluster (the service account's token and
+    CA, the server from KUBERNETES_SERVICE_HOST/PORT, as client-go does; Kopf's own
+    helper dials kubernetes.default.svc, which needs cluster DNS)."""
+    s = _settings()
+    config = load_config(s.kubeconfig, s.context)
+    cluster, user = config.cluster, config.user
+    ca_path = config.abs_file(cluster.certificate_auth) if cluster.certificate_auth else None
+    cert_path = config.abs_file(user.client_cert) if user is not None and user.client_cert else None
+    key_path = config.abs_file(user.client_key) if user is not None and user.client_key else None
     return kopf.ConnectionInfo(
-        server=f"https://{host}:{port}",
-        ca_path=f"{SA_DIR}/ca.crt",
-        token=token,
-        default_namespace=namespace,
+        server=cluster.server,
+        ca_path=str(ca_path) if ca_path else None,
+        ca_data=cluster.certificate_auth_data,
+        insecure=cluster.insecure,
+        certificate_path=str(cert_path) if cert_path else None,
+        certificate_data=user.client_cert_data if user is not None else None,
+        private_key_path=str(key_path) if key_path else None,
+        private_key_data=user.client_key_data if user is not None else None,
+        username=user.username if user is not None else None,
+        password=user.password if user is not None else None,
+        token=user.token.strip() if user is not None and user.token else None,
+        default_namespace=config.context.namespace,
         expiration=None,
     )
 
@@ -96,15 +88,14 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage()
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage()
     settings.scanning.disabled = True  # no CRD watch: no RBAC on customresourcedefinitions
-    config = (
-        KubeConfig.from_file(s.kubeconfig) if s.kubeconfig else KubeConfig.from_service_account()
-    )
-    client = AsyncClient(config, trust_env=False, field_manager=s.field_manager)
+    client = make_client(s.kubeconfig, s.context, field_manager=s.field_manager)
     STATE.runtime = Runtime(client, s, STATE.metrics)
-    STATE.elector = LeaseElector(client, s.lease_name, s.namespace, s.identity, s.lease_seconds)
+    STATE.elector = LeaseElector(
+        client, s.lease.name, NAMESPACE, s.identity, s.lease.duration_seconds
+    )
     STATE.elector.start()
     STATE.metrics.serve(s.metrics_port)
-    log.info("penetrator operator %s started (namespace %s)", s.identity, s.namespace)
+    log.info("penetrator operator %s started (namespace %s)", s.identity, NAMESPACE)
 
 
 @kopf.on.cleanup()
@@ -210,14 +201,14 @@ def job_event(labels: Mapping[str, str], **_: Any) -> None:
 
 
 def run(settings: Settings) -> None:
-    """Run the operator until interrupted (blocks)."""
-    configure(settings)
+    """Run the operator with these (validated) settings until interrupted (blocks)."""
+    STATE.settings = settings
     from penetrator.operator import webhook
 
-    if webhook.enabled():
-        webhook.register()  # the admission webhook (deploy/webhook.yaml)
+    if settings.webhook.enabled:
+        webhook.register(settings)  # the admission webhook (deploy/webhook.yaml)
     kopf.run(
         standalone=True,  # the Lease, not Kopf peering, decides who acts
-        namespaces=[settings.namespace],
+        namespaces=[NAMESPACE],
         liveness_endpoint=settings.health_endpoint,
     )

@@ -21,7 +21,6 @@ from typing import Any
 
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
-from lightkube.generic_resource import create_global_resource
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.core_v1 import ConfigMap, Node, Secret
 from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
@@ -31,11 +30,8 @@ from pydantic import ValidationError
 from penetrator.api import (
     CREDENTIAL_PASSWORD_KEY,
     CREDENTIAL_SSHKEY_KEY,
-    GROUP,
-    KIND,
+    NAMESPACE,
     NODE_LABEL,
-    PLURAL,
-    VERSION,
     Condition,
     NodeTask,
     NodeTaskStatus,
@@ -43,6 +39,7 @@ from penetrator.api import (
 )
 from penetrator.api.hostkeys import SECRET_PINS_KEY, learned_pins, merge_pins, parse_pins
 from penetrator.api.results import ResultsDoc
+from penetrator.api.settings import Settings
 from penetrator.k8s.builders import (
     KNOWN_HOSTS_KEY,
     ClusterInfo,
@@ -56,12 +53,12 @@ from penetrator.k8s.builders import (
     results_name,
     secret_name,
 )
+from penetrator.k8s.client import NodeTaskResource
 from penetrator.k8s.clusterinfo import read_cluster_info
 from penetrator.k8s.events import build_events, task_reference
 from penetrator.k8s.observe import installed_nodes, observe_job
 from penetrator.k8s.tokens import ensure_bootstrap_token
 from penetrator.operator.metrics import Metrics
-from penetrator.operator.settings import Settings
 from penetrator.plan.prepare import initial_results, planned_machines, prepare
 from penetrator.plan.reconcile import (
     PROGRESSING,
@@ -78,7 +75,6 @@ from penetrator.plan.reconcile import (
 )
 
 log = logging.getLogger(__name__)
-NodeTaskResource = create_global_resource(GROUP, VERSION, KIND, PLURAL)
 USER_ERROR_REQUEUE = 30.0
 
 
@@ -110,8 +106,7 @@ class Runtime:
         self.client = client
         self.settings = settings
         self.metrics = metrics
-        self.rsettings = settings.reconcile_settings()
-        self.jsettings = settings.job_settings()
+        self.rsettings = settings.reconcile
         self.rng = random.SystemRandom()
         self._cluster: ClusterInfo | None = None
         self.requests = 0  # API requests made (bench: per reconcile)
@@ -135,9 +130,9 @@ class Runtime:
         self.requests += 1
         nodes = [n async for n in self.client.list(Node, labels={NODE_LABEL: task.task_label})]
         installed = installed_nodes(nodes, task.task_label)
-        job_obj = await self._get_optional(Job, task.job_name, self.settings.namespace)
+        job_obj = await self._get_optional(Job, task.job_name, NAMESPACE)
         job = observe_job(job_obj) if job_obj is not None else None
-        cm = await self._get_optional(ConfigMap, results_name(task), self.settings.namespace)
+        cm = await self._get_optional(ConfigMap, results_name(task), NAMESPACE)
         doc = ResultsDoc.from_configmap_data(cm.data) if cm is not None else None
         return installed, job, doc
 
@@ -197,7 +192,7 @@ class Runtime:
                 raise StepError(f"{what}: {_describe(e, detail)}") from None
 
     async def _apply_one(self, task: NodeTask, action: Any) -> None:
-        ns = self.settings.namespace
+        ns = NAMESPACE
         fm = self.settings.field_manager
         if isinstance(action, WriteResults):
             self.requests += 1
@@ -209,17 +204,13 @@ class Runtime:
         elif isinstance(action, ApplyConfigMap):
             cluster = await self.cluster_info()
             try:
-                config = build_job_config(
-                    task, action.machines, cluster, self.jsettings.job_config_defaults
-                )
+                config = build_job_config(task, action.machines, cluster, self.settings.job)
             except ValidationError as e:
                 where = "; ".join(
                     f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}"
                     for err in e.errors()[:5]
                 )
-                raise UserError(
-                    f"the job config is invalid (operator setting job_config_defaults?): {where}"
-                ) from None
+                raise UserError(f"the job config is invalid: {where}") from None
             self.requests += 1
             await self.client.apply(
                 build_configmap(task, config, action.round), field_manager=fm, force=True
@@ -229,9 +220,9 @@ class Runtime:
             self.requests += 3
             await self.client.apply(build_job_role(task), field_manager=fm, force=True)
             await self.client.apply(
-                build_job_role_binding(task, self.jsettings), field_manager=fm, force=True
+                build_job_role_binding(task, self.settings), field_manager=fm, force=True
             )
-            await self.client.create(build_job(task, self.jsettings, action.round))
+            await self.client.create(build_job(task, self.settings, action.round))
             self.metrics.rounds.inc()
             log.info("task %s: round %d: job created", task.name, action.round)
         elif isinstance(action, DeleteJob):
@@ -254,7 +245,7 @@ class Runtime:
             pass
 
     async def _apply_secret(self, task: NodeTask) -> None:
-        ns = self.settings.namespace
+        ns = NAMESPACE
         self.requests += 1
         try:
             user = await self.client.get(Secret, task.spec.ssh_credential, namespace=ns)
@@ -278,8 +269,8 @@ class Runtime:
             self.client,
             datetime.now(UTC),
             ns,
-            ttl=timedelta(hours=self.settings.token_ttl_hours),
-            margin=timedelta(hours=self.settings.token_margin_hours),
+            ttl=timedelta(hours=self.settings.token.ttl_hours),
+            margin=timedelta(hours=self.settings.token.margin_hours),
             field_manager=self.settings.field_manager,
         )
         pins = await self._host_key_pins(task)
@@ -293,7 +284,7 @@ class Runtime:
         """The pins of the task's Secret plus the host keys the results document reports
         (written just before, at the round's start); a pin already in the Secret is
         never replaced (api.hostkeys)."""
-        ns = self.settings.namespace
+        ns = NAMESPACE
         ours = await self._get_optional(Secret, secret_name(task), ns)
         results = await self._get_optional(ConfigMap, results_name(task), ns)
         kept: dict[str, str] = {}
@@ -346,7 +337,7 @@ class Runtime:
         finds it (``penetrator.k8s.events``)."""
         events = build_events(
             task_reference(task),
-            self.settings.namespace,
+            NAMESPACE,
             type_,
             reason,
             message,

@@ -1,17 +1,12 @@
 """The admission webhook, served by the operator process (Kopf handlers; wiring only:
 the decisions are ``penetrator.plan.admission``, the lookups ``penetrator.k8s.admission``).
 
-``register()`` registers the handlers and a start-up step that makes the
-serving certificate (``penetrator.k8s.webhook_tls``), serves HTTPS on
-``PENETRATOR_WEBHOOK_PORT`` and writes the CA into the caBundle of the two
-webhook configurations of ``deploy/webhook.yaml``, which call the handlers through
-the Service ``edge-system/penetrator-webhook`` at ``/<handler id>``.
-
-Settings (environment): ``PENETRATOR_WEBHOOK_PORT`` (unset or 0: no webhook),
-``PENETRATOR_WEBHOOK_SERVICE``, ``PENETRATOR_WEBHOOK_TLS_SECRET``,
-``PENETRATOR_WEBHOOK_CONFIGURATION`` (name of both configurations),
-``PENETRATOR_WEBHOOK_RENEW_CHECK_SECONDS`` (3600: how often the certificate is checked),
-``PENETRATOR_WEBHOOK_NODE_CHECK_SECONDS`` (5: Node lookups by name, then by hostname label).
+``register(settings)`` registers the handlers and a start-up step that makes the
+serving certificate (``penetrator.k8s.webhook_tls``), serves HTTPS on the settings'
+``webhook.port`` and writes the CA into the caBundle of the two webhook
+configurations of ``deploy/webhook.yaml``, which call the handlers through the
+Service ``edge-system/penetrator-webhook`` at ``/<handler id>``. Its settings are the
+``webhook`` group of ``penetrator.api.settings.Settings``.
 """
 
 from __future__ import annotations
@@ -22,16 +17,17 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import httpx2
 import kopf
-from lightkube import AsyncClient, KubeConfig
+from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 
 from penetrator.api import GROUP, NAMESPACE, PLURAL, VERSION, NodeTaskSpec
+from penetrator.api.settings import Settings, WebhookSettings
 from penetrator.k8s.admission import credential_keys, list_tasks, node_exists, nodes_exist
+from penetrator.k8s.client import make_client
 from penetrator.k8s.webhook_tls import ensure_serving_cert, service_hosts, set_ca_bundle
 from penetrator.plan.admission import (
     CreateFacts,
@@ -52,53 +48,25 @@ VALIDATE_UPDATE = "validate-update"
 RNG = random.SystemRandom()
 
 
-@dataclass(frozen=True)
-class WebhookSettings:
-    port: int = 9443
-    service: str = "penetrator-webhook"
-    namespace: str = NAMESPACE
-    tls_secret: str = "penetrator-webhook-tls"  # noqa: S105 (a Secret's name)
-    configuration: str = "penetrator.nodetask.apps.superedge.io"
-    renew_check_seconds: float = 3600.0
-    node_check_seconds: float = 5.0
-    """Time for Node lookups by name on create; the rest by hostname label (the
-    webhook's timeout is 10 s)."""
-
-    @classmethod
-    def load(cls, env: Mapping[str, str] | None = None) -> WebhookSettings:
-        env = os.environ if env is None else env
-        d = cls()
-        return cls(
-            port=int(env.get("PENETRATOR_WEBHOOK_PORT") or d.port),
-            service=env.get("PENETRATOR_WEBHOOK_SERVICE") or d.service,
-            namespace=env.get("PENETRATOR_NAMESPACE") or d.namespace,
-            tls_secret=env.get("PENETRATOR_WEBHOOK_TLS_SECRET") or d.tls_secret,
-            configuration=env.get("PENETRATOR_WEBHOOK_CONFIGURATION") or d.configuration,
-            node_check_seconds=float(
-                env.get("PENETRATOR_WEBHOOK_NODE_CHECK_SECONDS") or d.node_check_seconds
-            ),
-            renew_check_seconds=float(
-                env.get("PENETRATOR_WEBHOOK_RENEW_CHECK_SECONDS") or d.renew_check_seconds
-            ),
-        )
-
-
-def enabled(env: Mapping[str, str] | None = None) -> bool:
-    env = os.environ if env is None else env
-    """The webhook is served when ``PENETRATOR_WEBHOOK_PORT`` is set (deploy/operator.yaml
-    sets it); an operator run from a laptop or a test serves none."""
-    return env.get("PENETRATOR_WEBHOOK_PORT", "0") not in ("", "0")
-
-
+API_TIMEOUT = 8.0
+"""Seconds per API request: the API server gives the webhook 10 s."""
+_settings: Settings | None = None
+"""Set by ``register`` (never read at import)."""
 _client: AsyncClient | None = None
+
+
+def _webhook_settings() -> WebhookSettings:
+    if _settings is None:
+        raise RuntimeError("penetrator.operator.webhook.register(settings) comes first")
+    return _settings.webhook
 
 
 def _api() -> AsyncClient:
     global _client
     if _client is None:
-        path = os.environ.get("KUBECONFIG")
-        config = KubeConfig.from_file(path) if path else KubeConfig.from_service_account()
-        _client = AsyncClient(config, trust_env=False, timeout=httpx2.Timeout(8.0))
+        if _settings is None:
+            raise RuntimeError("penetrator.operator.webhook.register(settings) comes first")
+        _client = make_client(_settings.kubeconfig, _settings.context, timeout=API_TIMEOUT)
     return _client
 
 
@@ -114,7 +82,7 @@ class ServiceWebhookServer(kopf.WebhookServer):
         super().__init__(
             addr="0.0.0.0",  # noqa: S104 (the Service's endpoint is the pod IP)
             port=settings.port,
-            host=f"{settings.service}.{settings.namespace}.svc",
+            host=f"{settings.service}.{NAMESPACE}.svc",
             certfile=f"/proc/self/fd/{self._fds[0]}",
             pkeyfile=f"/proc/self/fd/{self._fds[1]}",
             cadata=ca,
@@ -160,7 +128,7 @@ class ServiceWebhookServer(kopf.WebhookServer):
         """Load the Secret's certificate (replacing it there if due); True if it changed."""
         ws = self.settings
         cert = await ensure_serving_cert(
-            _api(), ws.tls_secret, ws.namespace, service_hosts(ws.service, ws.namespace)
+            _api(), ws.tls_secret, NAMESPACE, service_hosts(ws.service, NAMESPACE)
         )
         if cert.ca_pem == self.ca:
             return False
@@ -184,9 +152,9 @@ def _brief(e: BaseException) -> str:
 
 
 async def webhook_startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-    ws = WebhookSettings.load()
+    ws = _webhook_settings()
     cert = await ensure_serving_cert(
-        _api(), ws.tls_secret, ws.namespace, service_hosts(ws.service, ws.namespace)
+        _api(), ws.tls_secret, NAMESPACE, service_hosts(ws.service, NAMESPACE)
     )
     settings.admission.server = ServiceWebhookServer(ws, cert.cert_pem, cert.key_pem, cert.ca_pem)
     settings.admission.managed = None  # deploy/webhook.yaml registers the webhooks
@@ -207,7 +175,7 @@ def _lookup_failed(what: str, e: Exception) -> kopf.AdmissionError:
 
 async def mutate_task(body: kopf.Body, patch: kopf.Patch, warnings: list[str], **_: Any) -> None:
     lookups = by_label = 0
-    budget = WebhookSettings.load().node_check_seconds
+    budget = _webhook_settings().node_check_seconds
 
     async def exist(names: list[str]) -> set[str]:
         nonlocal lookups, by_label
@@ -289,9 +257,11 @@ def _plain(value: Any) -> Any:
 _registered = False
 
 
-def register() -> None:
-    """Register the start-up step and the three admission handlers with Kopf (once)."""
-    global _registered
+def register(settings: Settings) -> None:
+    """Register the start-up step and the three admission handlers with Kopf (once),
+    served with ``settings`` (its ``webhook`` group and cluster access)."""
+    global _registered, _settings
+    _settings = settings
     if _registered:
         return
     _registered = True

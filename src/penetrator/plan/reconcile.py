@@ -59,34 +59,13 @@ from penetrator.api import (
     canonical_ip,
 )
 from penetrator.api.results import MachineResult, ResultsDoc
+from penetrator.api.settings import ReconcileSettings
 from penetrator.plan.prepare import planned_machines
 
 READY = "Ready"
 PROGRESSING = "Progressing"
 EVENT_NAMES_LIMIT = 10
 """Machine names listed in one aggregated Event; the rest are counted."""
-
-
-@dataclass(frozen=True)
-class ReconcileSettings:
-    max_attempts: int = 3
-    """Rounds that may try one machine; then it is ``failed``."""
-    backoff_base: float = 30.0
-    """Seconds between round 1 and round 2; doubles each round."""
-    backoff_max: float = 600.0
-    poll_interval: float = 10.0
-    """Requeue while a Job runs (Job events usually come first)."""
-    start_timeout: float = 300.0
-    """A round whose Job has written nothing this long after the round started is
-    given up (Job deleted, an attempt counted): its pod never started (image pull,
-    volume, scheduling trouble). The job writes its first batch within seconds."""
-    deletion_poll: float = 2.0
-
-    def backoff(self, finished_round: int) -> float:
-        """Seconds to wait after ``finished_round`` before the next round."""
-        if finished_round <= 0:
-            return 0.0
-        return float(min(self.backoff_max, self.backoff_base * 2 ** (finished_round - 1)))
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,13 @@ import time
 from typing import Any
 
 import click
+import yaml
 from rich.console import Console
 from rich.table import Table
 
 from penetrator_dev.sandbox import preflight
 from penetrator_dev.sandbox.cluster import SandboxCluster, load_cluster, start_cluster
-from penetrator_dev.sandbox.deploy import deploy_penetrator
+from penetrator_dev.sandbox.deploy import deploy_penetrator, merge
 from penetrator_dev.sandbox.faults import parse_fault
 from penetrator_dev.sandbox.lifecycle import Sandbox, SandboxError, down
 from penetrator_dev.sandbox.network import CommandError, exec_argv
@@ -389,14 +390,19 @@ def heartbeat(name: str, action: str) -> None:
             click.echo(f"intranet {k}: " + (json.dumps(st) if st is not None else "not running"))
 
 
+def _nested(path: list[str], value: Any) -> dict[str, Any]:
+    """["a", "b"], 1 -> {"a": {"b": 1}}"""
+    return {path[0]: _nested(path[1:], value) if len(path) > 1 else value}
+
+
 @sandbox.command()
 @name_option
 @click.option(
     "--set",
     "settings",
     multiple=True,
-    metavar="PENETRATOR_KEY=VALUE",
-    help="An operator setting to add (repeatable).",
+    metavar="PATH=VALUE",
+    help="An operator setting, e.g. reconcile.maxAttempts=1 (YAML value; repeatable).",
 )
 def deploy(name: str, settings: tuple[str, ...]) -> None:
     """Deploy the CRD, RBAC, webhook and operator from deploy/ into the sandbox."""
@@ -404,9 +410,14 @@ def deploy(name: str, settings: tuple[str, ...]) -> None:
     if info is None:
         _fail(f"sandbox {name} has no running cluster (penetrator-dev sandbox up)")
         return
-    extra = dict(s.split("=", 1) for s in settings if "=" in s)
+    changes: dict[str, Any] = {}
+    for item in settings:
+        path, sep, value = item.partition("=")
+        if not sep or not path:
+            raise click.BadParameter(f"{item!r} is not PATH=VALUE", param_hint="--set")
+        changes = merge(changes, _nested(path.split("."), yaml.safe_load(value)))
     try:
-        deploy_penetrator(name, info, extra)
+        deploy_penetrator(name, info, changes)
     except SandboxError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"penetrator deployed in sandbox {name}: the operator and its webhook answer")

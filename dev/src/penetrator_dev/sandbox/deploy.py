@@ -1,11 +1,11 @@
 """Deploy penetrator from `deploy/` into the sandbox's cluster, as a user would
-with `kubectl apply -f deploy/`, with only what the sandbox must swap: the
-install package (the sandbox's edgeadm, built here) and where the apiserver is.
+with `kubectl apply -f deploy/`, with only what the sandbox must swap, written into
+the settings ConfigMap (penetrator-settings): the install package (the sandbox's
+edgeadm, built here) and where the apiserver is.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,8 +20,9 @@ from penetrator_dev.sandbox.state import state_dir
 
 NAMESPACE = "edge-system"
 CRD = "crd/nodetasks.nodetask.apps.superedge.io"
-# Applied in this order; operator.yaml last, with the sandbox's settings in place
-# (one pod, never replaced right after it started).
+# Applied in this order; operator.yaml last, its settings ConfigMap (with the
+# sandbox's settings) before its Deployment (one pod, never replaced right after it
+# started).
 MANIFESTS = ("namespace.yaml", "rbac.yaml", "rbac-webhook.yaml", "webhook.yaml")
 
 
@@ -32,29 +33,44 @@ def deploy_dir() -> Path:
     raise SandboxError("deploy/crd.yaml not found: the sandbox deploys from a checkout")
 
 
-def sandbox_settings(
-    name: str, info: SandboxCluster, job_defaults: Mapping[str, Any] | None = None
-) -> dict[str, str]:
-    """The operator's settings that differ in the sandbox (PENETRATOR_* variables)."""
+SETTINGS_CONFIGMAP = "penetrator-settings"
+SETTINGS_KEY = "settings.yaml"
+
+
+def sandbox_settings(name: str, info: SandboxCluster) -> dict[str, Any]:
+    """The operator's settings that differ in the sandbox: the install package (the
+    sandbox's edgeadm, built here) and where the machines reach the apiserver."""
     packages = build_join_packages(state_dir(name) / "packages")
-    defaults = {
-        "packages": {arch: str(p.path) for arch, p in packages.items()},
-        "workDir": "penetrator",
-        **(job_defaults or {}),
-    }
     return {
-        "PENETRATOR_JOB_CONFIG_DEFAULTS": json.dumps(defaults),
-        "PENETRATOR_API_SERVER": info.server,
+        "apiServer": info.server,
+        "job": {
+            "packages": {arch: str(p.path) for arch, p in packages.items()},
+            "workDir": "penetrator",
+        },
     }
 
 
-def operator_deployment(settings: Mapping[str, str]) -> dict[str, Any]:
-    deployment: dict[str, Any] = yaml.safe_load((deploy_dir() / "operator.yaml").read_text())
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    container["env"] = [e for e in container.get("env", []) if e["name"] not in settings] + [
-        {"name": k, "value": v} for k, v in settings.items()
-    ]
-    return deployment
+def merge(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` merged in, group by group (a value replaces a value)."""
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def operator_manifests(changes: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """deploy/operator.yaml's settings ConfigMap with ``changes`` merged into its
+    settings, and its Deployment. Not validated here: the operator does that at
+    start-up (and says so in its log)."""
+    docs = [d for d in yaml.safe_load_all((deploy_dir() / "operator.yaml").read_text()) if d]
+    by_kind = {d["kind"]: d for d in docs}
+    configmap, deployment = by_kind["ConfigMap"], by_kind["Deployment"]
+    settings = merge(yaml.safe_load(configmap["data"][SETTINGS_KEY]), changes)
+    configmap["data"][SETTINGS_KEY] = yaml.safe_dump(settings, sort_keys=False)
+    return configmap, deployment
 
 
 def webhook_answers(info: SandboxCluster) -> bool:
@@ -89,26 +105,41 @@ def webhook_answers(info: SandboxCluster) -> bool:
 def deploy_penetrator(
     name: str,
     info: SandboxCluster,
-    extra_settings: Mapping[str, str] | None = None,
-    job_defaults: Mapping[str, Any] | None = None,
+    settings: Mapping[str, Any] | None = None,
     timeout_s: float = 180.0,
 ) -> None:
     """Apply the CRD, namespace, RBAC, webhook and operator; wait until it serves.
-    ``extra_settings``: more PENETRATOR_* variables; ``job_defaults``: merged into
-    the job config defaults (e.g. shorter timeouts for tests)."""
+    ``settings``: merged into the sandbox's settings in the ConfigMap
+    penetrator-settings (e.g. ``{"reconcile": {"pollInterval": 2}}``)."""
     d = deploy_dir()
     info.kubectl("apply", "-f", str(d / "crd.yaml"))
     info.kubectl("wait", "--for=condition=established", "--timeout=60s", CRD)
     for manifest in MANIFESTS:
         info.kubectl("apply", "-f", str(d / manifest))
-    settings = {**sandbox_settings(name, info, job_defaults), **(extra_settings or {})}
-    info.kubectl("apply", "-f", "-", input=yaml.safe_dump(operator_deployment(settings)))
+    changes = merge(sandbox_settings(name, info), settings or {})
+    for obj in operator_manifests(changes):
+        info.kubectl("apply", "-f", "-", input=yaml.safe_dump(obj))
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if webhook_answers(info):
             return
         time.sleep(1)
     raise SandboxError(
-        f"the operator's webhook did not answer within {timeout_s:.0f}s; see "
-        f"`penetrator-dev sandbox logs --name {name} <operator pod>`"
+        f"the operator's webhook did not answer within {timeout_s:.0f}s; its log "
+        f"(`penetrator-dev sandbox logs --name {name} -n {NAMESPACE} <pod>`) ends:\n"
+        + operator_log_tail(info)
     )
+
+
+def operator_log_tail(info: SandboxCluster, lines: int = 20) -> str:
+    """The last lines of the operator pods' logs (e.g. why its settings were refused)."""
+    p = info.kubectl(
+        "get", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/component=operator",
+        "-o", "jsonpath={.items[*].metadata.name}", check=False,
+    )  # fmt: skip
+    tails = []
+    for pod in p.stdout.split():
+        log = info.pod_log(pod, NAMESPACE)
+        if log is not None and log.exists():
+            tails.append("\n".join(log.read_text(errors="replace").splitlines()[-lines:]))
+    return "\n".join(tails) or "(no operator log)"
