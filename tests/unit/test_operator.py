@@ -12,8 +12,9 @@ from prometheus_client import generate_latest
 
 from penetrator.api import NodeTaskStatus
 from penetrator.operator.metrics import Metrics
-from penetrator.operator.runtime import _clean, active_claims
+from penetrator.operator.runtime import _clean
 from penetrator.operator.settings import Settings, SettingsError
+from penetrator.plan.claims import older_claims, parse_tasks
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -66,9 +67,15 @@ def test_unknown_override_is_refused() -> None:
 def body(name: str, created: str, plan: dict[str, str], status: dict[str, Any] | None = None):  # type: ignore[no-untyped-def]
     return {
         "metadata": {"name": name, "creationTimestamp": created},
-        "spec": {"nodeNamesOverride": plan},
+        "spec": {"nodeNamesOverride": plan, "sshCredential": "login"},
         "status": status or {},
     }
+
+
+def active_claims(bodies: dict[str, Any], me: str) -> dict[str, str]:
+    """What the operator's index gives a task's step (handlers._claims)."""
+    tasks = parse_tasks(bodies)
+    return older_claims(tasks.values(), tasks[me]) if me in tasks else {}
 
 
 def test_older_active_task_holds_its_unfinished_machines() -> None:

@@ -30,13 +30,14 @@ from penetrator.api import (
     JOB_NAME_ANNOTATION,
     NAMESPACE,
     NODE_LABEL,
+    NodeTask,
     NodeTaskSpec,
-    TaskPhase,
     canonical_ip,
     check_dns1123_subdomain,
     user_spec_problems,
     validation_messages,
 )
+from penetrator.plan.claims import held_machines, parse_tasks
 from penetrator.plan.names import NameGenerationError, generate_node_names, task_label_value
 from penetrator.plan.prepare import default_configmap_name, default_job_name
 
@@ -232,75 +233,46 @@ def credential_problems(secret: str, keys: Mapping[str, int] | None) -> list[str
     return []
 
 
-def is_unfinished(body: Mapping[str, Any]) -> bool:
-    status = _mapping(body.get("status"))
-    return status.get("nodetaskStatus") not in (TaskPhase.READY.value, TaskPhase.FAILED.value)
-
-
-def _canonical(ip: object) -> str | None:
-    if not isinstance(ip, str):
-        return None
-    try:
-        return canonical_ip(ip)
-    except ValueError:
-        return None
-
-
-def task_machines(body: Mapping[str, Any]) -> dict[str, str | None]:
-    """canonical IP -> node name (None: not named yet) of the machines ``body`` still
-    has to install: ``status.nodeStatus`` once the operator wrote it, else the plan."""
-    spec, status = _mapping(body.get("spec")), _mapping(body.get("status"))
-    out: dict[str, str | None] = {}
-    pending = status.get("nodeStatus")
-    if not isinstance(pending, Mapping):
-        pending = spec.get("nodeNamesOverride")
-    if isinstance(pending, Mapping):
-        for name, ip in pending.items():
-            if (key := _canonical(ip)) is not None:
-                out[key] = str(name)
-    if not isinstance(status.get("nodeStatus"), Mapping):
-        targets = spec.get("targetMachines")
-        for ip in targets if isinstance(targets, list) else []:
-            if (key := _canonical(ip)) is not None:
-                out.setdefault(key, None)
-    return out
-
-
 def conflict_problems(
-    me: str, plan: Mapping[str, str], field_: str, tasks: Mapping[str, Mapping[str, Any]]
+    me: str, plan: Mapping[str, str], field_: str, tasks: Mapping[str, NodeTask]
 ) -> list[str]:
     """Machines (and node names) of ``plan`` (name -> IP) that another unfinished task
-    is installing: one message per other task, naming it."""
+    holds (``held_machines``): one message per other task, naming it."""
     mine_by_ip = {canonical_ip(ip): name for name, ip in plan.items()}
     problems: list[str] = []
     for other in sorted(tasks):
-        body = tasks[other]
-        if other == me or not is_unfinished(body):
+        task = tasks[other]
+        if other == me:
             continue
-        theirs = task_machines(body)
+        theirs = held_machines(task)
         ips = sorted(ip for ip in theirs if ip in mine_by_ip)
         names = sorted(
             n for ip, n in theirs.items() if n is not None and n in plan and ip not in mine_by_ip
         )
         if not ips and not names:
             continue
-        state = _mapping(body.get("status")).get("nodetaskStatus") or "not started"
-        if _mapping(body.get("metadata")).get("deletionTimestamp"):
+        phase = task.status.nodetask_status
+        state = phase.value if phase is not None else "not started"
+        if task.metadata.deletion_timestamp is not None:
             state = "being deleted"
-        what = []
-        if ips:
-            shown = ", ".join(ips[:5]) + (f" and {len(ips) - 5} more" if len(ips) > 5 else "")
-            what.append(f"machine{'s' if len(ips) > 1 else ''} {shown}")
-        if names:
-            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-            what.append(f"node name{'s' if len(names) > 1 else ''} {shown}")
-        problems.append(
-            f"{field_}: {' and '.join(what)} {'is' if len(ips) + len(names) == 1 else 'are'} "
-            f"being installed by NodeTask {other!r} ({state}); a machine is installed by one "
-            f"task at a time: wait until {other!r} is ready or failed (kubectl get nt {other}), "
-            "or leave these machines out"
-        )
+        problems.append(_conflict_message(field_, other, state, ips, names))
     return problems
+
+
+def _conflict_message(field_: str, other: str, state: str, ips: list[str], names: list[str]) -> str:
+    what = []
+    if ips:
+        shown = ", ".join(ips[:5]) + (f" and {len(ips) - 5} more" if len(ips) > 5 else "")
+        what.append(f"machine{'s' if len(ips) > 1 else ''} {shown}")
+    if names:
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        what.append(f"node name{'s' if len(names) > 1 else ''} {shown}")
+    return (
+        f"{field_}: {' and '.join(what)} {'is' if len(ips) + len(names) == 1 else 'are'} "
+        f"being installed by NodeTask {other!r} ({state}); a machine is installed by one "
+        f"task at a time: wait until {other!r} is ready or failed (kubectl get nt {other}), "
+        "or leave these machines out"
+    )
 
 
 def validate_create(obj: Mapping[str, Any], facts: CreateFacts) -> list[str]:
@@ -319,7 +291,7 @@ def validate_create(obj: Mapping[str, Any], facts: CreateFacts) -> list[str]:
     plan = spec.plan() or {ip: ip for ip in spec.unique_machines()}
     field_ = "spec.nodeNamesOverride" if spec.is_reinstall else "spec.targetMachines"
     me = _mapping(obj.get("metadata")).get("name")
-    problems += conflict_problems(str(me or ""), plan, field_, facts.tasks)
+    problems += conflict_problems(str(me or ""), plan, field_, parse_tasks(facts.tasks))
     return problems
 
 
