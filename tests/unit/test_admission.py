@@ -25,12 +25,12 @@ from penetrator.plan.admission import (
     Denied,
     RecentAdmissions,
     credential_problems,
-    free_node_names,
     mutate_create,
     task_base_name,
     validate_create,
     validate_update,
 )
+from penetrator.plan.prepare import free_node_names
 
 GOOD_KEYS = {"passwd": 8}
 

@@ -512,11 +512,7 @@ def test_any_state_at_most_one_create_job_and_never_with_a_job(
     assert set(d.status.node_status) == set(plan) - set(installed)
 
 
-def test_add_task_without_webhook_plans_from_the_recorded_names() -> None:
-    import random
-
-    from penetrator.plan.prepare import initial_results
-
+def test_add_task_without_names_waits_then_plans_from_the_names_in_its_spec() -> None:
     raw = make_task(3, prepared=False).to_dict()
     raw["metadata"]["labels"] = {NODE_LABEL: "nodes-abc123"}
     raw["metadata"]["annotations"] = {
@@ -525,15 +521,12 @@ def test_add_task_without_webhook_plans_from_the_recorded_names() -> None:
     }
     task = NodeTask.from_dict(raw)
     assert reconcile(task, {}, None, None, T0, S).actions == ()  # no names yet
-    first = initial_results(task, random.Random(7))
-    assert first is not None
-    d = reconcile(task, {}, None, first, T0, S)
-    machines = dict(only(d, ApplyConfigMap).machines)
-    assert sorted(machines.values()) == sorted(task.spec.unique_machines())
-    assert set(machines) == set(first.machines)
-    doc = only(d, WriteResults).doc
-    assert set(doc.machines) == set(first.machines)  # the names stay recorded
-    assert d.status.node_status == machines
+    names = {f"edge-{i:06d}": ip for i, ip in enumerate(task.spec.unique_machines())}
+    planned = task.model_copy(update={"spec": task.spec.with_generated_names(names)})
+    d = reconcile(planned, {}, None, None, T0, S)
+    assert dict(only(d, ApplyConfigMap).machines) == names
+    assert set(only(d, WriteResults).doc.machines) == set(names)
+    assert d.status.node_status == names
 
 
 def test_round_finished_counts_every_machine_to_retry() -> None:

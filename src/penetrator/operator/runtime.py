@@ -45,6 +45,7 @@ from penetrator.api import (
 )
 from penetrator.api.hostkeys import PINS_KEY, SECRET_PINS_KEY, merge_pins, parse_pins
 from penetrator.api.results import ResultsDoc
+from penetrator.k8s.admission import nodes_exist
 from penetrator.k8s.builders import (
     KNOWN_HOSTS_KEY,
     ClusterInfo,
@@ -66,7 +67,7 @@ from penetrator.k8s.observe import installed_nodes, observe_job
 from penetrator.k8s.tokens import ensure_bootstrap_token
 from penetrator.operator.metrics import Metrics
 from penetrator.operator.settings import Settings
-from penetrator.plan.prepare import initial_results, planned_machines, prepare
+from penetrator.plan.prepare import needs_plan, plan_missing
 from penetrator.plan.reconcile import (
     PROGRESSING,
     Action,
@@ -85,6 +86,8 @@ from penetrator.plan.reconcile import (
 log = logging.getLogger(__name__)
 NodeTaskResource = create_global_resource(GROUP, VERSION, KIND, PLURAL)
 USER_ERROR_REQUEUE = 30.0
+NODE_CHECK_SECONDS = 5.0
+"""Generated names looked up as Nodes by name this long, then by hostname label."""
 
 
 class UserError(Exception):
@@ -158,16 +161,10 @@ class Runtime:
         only on events)."""
         self.metrics.reconciles.inc()
         task = NodeTask.from_dict(_clean(body))
-        prep = prepare(task, self.rng)
-        if prep is not None:
-            await self._patch_task(task.name, prep.patch())
-            return 0.5  # the next step sees the prepared task
+        if needs_plan(task):
+            await self.record_plan(task)
+            return 0.5  # the next step sees the planned task
         installed, job, doc = await self.observe(task)
-        if not planned_machines(task, doc) and (doc is None or doc.round == 0):
-            first = initial_results(task, self.rng)
-            if first is not None:  # an add task without webhook: record the names once
-                await self._apply_one(task, WriteResults(first))
-                doc = first
         now = datetime.now(UTC)
         decision = reconcile(task, installed, job, doc, now, self.rsettings, busy)
         requeue = decision.requeue_after
@@ -320,6 +317,16 @@ class Runtime:
         return self._cluster
 
     # --- writes on the task ----------------------------------------------------------------
+
+    async def record_plan(self, task: NodeTask) -> None:
+        """No webhook planned the task on create: the same function decides its plan
+        now and it is written into the task the same way, once (only what it lacks)."""
+        plan = await plan_missing(task, self.rng, self._nodes_exist)
+        await self._patch_task(task.name, plan.patch())
+
+    async def _nodes_exist(self, names: list[str]) -> set[str]:
+        lookup = await nodes_exist(self.client, names, budget=NODE_CHECK_SECONDS)
+        return lookup.found
 
     async def _patch_task(self, name: str, patch: dict[str, Any]) -> None:
         await self.client.patch(NodeTaskResource, name, patch, patch_type=PatchType.MERGE)

@@ -17,7 +17,7 @@ names are checked through a callback, by name, never by listing all Nodes.
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,13 +38,11 @@ from penetrator.api import (
     validation_messages,
 )
 from penetrator.plan.claims import held_machines, parse_tasks
-from penetrator.plan.names import NameGenerationError, generate_node_names, task_label_value
-from penetrator.plan.prepare import default_configmap_name, default_job_name
+from penetrator.plan.names import NameGenerationError
+from penetrator.plan.prepare import NodesExist, TaskPlan, decide_plan, records_names_once
 
 MAX_MESSAGES = 8
 """Problems reported in one refusal (the rest are counted)."""
-MAX_NAME_ROUNDS = 20
-"""Rounds of regenerating names that collided with existing Nodes."""
 SET_ONCE = (NODE_LABEL, JOB_NAME_ANNOTATION, CONFIGMAP_NAME_ANNOTATION)
 
 
@@ -102,51 +100,8 @@ def in_spec(messages: list[str]) -> list[str]:
 # --- mutating: CREATE ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Mutation:
-    """What the mutating webhook changes: a merge patch of the task."""
-
-    spec: dict[str, Any] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
-    annotations: dict[str, str] = field(default_factory=dict)
-
-    def patch(self) -> dict[str, Any]:
-        body: dict[str, Any] = {}
-        if self.spec:
-            body["spec"] = dict(self.spec)
-        meta: dict[str, Any] = {}
-        if self.labels:
-            meta["labels"] = dict(self.labels)
-        if self.annotations:
-            meta["annotations"] = dict(self.annotations)
-        if meta:
-            body["metadata"] = meta
-        return body
-
-
-NodesExist = Callable[[list[str]], Awaitable[set[str]]]
-"""Which of these node names exist as Nodes (looked up by name)."""
-
-
-async def free_node_names(
-    prefix: str, ips: list[str], nodes_exist: NodesExist, rng: random.Random
-) -> dict[str, str]:
-    """``<prefix>-<6 chars>`` -> IP for each address of ``ips``: distinct, and none of
-    them an existing Node (names that collide are drawn again, only those)."""
-    taken: set[str] = set()
-    names = generate_node_names(prefix, ips, taken, rng)
-    for _ in range(MAX_NAME_ROUNDS):
-        existing = await nodes_exist(list(names))
-        if not existing:
-            return names
-        taken |= existing
-        kept = {n: ip for n, ip in names.items() if n not in existing}
-        again = [ip for n, ip in names.items() if n in existing]
-        names = kept | generate_node_names(prefix, again, taken | set(kept), rng)
-    raise NameGenerationError(
-        f"spec.nodeNamePrefix: no free node names with prefix {prefix!r} after "
-        f"{MAX_NAME_ROUNDS} rounds; use another prefix"
-    )
+Mutation = TaskPlan
+"""What the mutating webhook changes: the task's plan (``decide_plan``), written in."""
 
 
 async def mutate_create(
@@ -157,34 +112,19 @@ async def mutate_create(
     spec = parse_spec(obj)
     if problems := user_spec_problems(spec):
         raise Denied(problems)
-    new_spec: dict[str, Any] = {}
-    if spec.needs_names:
-        machines = spec.unique_machines()
-        if machines != spec.target_machines:
-            new_spec["targetMachines"] = machines
-        try:
-            names = await free_node_names(spec.node_name_prefix or "", machines, nodes_exist, rng)
-        except NameGenerationError as e:
-            raise Denied([str(e)]) from None
-        new_spec["nodeNamesOverride"] = names
-        new_spec["nodeNamesGenerated"] = True
+    try:
+        # Label and annotations always ours on create: a copied label or annotation
+        # would make this task take another task's Nodes, Job or ConfigMap for its own.
+        plan = await decide_plan(task_base_name(obj), spec, rng, nodes_exist)
+    except NameGenerationError as e:
+        raise Denied([str(e)]) from None
+    if plan.spec:
         # the stored shape must be acceptable (the CRD's rules say the same)
-        stored = spec.to_dict() | new_spec
         try:
-            NodeTaskSpec.model_validate(stored)
+            NodeTaskSpec.model_validate(spec.to_dict() | plan.spec)
         except ValidationError as e:
             raise Denied(in_spec(validation_messages(e))) from None
-    labels: dict[str, str] = {}
-    annotations: dict[str, str] = {}
-    base = task_base_name(obj)
-    if base:
-        # Always ours on create: a copied label or annotation would make this task
-        # take another task's Nodes, Job or ConfigMap for its own.
-        label = task_label_value(base, rng)
-        labels[NODE_LABEL] = label
-        annotations[JOB_NAME_ANNOTATION] = default_job_name(base, label)
-        annotations[CONFIGMAP_NAME_ANNOTATION] = default_configmap_name(base, label)
-    return Mutation(new_spec, labels, annotations)
+    return plan
 
 
 # --- validating: CREATE -------------------------------------------------------------
@@ -333,10 +273,16 @@ class RecentAdmissions:
 
 
 def validate_update(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """The spec never changes after creation; the task label and the Job/ConfigMap
+    """The spec never changes after creation (but for the generated names written in
+    once, when no webhook did on create); the task label and the Job/ConfigMap
     annotations, once set, keep their values."""
     problems: list[str] = []
-    if old.get("spec") != new.get("spec"):
+    old_spec, new_spec = old.get("spec"), new.get("spec")
+    if old_spec != new_spec and not (
+        isinstance(old_spec, Mapping)
+        and isinstance(new_spec, Mapping)
+        and records_names_once(old_spec, new_spec)
+    ):
         problems.append(
             "spec: is immutable once the NodeTask is created; to install other machines or "
             "change settings, create a new NodeTask (delete this one first if it is still "

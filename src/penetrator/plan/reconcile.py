@@ -59,7 +59,6 @@ from penetrator.api import (
     canonical_ip,
 )
 from penetrator.api.results import MachineResult, ResultsDoc
-from penetrator.plan.prepare import planned_machines
 
 READY = "Ready"
 PROGRESSING = "Progressing"
@@ -488,7 +487,7 @@ def _decide(
     busy: Mapping[str, str] | None = None,
 ) -> Decision:
     """The first matching row of the table (module doc), one function per row."""
-    plan = planned_machines(task, results)
+    plan = task.spec.plan()
     if not plan or not task.task_label or not task.job_name or not task.configmap_name:
         return row_waiting_for_preparation(task, now)
     busy_ips = {canonical_ip(ip): other for ip, other in (busy or {}).items()}
