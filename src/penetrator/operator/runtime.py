@@ -322,7 +322,16 @@ class Runtime:
         """No webhook planned the task on create: the same function decides its plan
         now and it is written into the task the same way, once (only what it lacks)."""
         plan = await plan_missing(task, self.rng, self._nodes_exist)
-        await self._patch_task(task.name, plan.patch())
+        patch = plan.patch()
+        # Only onto the task as read: a step that read it before the last plan was
+        # written must not draw a second one (409; the next step reads it afresh).
+        patch.setdefault("metadata", {})["resourceVersion"] = task.metadata.resource_version
+        try:
+            await self._patch_task(task.name, patch)
+        except ApiError as e:
+            if e.status.code != 409:
+                raise
+            log.info("task %s: changed while its plan was decided; reading it again", task.name)
 
     async def _nodes_exist(self, names: list[str]) -> set[str]:
         lookup = await nodes_exist(self.client, names, budget=NODE_CHECK_SECONDS)

@@ -36,6 +36,10 @@ The decision table (first matching row wins):
                                             Event RoundStarted, RequeueAfter(poll)
 ===  =====================================  ==============================================
 
+Each row is one function (``row_*``: ``None`` when it does not match, else its
+decision): ``JOB_ROWS`` (1, 2a, 2, 3-4) when a Job exists, else row 5, row 6's fold
+and ``NO_JOB_ROWS`` (7-10) on the folded ledger.
+
 "Never two Jobs": ``CreateJob`` is only decided when no Job of the task is observed
 (also none being deleted), a Job is deleted after it finished, and deletion is
 foreground (the Job object stays until its pods are gone); the only Job deleted
