@@ -7,8 +7,9 @@ cluster: the operator lists only the Nodes carrying the task's label.
 Starts its own control plane (penetrator-dev testenv), applies deploy/crd.yaml and
 namespace, creates the Nodes (no kubelets: plain objects) and a task, then runs
 ``Runtime.step`` in-process (no Kopf) and reads ``Runtime.requests`` (every API
-call the step makes; Kopf's watch streams are not per reconcile). Step 0 labels
-the task, step 1 starts round 1 (results, token record and cluster-info, the
+request the client sends, counted by an httpx event hook; Kopf's watch streams are
+not per reconcile). Step 0 writes the task's plan (one Node lookup per generated
+name, then one patch), step 1 starts round 1 (results, token record and cluster-info, the
 task's Secret and host-key pins, ConfigMaps, the Job's Role and RoleBinding, Job,
 Event, status: 19 requests), later steps only observe: list the labelled
 Nodes, get the Job, get the results ConfigMap. Appends rows to

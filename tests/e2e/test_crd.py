@@ -3,6 +3,7 @@ bad tasks are refused with the field named, the spec cannot change."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -333,6 +334,40 @@ def test_spec_is_immutable(kubectl: Cluster, cleanup: list[str]) -> None:
         kubectl.kubectl("get", "nt", "fixed", "-o", "jsonpath={.spec.targetMachines}").stdout
         == '["172.21.3.194","172.21.3.195"]'
     )
+
+
+def test_generated_names_may_be_written_once_and_nothing_else(
+    kubectl: Cluster, cleanup: list[str]
+) -> None:
+    """Without a webhook the operator writes the names it generated into the spec,
+    as the webhook would on create: that change, once, and no other."""
+    cleanup.append("named-later")
+    kubectl.kubectl("create", "-f", "-", input=manifest("named-later", add_spec()))
+    names = {"edge-ab12cd": "172.21.3.194", "edge-zz99aa": "172.21.3.195"}
+
+    def patch(spec: dict[str, Any]) -> Any:
+        body = json.dumps({"spec": spec})
+        return kubectl.kubectl(
+            "patch", "nt", "named-later", "--type=merge", "-p", body, check=False
+        )
+
+    for worse in (
+        {"nodeNamesOverride": names, "nodeNamesGenerated": True, "sshPort": 2200},
+        {"nodeNamesOverride": names, "nodeNamesGenerated": True, "proxyNode": "other"},
+        {"nodeNamesOverride": names, "nodeNamesGenerated": True,
+         "targetMachines": ["172.21.3.194", "172.21.3.195", "172.21.3.196"]},
+        {"nodeNamesOverride": names},  # without the mark
+    ):  # fmt: skip
+        refused = patch(worse)
+        assert refused.returncode != 0, worse
+        assert "spec" in refused.stderr
+    ok = patch({"nodeNamesOverride": names, "nodeNamesGenerated": True})
+    assert ok.returncode == 0, ok.stderr
+    stored = kubectl.kubectl("get", "nt", "named-later", "-o", "jsonpath={.spec.nodeNamesOverride}")
+    assert json.loads(stored.stdout) == names
+    again = patch({"nodeNamesOverride": {"edge-qq11qq": "172.21.3.194", "edge-zz99aa": None}})
+    assert again.returncode != 0
+    assert "spec is immutable" in again.stderr
 
 
 def test_5000_machine_task_fits_the_cel_budget(kubectl: Cluster, cleanup: list[str]) -> None:

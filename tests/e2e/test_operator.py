@@ -279,6 +279,12 @@ def test_add_task_through_the_proxy_node_joins_the_machines_and_is_collected(env
     assert status["planned"] == status["joined"] == len(ips)
     nodes = env.get("nodes", "-l", f"{NODE_LABEL}={label}")["items"]
     assert len(nodes) == len(ips)
+    # no webhook here: the operator wrote the names it generated into the task, as
+    # the webhook does on create, and the Nodes carry exactly those names
+    assert task["spec"]["nodeNamesGenerated"] is True
+    names = task["spec"]["nodeNamesOverride"]
+    assert sorted(names.values()) == sorted(ips)
+    assert {n["metadata"]["name"] for n in nodes} == set(names)
     for n in nodes:
         ready_cond = {c["type"]: c["status"] for c in n["status"]["conditions"]}
         assert ready_cond["Ready"] == "True"

@@ -25,14 +25,12 @@ from penetrator.plan.admission import (
     Denied,
     RecentAdmissions,
     credential_problems,
-    free_node_names,
-    is_unfinished,
     mutate_create,
     task_base_name,
-    task_machines,
     validate_create,
     validate_update,
 )
+from penetrator.plan.prepare import free_node_names
 
 GOOD_KEYS = {"passwd": 8}
 
@@ -342,6 +340,7 @@ def other(
         spec["nodeNamesOverride"] = plan
     if targets is not None:
         spec["targetMachines"] = targets
+        spec["nodeNamePrefix"] = "edge"
     return {"metadata": {"name": name, **meta}, "spec": spec, "status": status or {}}
 
 
@@ -406,16 +405,16 @@ def test_own_task_is_not_a_conflict() -> None:
 
 
 def test_hostile_other_tasks_are_skipped() -> None:
+    """Bodies that are no NodeTask (the API server stores none) hold nothing."""
     tasks: dict[str, Any] = {
         "a": {"metadata": None, "spec": "x", "status": 5},
         "b": {"spec": {"nodeNamesOverride": {"x": 5, "y": "not-an-ip"}, "targetMachines": "1"}},
         "c": {"spec": {"nodeNamesOverride": None, "targetMachines": [None, "10.0.0.1"]}},
+        "d": other("d", targets=["10.0.0.1"]),
     }
     problems = validate_create(stored_add(["10.0.0.1"]), facts(tasks=tasks))
     assert len(problems) == 1
-    assert "'c'" in problems[0]
-    assert task_machines({}) == {}
-    assert is_unfinished({"status": None})
+    assert "'d'" in problems[0]
 
 
 def test_all_problems_reported_together() -> None:

@@ -42,13 +42,6 @@ from penetrator.k8s.builders import (
 from penetrator.k8s.clusterinfo import ClusterInfoError, ca_cert_hash, parse_cluster_info
 from penetrator.k8s.observe import installed_nodes, observe_job
 from penetrator.k8s.tokens import RECORD_NAME, still_valid, token_from_record, token_record
-from penetrator.plan.prepare import (
-    default_configmap_name,
-    default_job_name,
-    initial_results,
-    planned_machines,
-    prepare,
-)
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 CLUSTER = ClusterInfo("https://172.31.0.1:6443", "sha256:" + "ab" * 32)
@@ -257,46 +250,6 @@ def test_builders_refuse_an_unprepared_task() -> None:
     t = task(annotations={})
     with pytest.raises(BuildError, match="job-name"):
         build_job(t, settings())
-
-
-def test_prepare_fills_in_label_and_annotations_and_records_names_once() -> None:
-    import random
-
-    raw = {
-        "apiVersion": API_VERSION,
-        "kind": "NodeTask",
-        "metadata": {"name": "nodes", "uid": "u-9"},
-        "spec": {
-            "sshCredential": "login",
-            "nodeNamePrefix": "edge",
-            "targetMachines": ["10.0.0.1", "10.0.0.2", "10.0.0.1"],
-        },
-    }
-    t = NodeTask.from_dict(raw)
-    prep = prepare(t, random.Random(1))
-    assert prep is not None
-    patch = prep.patch()
-    assert set(patch) == {"metadata"}  # the spec is immutable (CEL): never patched
-    assert patch["metadata"]["annotations"] == {  # type: ignore[index]
-        JOB_NAME_ANNOTATION: default_job_name("nodes", "u-9"),
-        CONFIGMAP_NAME_ANNOTATION: default_configmap_name("nodes", "u-9"),
-    }
-    assert patch["metadata"]["labels"][NODE_LABEL].startswith("nodes-")  # type: ignore[index]
-    prepared = NodeTask.from_dict({**raw, "metadata": {**raw["metadata"], **patch["metadata"]}})  # type: ignore[dict-item]
-    assert prepare(prepared, random.Random(2)) is None
-    assert len(default_job_name("x" * 253, "u")) <= 63
-    # names: generated once into the results document, read back from there
-    assert planned_machines(prepared, None) == {}
-    doc = initial_results(prepared, random.Random(3))
-    assert doc is not None
-    assert doc.round == 0
-    plan = planned_machines(prepared, doc)
-    assert sorted(plan.values()) == ["10.0.0.1", "10.0.0.2"]
-    assert all(n.startswith("edge-") and len(n) == 11 for n in plan)
-    assert planned_machines(prepared, ResultsDoc.from_json(doc.to_json())) == plan
-    # a reinstall task's plan is its spec
-    assert initial_results(task(), random.Random(4)) is None
-    assert planned_machines(task(), None) == task().spec.plan()
 
 
 def _ca() -> tuple[bytes, str]:

@@ -12,7 +12,8 @@ from prometheus_client import generate_latest
 from penetrator.api import NodeTaskStatus
 from penetrator.api.settings import load_settings
 from penetrator.operator.metrics import Metrics
-from penetrator.operator.runtime import _clean, active_claims
+from penetrator.operator.runtime import _clean
+from penetrator.plan.claims import older_claims, parse_tasks
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -27,9 +28,15 @@ def docs(name: str) -> list[dict[str, Any]]:
 def body(name: str, created: str, plan: dict[str, str], status: dict[str, Any] | None = None):  # type: ignore[no-untyped-def]
     return {
         "metadata": {"name": name, "creationTimestamp": created},
-        "spec": {"nodeNamesOverride": plan},
+        "spec": {"nodeNamesOverride": plan, "sshCredential": "login"},
         "status": status or {},
     }
+
+
+def active_claims(bodies: dict[str, Any], me: str) -> dict[str, str]:
+    """What the operator's index gives a task's step (handlers._claims)."""
+    tasks = parse_tasks(bodies)
+    return older_claims(tasks.values(), tasks[me]) if me in tasks else {}
 
 
 def test_older_active_task_holds_its_unfinished_machines() -> None:
@@ -209,3 +216,76 @@ def test_not_progressing_condition_replaces_progressing_and_keeps_its_time() -> 
     again = _not_progressing(later, st, "ApiRefused", "other", t0 + timedelta(minutes=5))
     assert again.conditions[0].last_transition_time == t0
     assert again.conditions[0].reason == "ApiRefused"
+
+
+# --- the apply side: what an action becomes (pure) -------------------------------------
+
+
+def _prepared_task() -> Any:
+    from penetrator.api import CONFIGMAP_NAME_ANNOTATION, JOB_NAME_ANNOTATION, NODE_LABEL, NodeTask
+
+    return NodeTask.from_dict(
+        {
+            "metadata": {
+                "name": "nodes",
+                "uid": "u-1",
+                "labels": {NODE_LABEL: "nodes-abc123"},
+                "annotations": {
+                    JOB_NAME_ANNOTATION: "nodes-job",
+                    CONFIGMAP_NAME_ANNOTATION: "nodes-cm",
+                },
+            },
+            "spec": {
+                "sshCredential": "login",
+                "proxyNode": "proxy-1",
+                "nodeNamesOverride": {"edge-a": "10.0.0.1", "edge-b": "10.0.0.2"},
+            },
+        }
+    )
+
+
+def test_apply_configmap_becomes_the_job_config_of_exactly_its_machines() -> None:
+    import json
+
+    from penetrator.api.settings import Settings
+    from penetrator.k8s.builders import ClusterInfo
+    from penetrator.operator.runtime import job_configmap
+    from penetrator.plan.reconcile import ApplyConfigMap
+
+    cluster = ClusterInfo("https://10.0.0.254:6443", "sha256:" + "ab" * 32)
+    js = Settings.model_validate({"job": {"packages": {"amd64": "/p.tgz"}}})
+    cm = job_configmap(_prepared_task(), ApplyConfigMap({"edge-b": "10.0.0.2"}, 2), cluster, js)
+    assert cm.metadata is not None
+    assert cm.metadata.name == "nodes-cm"
+    config = json.loads((cm.data or {})["config.json"])
+    assert [(m["name"], m["ip"]) for m in config["machines"]] == [("edge-b", "10.0.0.2")]
+
+
+def test_create_job_becomes_role_binding_then_job_of_its_round() -> None:
+    from lightkube.resources.batch_v1 import Job
+    from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
+
+    from penetrator.api.settings import Settings
+    from penetrator.operator.runtime import job_objects
+    from penetrator.plan.reconcile import CreateJob
+
+    role, binding, job = job_objects(_prepared_task(), CreateJob(3), Settings())
+    assert (type(role), type(binding), type(job)) == (Role, RoleBinding, Job)
+    for obj in (role, binding, job):
+        assert obj.metadata is not None
+        assert obj.metadata.name == "nodes-job"
+
+
+def test_delete_job_deletes_the_job_foreground_then_its_rights() -> None:
+    from lightkube.resources.batch_v1 import Job
+    from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
+    from lightkube.types import CascadeType
+
+    from penetrator.operator.runtime import job_deletions
+    from penetrator.plan.reconcile import DeleteJob
+
+    assert job_deletions(DeleteJob("nodes-job", "uid-1")) == (
+        (Job, "nodes-job", CascadeType.FOREGROUND),
+        (RoleBinding, "nodes-job", None),
+        (Role, "nodes-job", None),
+    )

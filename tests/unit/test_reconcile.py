@@ -508,11 +508,7 @@ def test_any_state_at_most_one_create_job_and_never_with_a_job(
     assert set(d.status.node_status) == set(plan) - set(installed)
 
 
-def test_add_task_without_webhook_plans_from_the_recorded_names() -> None:
-    import random
-
-    from penetrator.plan.prepare import initial_results
-
+def test_add_task_without_names_waits_then_plans_from_the_names_in_its_spec() -> None:
     raw = make_task(3, prepared=False).to_dict()
     raw["metadata"]["labels"] = {NODE_LABEL: "nodes-abc123"}
     raw["metadata"]["annotations"] = {
@@ -521,15 +517,12 @@ def test_add_task_without_webhook_plans_from_the_recorded_names() -> None:
     }
     task = NodeTask.from_dict(raw)
     assert reconcile(task, {}, None, None, T0, S).actions == ()  # no names yet
-    first = initial_results(task, random.Random(7))
-    assert first is not None
-    d = reconcile(task, {}, None, first, T0, S)
-    machines = dict(only(d, ApplyConfigMap).machines)
-    assert sorted(machines.values()) == sorted(task.spec.unique_machines())
-    assert set(machines) == set(first.machines)
-    doc = only(d, WriteResults).doc
-    assert set(doc.machines) == set(first.machines)  # the names stay recorded
-    assert d.status.node_status == machines
+    names = {f"edge-{i:06d}": ip for i, ip in enumerate(task.spec.unique_machines())}
+    planned = task.model_copy(update={"spec": task.spec.with_generated_names(names)})
+    d = reconcile(planned, {}, None, None, T0, S)
+    assert dict(only(d, ApplyConfigMap).machines) == names
+    assert set(only(d, WriteResults).doc.machines) == set(names)
+    assert d.status.node_status == names
 
 
 def test_round_finished_counts_every_machine_to_retry() -> None:
@@ -590,3 +583,159 @@ def test_a_pinned_host_key_outlives_the_fold_and_the_next_round_start() -> None:
     assert second.round == 2
     assert second.machines[name].host_key == fp
     assert second.machines[name].attempts == 2
+
+
+# --- one test per row function ----------------------------------------------------
+
+
+def observed(task: NodeTask, doc: ResultsDoc | None = None, **kw: Any) -> Any:
+    from penetrator.plan.reconcile import Observed
+
+    return Observed(
+        task, task.spec.plan(), kw.pop("installed", {}), doc or ResultsDoc(), T0, S, **kw
+    )
+
+
+def _round_one(task: NodeTask) -> ResultsDoc:
+    doc: ResultsDoc = only(reconcile(task, {}, None, None, T0, S), WriteResults).doc
+    return doc
+
+
+def test_row_0_waiting_for_preparation() -> None:
+    from penetrator.plan.reconcile import row_waiting_for_preparation
+
+    d = row_waiting_for_preparation(make_task(prepared=False), T0)
+    assert d.actions == ()
+    assert d.status.condition("Progressing").reason == "WaitingForPreparation"  # type: ignore[union-attr]
+
+
+def test_row_1_job_deleting_matches_only_a_job_being_deleted() -> None:
+    from penetrator.plan.reconcile import row_job_deleting
+
+    o = observed(make_task(2))
+    assert row_job_deleting(o, ObservedJob("j", "u")) is None
+    d = row_job_deleting(o, ObservedJob("j", "u", deleting=True))
+    assert d is not None
+    assert d.actions == (RequeueAfter(S.deletion_poll),)
+    assert d.status.nodetask_status is TaskPhase.CREATING  # not settled while a Job exists
+
+
+def test_row_2a_job_not_started_only_after_the_start_timeout_with_nothing_written() -> None:
+    from penetrator.plan.reconcile import Observed, row_job_not_started
+
+    task = make_task(2)
+    doc = _round_one(task)
+    job = ObservedJob("nodes-job", "j1")
+    assert row_job_not_started(observed(task, doc), job) is None  # just started
+    late = Observed(task, task.spec.plan(), {}, doc, T0 + timedelta(seconds=S.start_timeout + 1), S)
+    d = row_job_not_started(late, job)
+    assert d is not None
+    assert kinds(d)[0] == "WriteResults"
+    assert kinds(d)[-2:] == ["DeleteJob", "RequeueAfter"]
+    assert d.round_finished == 1
+    wrote = doc.model_copy(update={"updated": T0})  # the Job wrote the document
+    assert row_job_not_started(late.with_doc(wrote), job) is None  # it ran
+
+
+def test_row_2_job_running_polls() -> None:
+    from penetrator.plan.reconcile import row_job_running
+
+    o = observed(make_task(2), _round_one(make_task(2)))
+    assert row_job_running(o, ObservedJob("j", "u", finished=True)) is None
+    d = row_job_running(o, ObservedJob("j", "u"))
+    assert d is not None
+    assert d.actions == (RequeueAfter(S.poll_interval),)
+    assert d.status.condition("Progressing").reason == "RoundRunning"  # type: ignore[union-attr]
+
+
+def test_rows_3_4_finished_job_folded_once_then_deleted() -> None:
+    from penetrator.plan.reconcile import row_job_finished
+
+    task = make_task(2)
+    job = ObservedJob("nodes-job", "j1", finished=True)
+    d = row_job_finished(observed(task, _round_one(task)), job)
+    assert kinds(d)[0] == "WriteResults"
+    assert d.round_finished == 1
+    folded = only(d, WriteResults).doc
+    again = row_job_finished(observed(task, folded), job)
+    assert kinds(again) == ["DeleteJob", "RequeueAfter"]
+    assert again.round_finished is None
+
+
+def test_row_5_resume_round_only_when_the_round_never_ran() -> None:
+    from penetrator.plan.reconcile import row_resume_round
+
+    task = make_task(2)
+    assert row_resume_round(observed(task)) is None  # no round yet
+    doc = _round_one(task)
+    d = row_resume_round(observed(task, doc))
+    assert d is not None
+    assert kinds(d) == [
+        "ApplySecret",
+        "ApplyConfigMap",
+        "CreateJob",
+        "RequeueAfter",
+    ]
+    ran = doc.model_copy(update={"updated": T0})  # the Job wrote the document
+    assert row_resume_round(observed(task, ran)) is None
+
+
+def test_row_6_fold_without_job_only_for_an_open_round() -> None:
+    from penetrator.plan.reconcile import row_fold_without_job
+
+    task = make_task(2)
+    o, prefix = row_fold_without_job(observed(task))
+    assert prefix.actions == ()
+    assert prefix.round_finished is None
+    assert o.doc == ResultsDoc()
+    o, prefix = row_fold_without_job(observed(task, _round_one(task)))
+    assert kinds(prefix)[0] == "WriteResults"
+    assert prefix.round_finished == 1
+    assert o.doc.finished == T0
+
+
+def test_row_7_done_when_nothing_is_left() -> None:
+    from penetrator.plan.reconcile import row_done
+
+    task = make_task(2)
+    assert row_done(observed(task)) is None
+    d = row_done(observed(task, installed=task.spec.plan()))
+    assert d is not None
+    assert d.actions == ()
+    assert d.status.nodetask_status is TaskPhase.READY
+
+
+def test_row_8_all_busy_waits_for_the_other_task() -> None:
+    from penetrator.plan.reconcile import row_all_busy
+
+    task = make_task(2)
+    ips = list(task.spec.plan().values())
+    assert row_all_busy(observed(task, busy_ips={ips[0]: "older"})) is None
+    d = row_all_busy(observed(task, busy_ips=dict.fromkeys(ips, "older")))
+    assert d is not None
+    assert d.actions == (RequeueAfter(S.poll_interval),)
+
+
+def test_row_9_backing_off_until_the_back_off_is_over() -> None:
+    from penetrator.plan.reconcile import Observed, row_backing_off
+
+    task = make_task(1)
+    assert row_backing_off(observed(task)) is None  # no round finished yet
+    done = ResultsDoc(round=1, started=T0, finished=T0)
+    d = row_backing_off(observed(task, done))
+    assert d is not None
+    assert d.actions == (RequeueAfter(S.backoff(1)),)
+    later = Observed(task, task.spec.plan(), {}, done, T0 + timedelta(seconds=S.backoff(1)), S)
+    assert row_backing_off(later) is None
+
+
+def test_row_10_next_round_takes_the_runnable_machines() -> None:
+    from penetrator.plan.reconcile import row_next_round
+
+    task = make_task(2)
+    plan = task.spec.plan()
+    first, second = plan
+    d = row_next_round(observed(task, busy_ips={plan[first]: "older"}))
+    assert dict(only(d, ApplyConfigMap).machines) == {second: plan[second]}
+    assert only(d, WriteResults).doc.round == 1
+    assert only(d, CreateJob).round == 1

@@ -423,6 +423,8 @@ class ObjectMeta(_Model):
     annotations: dict[str, str] = Field(default_factory=dict)
     generation: int | None = None
     resource_version: str | None = Field(default=None, alias="resourceVersion")
+    creation_timestamp: datetime | None = Field(default=None, alias="creationTimestamp")
+    deletion_timestamp: datetime | None = Field(default=None, alias="deletionTimestamp")
 
     @field_validator("name")
     @classmethod

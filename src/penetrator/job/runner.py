@@ -33,7 +33,12 @@ from penetrator.job.hostkeys import HostKeyStore
 from penetrator.job.package import Package, RemotePaths, ensure_package, parse_probe, probe_script
 from penetrator.job.pkgserver import PackageServer
 from penetrator.job.report import Reporter, run_results
-from penetrator.job.template import join_path, render_install, write_file_command
+from penetrator.job.template import (
+    RenderedInstall,
+    join_path,
+    render_install,
+    write_file_command,
+)
 from penetrator.job.transport import (
     MachineError,
     Session,
@@ -138,7 +143,11 @@ def pick_arch(uname: str) -> str:
 
 
 async def attempt(ctx: JobContext, m: Machine, r: MachineResult) -> None:
-    """One try at one machine; raises on failure, _Skip when already done."""
+    """One try at one machine; raises on failure, _Skip when already done.
+
+    Timed steps, each its own function with its own time limit from
+    ``cfg.timeouts``: probe (command), transfer (transfer), reset (install per
+    command), join (install per command), ready + label (wait_ready)."""
     cfg, t = ctx.cfg, ctx.cfg.timeouts
     if ctx.cluster is not None:
         node = await ctx.cluster.get_node(m.name, t.command)
@@ -152,81 +161,140 @@ async def attempt(ctx: JobContext, m: Machine, r: MachineResult) -> None:
             r.host_key = s.verdict.fingerprint  # pinned (tofu) or known: the operator keeps it
         elif not r.warnings:
             r.warnings.append(f"host key {s.verdict.fingerprint} accepted without checking")
-        async with _timed(r, "prepare"):
-            prep = await prepare(s, cfg.work_dir, ctx.packages, t.command)
-        if ctx.cluster is None and prep.joined_label == cfg.task_label:
-            raise _Skip
-        work_dir = prep.work_dir
-        problem = check_safe_path(work_dir)
-        if problem:
-            raise MachineError(f"the work dir resolves to an unusable path: {problem}")
-        arch = pick_arch(prep.uname)
-        r.arch = arch
-        pkg_dir: str | None = None
-        if cfg.packages:
-            pkg = ctx.packages.get(arch)
-            if pkg is None:
-                raise MachineError(f"no package for {arch} in the job config")
-            _phase(ctx, r, MachinePhase.TRANSFERRING)
-            async with _timed(r, "transfer"), ctx.transfers or _unbounded():
-                url = ctx.server.url(s.local_address(), pkg) if ctx.server else None
-                got = await ensure_package(
-                    s, pkg, work_dir, prep.packages[arch], t.transfer, t.command, url
-                )
-            pkg_dir = got.directory
-            if got.method is not None:
-                r.transferred, r.delivery = True, got.method
-            if got.note and got.note not in r.warnings:
-                r.warnings.append(truncate_error(got.note))
+        prep, arch = await step_probe(ctx, s, r, t.command)
+        pkg_dir = await step_transfer(ctx, s, r, prep, arch, t.transfer)
         _phase(ctx, r, MachinePhase.INSTALLING)
-        abs_cfg = cfg.model_copy(update={"work_dir": work_dir})
+        abs_cfg = cfg.model_copy(update={"work_dir": prep.work_dir})
         rendered = render_install(
             abs_cfg, m, arch, pkg_dir, {"token": ctx.creds.token}, ctx.creds.redactor
         )
-        marker = join_path(work_dir, JOINED_MARKER)
-        async with _timed(r, "install"):
-            await s.run("install", f"rm -f -- {shlex.quote(marker)}", t.command)
-            for line in rendered.reset:
-                await s.run("reset", line, t.install)
-        _phase(ctx, r, MachinePhase.JOINING)
-        # the files may hold the token: written just before the join, removed after it
-        cleanup = "rm -f -- " + " ".join(shlex.quote(f.path) for f in rendered.files)
-        try:
-            async with _timed(r, "join"):
-                for f in rendered.files:
-                    await s.run("join", write_file_command(f.path), t.command, input=f.content)
-                if ctx.cluster is not None:
-                    await ctx.cluster.delete_stale(m.name, m.ip, cfg.task_label, t.command)
-                for line in rendered.join:
-                    await s.run("join", line, t.install)
-        except Exception:
-            if rendered.files:
-                try:
-                    await s.run("cleanup", cleanup, t.command)
-                except Exception as e:  # best effort, reported as a warning
-                    r.warnings.append(describe(e, cfg.ssh_port, ctx.creds.redactor))
-            raise
+        marker = join_path(prep.work_dir, JOINED_MARKER)
+        await step_reset(s, r, rendered, marker, t.install, t.command)
+        await step_join(ctx, s, m, r, rendered, t.install)
         if ctx.cluster is None:
             # no cluster to ask later: the marker tells the next run it is done
             record = f"echo {shlex.quote(cfg.task_label)} > {shlex.quote(marker)}"
-            await s.run("record", f"{cleanup} && {record}" if rendered.files else record, t.command)
+            cleanup = _cleanup_command(rendered)
+            await s.run("record", f"{cleanup} && {record}" if cleanup else record, t.command)
             return
-        if rendered.files:
+        if cleanup := _cleanup_command(rendered):
             await s.run("cleanup", cleanup, t.command)
         s.close()  # nothing more to do on the machine: free its sshd while we wait
-        async with _timed(r, "wait_ready"):
-            try:
-                await ctx.cluster.wait_ready(m.name, t.wait_ready)
-            except (TimeoutError, ClusterError) as e:  # final, with what was seen
-                raise MachineError(f"joined, but {e}") from None
-        # The machine is a Ready Node now: failing it over a slow apiserver would have
-        # the next round reinstall it, so the label gets wait-Ready's budget.
-        try:
-            await ctx.cluster.label_node(m.name, cfg.task_label, max(t.command, t.wait_ready))
-        except ClusterError as e:
-            raise MachineError(f"joined, but {e}") from None
+        await step_ready_and_label(ctx, ctx.cluster, m, r, t.wait_ready)
     finally:
         s.close()
+
+
+async def step_probe(
+    ctx: JobContext, s: Session, r: MachineResult, limit: float
+) -> tuple[Prepared, str]:
+    """The host key seen, then one round trip: arch, work dir, joined marker, and
+    the packages already there. ``_Skip`` when the marker says done (no cluster)."""
+    r.host_key = s.verdict.fingerprint
+    if s.verdict.insecure and not r.warnings:
+        r.warnings.append(f"host key {s.verdict.fingerprint} accepted without checking")
+    async with _timed(r, "prepare"):
+        prep = await prepare(s, ctx.cfg.work_dir, ctx.packages, limit)
+    if ctx.cluster is None and prep.joined_label == ctx.cfg.task_label:
+        raise _Skip
+    problem = check_safe_path(prep.work_dir)
+    if problem:
+        raise MachineError(f"the work dir resolves to an unusable path: {problem}")
+    arch = pick_arch(prep.uname)
+    r.arch = arch
+    return prep, arch
+
+
+async def step_transfer(
+    ctx: JobContext, s: Session, r: MachineResult, prep: Prepared, arch: str, limit: float
+) -> str | None:
+    """The package for ``arch`` onto the machine (unless there); its directory
+    (None: no packages configured)."""
+    if not ctx.cfg.packages:
+        return None
+    pkg = ctx.packages.get(arch)
+    if pkg is None:
+        raise MachineError(f"no package for {arch} in the job config")
+    _phase(ctx, r, MachinePhase.TRANSFERRING)
+    command = ctx.cfg.timeouts.command
+    async with _timed(r, "transfer"), ctx.transfers or _unbounded():
+        url = ctx.server.url(s.local_address(), pkg) if ctx.server else None
+        got = await ensure_package(s, pkg, prep.work_dir, prep.packages[arch], limit, command, url)
+    if got.method is not None:
+        r.transferred, r.delivery = True, got.method
+    if got.note and got.note not in r.warnings:
+        r.warnings.append(truncate_error(got.note))
+    return got.directory
+
+
+async def step_reset(
+    s: Session,
+    r: MachineResult,
+    rendered: RenderedInstall,
+    marker: str,
+    limit: float,
+    command: float,
+) -> None:
+    """Forget an earlier join (the marker, within ``command``), then the reset
+    commands, each within ``limit``."""
+    async with _timed(r, "install"):
+        await s.run("install", f"rm -f -- {shlex.quote(marker)}", command)
+        for line in rendered.reset:
+            await s.run("reset", line, limit)
+
+
+async def step_join(
+    ctx: JobContext,
+    s: Session,
+    m: Machine,
+    r: MachineResult,
+    rendered: RenderedInstall,
+    limit: float,
+) -> None:
+    """The join files (they may hold the token: written just before the join, removed
+    after it, also when it fails), a stale Node of the name removed, the join
+    commands, each within ``limit``."""
+    cfg, command = ctx.cfg, ctx.cfg.timeouts.command
+    _phase(ctx, r, MachinePhase.JOINING)
+    try:
+        async with _timed(r, "join"):
+            for f in rendered.files:
+                await s.run("join", write_file_command(f.path), command, input=f.content)
+            if ctx.cluster is not None:
+                await ctx.cluster.delete_stale(m.name, m.ip, cfg.task_label, command)
+            for line in rendered.join:
+                await s.run("join", line, limit)
+    except Exception:
+        if cleanup := _cleanup_command(rendered):
+            try:
+                await s.run("cleanup", cleanup, command)
+            except Exception as e:  # best effort, reported as a warning
+                r.warnings.append(describe(e, cfg.ssh_port, ctx.creds.redactor))
+        raise
+
+
+async def step_ready_and_label(
+    ctx: JobContext, cluster: Cluster, m: Machine, r: MachineResult, limit: float
+) -> None:
+    """Wait for the Node to be Ready (within ``limit``), then label it."""
+    async with _timed(r, "wait_ready"):
+        try:
+            await cluster.wait_ready(m.name, limit)
+        except (TimeoutError, ClusterError) as e:  # final, with what was seen
+            raise MachineError(f"joined, but {e}") from None
+    # The machine is a Ready Node now: failing it over a slow apiserver would have
+    # the next round reinstall it, so the label gets wait-Ready's budget.
+    try:
+        await cluster.label_node(m.name, ctx.cfg.task_label, max(ctx.cfg.timeouts.command, limit))
+    except ClusterError as e:
+        raise MachineError(f"joined, but {e}") from None
+
+
+def _cleanup_command(rendered: RenderedInstall) -> str:
+    """Removes the join files ('' when there are none)."""
+    if not rendered.files:
+        return ""
+    return "rm -f -- " + " ".join(shlex.quote(f.path) for f in rendered.files)
 
 
 async def install_machine(ctx: JobContext, m: Machine, r: MachineResult) -> MachineResult:

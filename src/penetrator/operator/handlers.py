@@ -1,7 +1,7 @@
 """Kopf wiring (no decisions here): one daemon per NodeTask runs the reconcile
 loop of ``Runtime.step``; Job events wake the task's daemon early; an index of all
-tasks gives the machines claimed by older active tasks. Only the holder of the
-Lease acts; the other replicas' daemons wait.
+tasks gives the machines held by older unfinished tasks (``plan.claims``). Only
+the holder of the Lease acts; the other replicas' daemons wait.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ from typing import Any
 
 import kopf
 
-from penetrator.api import GROUP, NAMESPACE, PLURAL, VERSION
+from penetrator.api import GROUP, NAMESPACE, PLURAL, VERSION, NodeTask
 from penetrator.api.settings import Settings
 from penetrator.k8s.builders import MANAGED_BY, TASK_NAME_LABEL
 from penetrator.k8s.client import load_config, make_client
 from penetrator.operator.lease import LeaseElector
 from penetrator.operator.metrics import Metrics
-from penetrator.operator.runtime import Runtime, active_claims
+from penetrator.operator.runtime import Runtime, _clean
+from penetrator.plan.claims import older_claims, parse_tasks
 
 log = logging.getLogger(__name__)
 MAX_SLEEP = 60.0
@@ -107,38 +108,19 @@ async def cleanup(**_: Any) -> None:
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def tasks_index(name: str, body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
-    """name -> what claims need (creation time, planned and unfinished machines)."""
-    spec = body.get("spec") or {}
-    status = body.get("status") or {}
-    return {
-        name: {
-            "metadata": {
-                "name": name,
-                "creationTimestamp": body.get("metadata", {}).get("creationTimestamp"),
-            },
-            "spec": {
-                "nodeNamesOverride": dict(spec.get("nodeNamesOverride") or {}),
-                "targetMachines": list(spec.get("targetMachines") or []),
-            },
-            "status": {
-                "nodetaskStatus": status.get("nodetaskStatus"),
-                **(
-                    {"nodeStatus": dict(status["nodeStatus"])}
-                    if status.get("nodeStatus") is not None
-                    else {}
-                ),
-            },
-        }
-    }
+def tasks_index(name: str, body: kopf.Body, **_: Any) -> dict[str, NodeTask]:
+    """name -> the task, typed: what ``older_claims`` needs (nothing for a body that
+    is no NodeTask)."""
+    return parse_tasks({name: _clean(body)})
 
 
 def _claims(index: Mapping[Any, Any], me: str) -> dict[str, str]:
-    tasks: dict[str, Mapping[str, Any]] = {}
+    tasks: dict[str, NodeTask] = {}
     for name, store in index.items():
         for value in store:
             tasks[str(name)] = value
-    return active_claims(tasks, me)
+    mine = tasks.get(me)
+    return older_claims(tasks.values(), mine) if mine is not None else {}
 
 
 async def _sleep(seconds: float, stopped: Any, wake: asyncio.Event) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import httpx2
+from lightkube import AsyncClient
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from penetrator.api import MachinePhase, NodeTaskStatus, TaskPhase
@@ -28,9 +30,26 @@ class Metrics:
         self.api_errors = Counter(
             "penetrator_api_errors", "Failed API requests", ["operation"], registry=r
         )
+        self.api_requests = Counter(
+            "penetrator_api_requests", "API requests sent", ["method"], registry=r
+        )
+        self.requests = 0
+        """The same, as one number (bench: requests per reconcile)."""
         self.reconciles = Counter("penetrator_reconciles", "Reconcile steps", registry=r)
         self.is_leader = Gauge("penetrator_leader", "1 when this replica acts", registry=r)
         self._by_task: dict[str, NodeTaskStatus] = {}
+
+    def count_requests(self, client: AsyncClient) -> None:
+        """Count every request ``client`` sends, whoever sends it: an httpx event hook
+        on the httpx client lightkube wraps (lightkube has no option for hooks)."""
+
+        async def sent(request: httpx2.Request) -> None:
+            self.requests += 1
+            self.api_requests.labels(method=request.method).inc()
+
+        http: httpx2.AsyncClient = client._client._client
+        hooks = http.event_hooks
+        http.event_hooks = {"request": [*hooks["request"], sent], "response": hooks["response"]}
 
     def task_status(self, name: str, status: NodeTaskStatus | None) -> None:
         if status is None:

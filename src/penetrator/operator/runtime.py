@@ -17,7 +17,7 @@ import logging
 import random
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, assert_never
 
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
@@ -35,11 +35,11 @@ from penetrator.api import (
     Condition,
     NodeTask,
     NodeTaskStatus,
-    TaskPhase,
 )
 from penetrator.api.hostkeys import SECRET_PINS_KEY, learned_pins, merge_pins, parse_pins
 from penetrator.api.results import ResultsDoc
 from penetrator.api.settings import Settings
+from penetrator.k8s.admission import nodes_exist
 from penetrator.k8s.builders import (
     KNOWN_HOSTS_KEY,
     ClusterInfo,
@@ -59,9 +59,10 @@ from penetrator.k8s.events import build_events, task_reference
 from penetrator.k8s.observe import installed_nodes, observe_job
 from penetrator.k8s.tokens import ensure_bootstrap_token
 from penetrator.operator.metrics import Metrics
-from penetrator.plan.prepare import initial_results, planned_machines, prepare
+from penetrator.plan.prepare import needs_plan, plan_missing
 from penetrator.plan.reconcile import (
     PROGRESSING,
+    Action,
     ApplyConfigMap,
     ApplySecret,
     CreateJob,
@@ -76,6 +77,8 @@ from penetrator.plan.reconcile import (
 
 log = logging.getLogger(__name__)
 USER_ERROR_REQUEUE = 30.0
+NODE_CHECK_SECONDS = 5.0
+"""Generated names looked up as Nodes by name this long, then by hostname label."""
 
 
 class UserError(Exception):
@@ -109,12 +112,16 @@ class Runtime:
         self.rsettings = settings.reconcile
         self.rng = random.SystemRandom()
         self._cluster: ClusterInfo | None = None
-        self.requests = 0  # API requests made (bench: per reconcile)
+        metrics.count_requests(client)  # every request this client sends
+
+    @property
+    def requests(self) -> int:
+        """API requests sent so far (bench: per reconcile)."""
+        return self.metrics.requests
 
     # --- observe --------------------------------------------------------------------------
 
     async def _get_optional(self, res: Any, name: str, namespace: str) -> Any | None:
-        self.requests += 1
         try:
             return await self.client.get(res, name, namespace=namespace)
         except ApiError as e:
@@ -127,7 +134,6 @@ class Runtime:
     ) -> tuple[dict[str, str], ObservedJob | None, ResultsDoc | None]:
         assert task.task_label
         assert task.job_name
-        self.requests += 1
         nodes = [n async for n in self.client.list(Node, labels={NODE_LABEL: task.task_label})]
         installed = installed_nodes(nodes, task.task_label)
         job_obj = await self._get_optional(Job, task.job_name, NAMESPACE)
@@ -145,16 +151,10 @@ class Runtime:
         only on events)."""
         self.metrics.reconciles.inc()
         task = NodeTask.from_dict(_clean(body))
-        prep = prepare(task, self.rng)
-        if prep is not None:
-            await self._patch_task(task.name, prep.patch())
-            return 0.5  # the next step sees the prepared task
+        if needs_plan(task):
+            await self.record_plan(task)
+            return 0.5  # the next step sees the planned task
         installed, job, doc = await self.observe(task)
-        if not planned_machines(task, doc) and (doc is None or doc.round == 0):
-            first = initial_results(task, self.rng)
-            if first is not None:  # an add task without webhook: record the names once
-                await self._apply_one(task, WriteResults(first))
-                doc = first
         now = datetime.now(UTC)
         decision = reconcile(task, installed, job, doc, now, self.rsettings, busy)
         requeue = decision.requeue_after
@@ -191,62 +191,58 @@ class Runtime:
                 detail = not isinstance(action, ApplySecret)
                 raise StepError(f"{what}: {_describe(e, detail)}") from None
 
-    async def _apply_one(self, task: NodeTask, action: Any) -> None:
-        ns = NAMESPACE
+    async def _apply_one(self, task: NodeTask, action: Action) -> None:
+        match action:
+            case WriteResults():
+                await self._write_results(task, action)
+            case ApplySecret():
+                await self._apply_secret(task)
+            case ApplyConfigMap():
+                await self._apply_configmap(task, action)
+            case CreateJob():
+                await self._create_job(task, action)
+            case DeleteJob():
+                await self._delete_job(action)
+            case EmitEvent():
+                await self.event(task, action.type, action.reason, action.message, once=action.once)
+            case RequeueAfter():
+                pass  # the caller's: the seconds until the next step
+            case _:
+                assert_never(action)
+
+    async def _write_results(self, task: NodeTask, action: WriteResults) -> None:
         fm = self.settings.field_manager
-        if isinstance(action, WriteResults):
-            self.requests += 1
-            await self.client.apply(
-                build_results_configmap(task, action.doc), field_manager=fm, force=True
-            )
-        elif isinstance(action, ApplySecret):
-            await self._apply_secret(task)
-        elif isinstance(action, ApplyConfigMap):
-            cluster = await self.cluster_info()
+        await self.client.apply(
+            build_results_configmap(task, action.doc), field_manager=fm, force=True
+        )
+
+    async def _apply_configmap(self, task: NodeTask, action: ApplyConfigMap) -> None:
+        cluster = await self.cluster_info()
+        cm = job_configmap(task, action, cluster, self.settings)
+        await self.client.apply(cm, field_manager=self.settings.field_manager, force=True)
+
+    async def _create_job(self, task: NodeTask, action: CreateJob) -> None:
+        # The Job's rights on its task's ConfigMaps come with it (owned by the task).
+        role, binding, job = job_objects(task, action, self.settings)
+        fm = self.settings.field_manager
+        await self.client.apply(role, field_manager=fm, force=True)
+        await self.client.apply(binding, field_manager=fm, force=True)
+        await self.client.create(job)
+        self.metrics.rounds.inc()
+        log.info("task %s: round %d: job created", task.name, action.round)
+
+    async def _delete_job(self, action: DeleteJob) -> None:
+        # The Job's rights go with it: between rounds no Job may write the task's
+        # ConfigMaps (its Role and RoleBinding carry the Job's name).
+        for res, name, cascade in job_deletions(action):
             try:
-                config = build_job_config(task, action.machines, cluster, self.settings.job)
-            except ValidationError as e:
-                where = "; ".join(
-                    f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}"
-                    for err in e.errors()[:5]
-                )
-                raise UserError(f"the job config is invalid: {where}") from None
-            self.requests += 1
-            await self.client.apply(
-                build_configmap(task, config, action.round), field_manager=fm, force=True
-            )
-        elif isinstance(action, CreateJob):
-            # The Job's rights on its task's ConfigMaps come with it (owned by the task).
-            self.requests += 3
-            await self.client.apply(build_job_role(task), field_manager=fm, force=True)
-            await self.client.apply(
-                build_job_role_binding(task, self.settings), field_manager=fm, force=True
-            )
-            await self.client.create(build_job(task, self.settings, action.round))
-            self.metrics.rounds.inc()
-            log.info("task %s: round %d: job created", task.name, action.round)
-        elif isinstance(action, DeleteJob):
-            # The Job's rights go with it: between rounds no Job may write the task's
-            # ConfigMaps (its Role and RoleBinding carry the Job's name).
-            for res, cascade in (
-                (Job, CascadeType.FOREGROUND),
-                (RoleBinding, None),
-                (Role, None),
-            ):
-                self.requests += 1
-                try:
-                    await self.client.delete(res, action.name, namespace=ns, cascade=cascade)
-                except ApiError as e:
-                    if e.status.code != 404:
-                        raise
-        elif isinstance(action, EmitEvent):
-            await self.event(task, action.type, action.reason, action.message, once=action.once)
-        elif isinstance(action, RequeueAfter):
-            pass
+                await self.client.delete(res, name, namespace=NAMESPACE, cascade=cascade)
+            except ApiError as e:
+                if e.status.code != 404:
+                    raise
 
     async def _apply_secret(self, task: NodeTask) -> None:
         ns = NAMESPACE
-        self.requests += 1
         try:
             user = await self.client.get(Secret, task.spec.ssh_credential, namespace=ns)
         except ApiError as e:
@@ -264,7 +260,6 @@ class Runtime:
                 f"exactly one of the keys {CREDENTIAL_PASSWORD_KEY} and {CREDENTIAL_SSHKEY_KEY}"
             )
         known_hosts = raw.get(KNOWN_HOSTS_KEY)
-        self.requests += 2
         token = await ensure_bootstrap_token(
             self.client,
             datetime.now(UTC),
@@ -277,7 +272,6 @@ class Runtime:
         secret = build_secret(
             task, token, raw, known_hosts.decode(errors="replace") if known_hosts else None, pins
         )
-        self.requests += 1
         await self.client.apply(secret, field_manager=self.settings.field_manager, force=True)
 
     async def _host_key_pins(self, task: NodeTask) -> dict[str, str]:
@@ -300,14 +294,31 @@ class Runtime:
 
     async def cluster_info(self) -> ClusterInfo:
         if self._cluster is None:
-            self.requests += 1
             self._cluster = await read_cluster_info(self.client, self.settings.api_server)
         return self._cluster
 
     # --- writes on the task ----------------------------------------------------------------
 
+    async def record_plan(self, task: NodeTask) -> None:
+        """No webhook planned the task on create: the same function decides its plan
+        now and it is written into the task the same way, once (only what it lacks)."""
+        plan = await plan_missing(task, self.rng, self._nodes_exist)
+        patch = plan.patch()
+        # Only onto the task as read: a step that read it before the last plan was
+        # written must not draw a second one (409; the next step reads it afresh).
+        patch.setdefault("metadata", {})["resourceVersion"] = task.metadata.resource_version
+        try:
+            await self._patch_task(task.name, patch)
+        except ApiError as e:
+            if e.status.code != 409:
+                raise
+            log.info("task %s: changed while its plan was decided; reading it again", task.name)
+
+    async def _nodes_exist(self, names: list[str]) -> set[str]:
+        lookup = await nodes_exist(self.client, names, budget=NODE_CHECK_SECONDS)
+        return lookup.found
+
     async def _patch_task(self, name: str, patch: dict[str, Any]) -> None:
-        self.requests += 1
         await self.client.patch(NodeTaskResource, name, patch, patch_type=PatchType.MERGE)
 
     async def write_status(self, task: NodeTask, status: NodeTaskStatus) -> None:
@@ -317,7 +328,6 @@ class Runtime:
         if status == task.status:
             return
         body = [{"op": "add", "path": "/status", "value": status.to_dict()}]
-        self.requests += 1
         try:
             await self.client.patch(
                 NodeTaskResource.Status,
@@ -346,7 +356,6 @@ class Runtime:
             once=once,
         )
         for ev in events:
-            self.requests += 1
             try:
                 await self.client.create(ev)
             except ApiError as e:
@@ -357,6 +366,43 @@ class Runtime:
                 log.warning(
                     "task %s: event %s not posted in %s: %s", task.name, reason, ns, _describe(e)
                 )
+
+
+def job_configmap(
+    task: NodeTask, action: ApplyConfigMap, cluster: ClusterInfo, settings: Settings
+) -> ConfigMap:
+    """The ConfigMap ``action`` becomes: the job config for its machines (pure).
+    ``UserError`` naming the fields when the operator's job defaults make it invalid."""
+    try:
+        config = build_job_config(task, action.machines, cluster, settings.job)
+    except ValidationError as e:
+        where = "; ".join(
+            f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()[:5]
+        )
+        raise UserError(f"the job config is invalid: {where}") from None
+    return build_configmap(task, config, action.round)
+
+
+def job_objects(
+    task: NodeTask, action: CreateJob, settings: Settings
+) -> tuple[Role, RoleBinding, Job]:
+    """What ``action`` becomes, in the order they are written (pure): the Job's Role
+    and RoleBinding, then the Job."""
+    return (
+        build_job_role(task),
+        build_job_role_binding(task, settings),
+        build_job(task, settings, action.round),
+    )
+
+
+def job_deletions(action: DeleteJob) -> tuple[tuple[Any, str, CascadeType | None], ...]:
+    """What ``action`` deletes, in order (pure): the Job (foreground: the object stays
+    until its pods are gone), then its RoleBinding and Role (same name)."""
+    return (
+        (Job, action.name, CascadeType.FOREGROUND),
+        (RoleBinding, action.name, None),
+        (Role, action.name, None),
+    )
 
 
 def _not_progressing(
@@ -392,33 +438,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
-
-
-def active_claims(tasks: Mapping[str, Mapping[str, Any]], me: str) -> dict[str, str]:
-    """IP -> name of an older active task (creationTimestamp, then name) that still
-    has the machine to install: those machines wait (no machine is installed by two
-    tasks at once). ``tasks``: name -> body (from the Kopf index)."""
-    mine = tasks.get(me)
-    if mine is None:
-        return {}
-
-    def key(body: Mapping[str, Any]) -> tuple[str, str]:
-        meta = body.get("metadata") or {}
-        return (str(meta.get("creationTimestamp") or ""), str(meta.get("name") or ""))
-
-    my_key = key(mine)
-    claims: dict[str, str] = {}
-    for name, body in tasks.items():
-        if name == me or key(body) >= my_key:
-            continue
-        status = body.get("status") or {}
-        if status.get("nodetaskStatus") in (TaskPhase.READY.value, TaskPhase.FAILED.value):
-            continue
-        pending = status.get("nodeStatus")
-        if pending is None:
-            pending = (body.get("spec") or {}).get("nodeNamesOverride") or {}
-            if not pending:
-                pending = {ip: ip for ip in (body.get("spec") or {}).get("targetMachines") or []}
-        for ip in pending.values():
-            claims.setdefault(str(ip), name)
-    return claims

@@ -17,7 +17,7 @@ names are checked through a callback, by name, never by listing all Nodes.
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,20 +30,19 @@ from penetrator.api import (
     JOB_NAME_ANNOTATION,
     NAMESPACE,
     NODE_LABEL,
+    NodeTask,
     NodeTaskSpec,
-    TaskPhase,
     canonical_ip,
     check_dns1123_subdomain,
     user_spec_problems,
     validation_messages,
 )
-from penetrator.plan.names import NameGenerationError, generate_node_names, task_label_value
-from penetrator.plan.prepare import default_configmap_name, default_job_name
+from penetrator.plan.claims import held_machines, parse_tasks
+from penetrator.plan.names import NameGenerationError
+from penetrator.plan.prepare import NodesExist, TaskPlan, decide_plan, records_names_once
 
 MAX_MESSAGES = 8
 """Problems reported in one refusal (the rest are counted)."""
-MAX_NAME_ROUNDS = 20
-"""Rounds of regenerating names that collided with existing Nodes."""
 SET_ONCE = (NODE_LABEL, JOB_NAME_ANNOTATION, CONFIGMAP_NAME_ANNOTATION)
 
 
@@ -101,51 +100,8 @@ def in_spec(messages: list[str]) -> list[str]:
 # --- mutating: CREATE ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Mutation:
-    """What the mutating webhook changes: a merge patch of the task."""
-
-    spec: dict[str, Any] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
-    annotations: dict[str, str] = field(default_factory=dict)
-
-    def patch(self) -> dict[str, Any]:
-        body: dict[str, Any] = {}
-        if self.spec:
-            body["spec"] = dict(self.spec)
-        meta: dict[str, Any] = {}
-        if self.labels:
-            meta["labels"] = dict(self.labels)
-        if self.annotations:
-            meta["annotations"] = dict(self.annotations)
-        if meta:
-            body["metadata"] = meta
-        return body
-
-
-NodesExist = Callable[[list[str]], Awaitable[set[str]]]
-"""Which of these node names exist as Nodes (looked up by name)."""
-
-
-async def free_node_names(
-    prefix: str, ips: list[str], nodes_exist: NodesExist, rng: random.Random
-) -> dict[str, str]:
-    """``<prefix>-<6 chars>`` -> IP for each address of ``ips``: distinct, and none of
-    them an existing Node (names that collide are drawn again, only those)."""
-    taken: set[str] = set()
-    names = generate_node_names(prefix, ips, taken, rng)
-    for _ in range(MAX_NAME_ROUNDS):
-        existing = await nodes_exist(list(names))
-        if not existing:
-            return names
-        taken |= existing
-        kept = {n: ip for n, ip in names.items() if n not in existing}
-        again = [ip for n, ip in names.items() if n in existing]
-        names = kept | generate_node_names(prefix, again, taken | set(kept), rng)
-    raise NameGenerationError(
-        f"spec.nodeNamePrefix: no free node names with prefix {prefix!r} after "
-        f"{MAX_NAME_ROUNDS} rounds; use another prefix"
-    )
+Mutation = TaskPlan
+"""What the mutating webhook changes: the task's plan (``decide_plan``), written in."""
 
 
 async def mutate_create(
@@ -156,34 +112,19 @@ async def mutate_create(
     spec = parse_spec(obj)
     if problems := user_spec_problems(spec):
         raise Denied(problems)
-    new_spec: dict[str, Any] = {}
-    if spec.needs_names:
-        machines = spec.unique_machines()
-        if machines != spec.target_machines:
-            new_spec["targetMachines"] = machines
-        try:
-            names = await free_node_names(spec.node_name_prefix or "", machines, nodes_exist, rng)
-        except NameGenerationError as e:
-            raise Denied([str(e)]) from None
-        new_spec["nodeNamesOverride"] = names
-        new_spec["nodeNamesGenerated"] = True
+    try:
+        # Label and annotations always ours on create: a copied label or annotation
+        # would make this task take another task's Nodes, Job or ConfigMap for its own.
+        plan = await decide_plan(task_base_name(obj), spec, rng, nodes_exist)
+    except NameGenerationError as e:
+        raise Denied([str(e)]) from None
+    if plan.spec:
         # the stored shape must be acceptable (the CRD's rules say the same)
-        stored = spec.to_dict() | new_spec
         try:
-            NodeTaskSpec.model_validate(stored)
+            NodeTaskSpec.model_validate(spec.to_dict() | plan.spec)
         except ValidationError as e:
             raise Denied(in_spec(validation_messages(e))) from None
-    labels: dict[str, str] = {}
-    annotations: dict[str, str] = {}
-    base = task_base_name(obj)
-    if base:
-        # Always ours on create: a copied label or annotation would make this task
-        # take another task's Nodes, Job or ConfigMap for its own.
-        label = task_label_value(base, rng)
-        labels[NODE_LABEL] = label
-        annotations[JOB_NAME_ANNOTATION] = default_job_name(base, label)
-        annotations[CONFIGMAP_NAME_ANNOTATION] = default_configmap_name(base, label)
-    return Mutation(new_spec, labels, annotations)
+    return plan
 
 
 # --- validating: CREATE -------------------------------------------------------------
@@ -232,75 +173,46 @@ def credential_problems(secret: str, keys: Mapping[str, int] | None) -> list[str
     return []
 
 
-def is_unfinished(body: Mapping[str, Any]) -> bool:
-    status = _mapping(body.get("status"))
-    return status.get("nodetaskStatus") not in (TaskPhase.READY.value, TaskPhase.FAILED.value)
-
-
-def _canonical(ip: object) -> str | None:
-    if not isinstance(ip, str):
-        return None
-    try:
-        return canonical_ip(ip)
-    except ValueError:
-        return None
-
-
-def task_machines(body: Mapping[str, Any]) -> dict[str, str | None]:
-    """canonical IP -> node name (None: not named yet) of the machines ``body`` still
-    has to install: ``status.nodeStatus`` once the operator wrote it, else the plan."""
-    spec, status = _mapping(body.get("spec")), _mapping(body.get("status"))
-    out: dict[str, str | None] = {}
-    pending = status.get("nodeStatus")
-    if not isinstance(pending, Mapping):
-        pending = spec.get("nodeNamesOverride")
-    if isinstance(pending, Mapping):
-        for name, ip in pending.items():
-            if (key := _canonical(ip)) is not None:
-                out[key] = str(name)
-    if not isinstance(status.get("nodeStatus"), Mapping):
-        targets = spec.get("targetMachines")
-        for ip in targets if isinstance(targets, list) else []:
-            if (key := _canonical(ip)) is not None:
-                out.setdefault(key, None)
-    return out
-
-
 def conflict_problems(
-    me: str, plan: Mapping[str, str], field_: str, tasks: Mapping[str, Mapping[str, Any]]
+    me: str, plan: Mapping[str, str], field_: str, tasks: Mapping[str, NodeTask]
 ) -> list[str]:
     """Machines (and node names) of ``plan`` (name -> IP) that another unfinished task
-    is installing: one message per other task, naming it."""
+    holds (``held_machines``): one message per other task, naming it."""
     mine_by_ip = {canonical_ip(ip): name for name, ip in plan.items()}
     problems: list[str] = []
     for other in sorted(tasks):
-        body = tasks[other]
-        if other == me or not is_unfinished(body):
+        task = tasks[other]
+        if other == me:
             continue
-        theirs = task_machines(body)
+        theirs = held_machines(task)
         ips = sorted(ip for ip in theirs if ip in mine_by_ip)
         names = sorted(
             n for ip, n in theirs.items() if n is not None and n in plan and ip not in mine_by_ip
         )
         if not ips and not names:
             continue
-        state = _mapping(body.get("status")).get("nodetaskStatus") or "not started"
-        if _mapping(body.get("metadata")).get("deletionTimestamp"):
+        phase = task.status.nodetask_status
+        state = phase.value if phase is not None else "not started"
+        if task.metadata.deletion_timestamp is not None:
             state = "being deleted"
-        what = []
-        if ips:
-            shown = ", ".join(ips[:5]) + (f" and {len(ips) - 5} more" if len(ips) > 5 else "")
-            what.append(f"machine{'s' if len(ips) > 1 else ''} {shown}")
-        if names:
-            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-            what.append(f"node name{'s' if len(names) > 1 else ''} {shown}")
-        problems.append(
-            f"{field_}: {' and '.join(what)} {'is' if len(ips) + len(names) == 1 else 'are'} "
-            f"being installed by NodeTask {other!r} ({state}); a machine is installed by one "
-            f"task at a time: wait until {other!r} is ready or failed (kubectl get nt {other}), "
-            "or leave these machines out"
-        )
+        problems.append(_conflict_message(field_, other, state, ips, names))
     return problems
+
+
+def _conflict_message(field_: str, other: str, state: str, ips: list[str], names: list[str]) -> str:
+    what = []
+    if ips:
+        shown = ", ".join(ips[:5]) + (f" and {len(ips) - 5} more" if len(ips) > 5 else "")
+        what.append(f"machine{'s' if len(ips) > 1 else ''} {shown}")
+    if names:
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        what.append(f"node name{'s' if len(names) > 1 else ''} {shown}")
+    return (
+        f"{field_}: {' and '.join(what)} {'is' if len(ips) + len(names) == 1 else 'are'} "
+        f"being installed by NodeTask {other!r} ({state}); a machine is installed by one "
+        f"task at a time: wait until {other!r} is ready or failed (kubectl get nt {other}), "
+        "or leave these machines out"
+    )
 
 
 def validate_create(obj: Mapping[str, Any], facts: CreateFacts) -> list[str]:
@@ -319,7 +231,7 @@ def validate_create(obj: Mapping[str, Any], facts: CreateFacts) -> list[str]:
     plan = spec.plan() or {ip: ip for ip in spec.unique_machines()}
     field_ = "spec.nodeNamesOverride" if spec.is_reinstall else "spec.targetMachines"
     me = _mapping(obj.get("metadata")).get("name")
-    problems += conflict_problems(str(me or ""), plan, field_, facts.tasks)
+    problems += conflict_problems(str(me or ""), plan, field_, parse_tasks(facts.tasks))
     return problems
 
 
@@ -361,10 +273,16 @@ class RecentAdmissions:
 
 
 def validate_update(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """The spec never changes after creation; the task label and the Job/ConfigMap
+    """The spec never changes after creation (but for the generated names written in
+    once, when no webhook did on create); the task label and the Job/ConfigMap
     annotations, once set, keep their values."""
     problems: list[str] = []
-    if old.get("spec") != new.get("spec"):
+    old_spec, new_spec = old.get("spec"), new.get("spec")
+    if old_spec != new_spec and not (
+        isinstance(old_spec, Mapping)
+        and isinstance(new_spec, Mapping)
+        and records_names_once(old_spec, new_spec)
+    ):
         problems.append(
             "spec: is immutable once the NodeTask is created; to install other machines or "
             "change settings, create a new NodeTask (delete this one first if it is still "

@@ -1,60 +1,81 @@
-"""What a new task needs before its first round (pure): the task label value, the
-names of its Job and ConfigMap, and node names for an add task.
+"""A task's plan, decided once by one function (``decide_plan``): its node names (an
+add task's ``<prefix>-<6 chars>``, none of them an existing Node), the value of its
+label, and the names of its Job and ConfigMap (derived from the label).
 
-The admission webhook normally does this on create (writing the generated names
-into ``spec.nodeNamesOverride``). Without a webhook the operator does it: label and
-annotations go on the task (metadata is mutable), but the spec is immutable after
-create (a CEL rule), so the generated names are recorded once in the task's results
-ConfigMap (``initial_results``) and read back from there (``planned_machines``): the
-plan never changes for the life of the task. The randomness comes in as a
-``random.Random``; the Job and ConfigMap names are derived from the task's uid, so
-they are stable across operator restarts.
+The admission webhook calls it on create and writes the result into the task
+(``spec.nodeNamesOverride`` with ``nodeNamesGenerated``, the label, the
+annotations; compat). Without a webhook the operator calls the same function once,
+on its first look at the task, and patches the same fields the same way
+(``TaskPlan.missing_from``: only what the task lacks; the CRD lets the names be
+written exactly once). From then on the task itself carries its plan; nothing is
+recorded anywhere else.
+
+Pure but for the Node lookups, which come in as a callback; the randomness comes in
+as a ``random.Random``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Set
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from penetrator.api import (
     CONFIGMAP_NAME_ANNOTATION,
     JOB_NAME_ANNOTATION,
     NODE_LABEL,
     NodeTask,
+    NodeTaskSpec,
 )
-from penetrator.api.results import MachineResult, ResultsDoc
-from penetrator.plan.names import generate_node_names, task_label_value
+from penetrator.plan.names import NameGenerationError, generate_node_names, task_label_value
 
 _NAME_HEAD = 40  # of the task name in generated object names (Job names: <= 63)
+MAX_NAME_ROUNDS = 20
+"""Rounds of regenerating names that collided with existing Nodes."""
+
+NodesExist = Callable[[list[str]], Awaitable[set[str]]]
+"""Which of these node names exist as Nodes (looked up by name)."""
 
 
 def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:6]
 
 
-def default_job_name(task_name: str, uid: str) -> str:
-    """``<task>-job-<6 hex of the uid>``: at most 51 characters (the Job controller
-    puts the Job name into a label value of its pods, so it must stay <= 63)."""
-    return f"{task_name[:_NAME_HEAD].rstrip('-.')}-job-{_short_hash(uid or task_name)}"
+def default_job_name(task_name: str, label: str) -> str:
+    """``<task>-job-<6 hex of the task's label value>``: at most 51 characters (the
+    Job controller puts the Job name into a label value of its pods, so it must stay
+    <= 63)."""
+    return f"{task_name[:_NAME_HEAD].rstrip('-.')}-job-{_short_hash(label or task_name)}"
 
 
-def default_configmap_name(task_name: str, uid: str) -> str:
-    """``<task>-config-<6 hex of the uid>``."""
-    return f"{task_name[:_NAME_HEAD].rstrip('-.')}-config-{_short_hash(uid or task_name)}"
+def default_configmap_name(task_name: str, label: str) -> str:
+    """``<task>-config-<6 hex of the task's label value>``."""
+    return f"{task_name[:_NAME_HEAD].rstrip('-.')}-config-{_short_hash(label or task_name)}"
 
 
 @dataclass(frozen=True)
-class TaskPreparation:
-    """A merge patch for the task's metadata: labels and annotations."""
+class TaskPlan:
+    """What ``decide_plan`` decided, as the fields of the task that carry it."""
 
+    spec: dict[str, Any] = field(default_factory=dict)
+    """``nodeNamesOverride`` + ``nodeNamesGenerated`` (an add task), and
+    ``targetMachines`` when duplicates were removed."""
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
 
-    def patch(self) -> dict[str, object]:
-        body: dict[str, object] = {}
-        meta: dict[str, object] = {}
+    @property
+    def node_names(self) -> dict[str, str]:
+        """Generated node name -> IP (empty: the user named the nodes)."""
+        return dict(self.spec.get("nodeNamesOverride") or {})
+
+    def patch(self) -> dict[str, Any]:
+        """The merge patch that writes the plan into the task."""
+        body: dict[str, Any] = {}
+        if self.spec:
+            body["spec"] = dict(self.spec)
+        meta: dict[str, Any] = {}
         if self.labels:
             meta["labels"] = dict(self.labels)
         if self.annotations:
@@ -63,50 +84,90 @@ class TaskPreparation:
             body["metadata"] = meta
         return body
 
-
-def prepare(task: NodeTask, rng: random.Random) -> TaskPreparation | None:
-    """What is missing on ``task``'s metadata (None: nothing)."""
-    labels: dict[str, str] = {}
-    annotations: dict[str, str] = {}
-    if not task.task_label:
-        labels[NODE_LABEL] = task_label_value(task.name, rng)
-    uid = task.metadata.uid or ""
-    if not task.job_name:
-        annotations[JOB_NAME_ANNOTATION] = default_job_name(task.name, uid)
-    if not task.configmap_name:
-        annotations[CONFIGMAP_NAME_ANNOTATION] = default_configmap_name(task.name, uid)
-    if not labels and not annotations:
-        return None
-    return TaskPreparation(labels, annotations)
+    def missing_from(self, task: NodeTask) -> TaskPlan:
+        """Only what ``task`` lacks (set-once values are never replaced), and the spec's
+        addresses left as they are (only the names may be added after create)."""
+        spec = {k: v for k, v in self.spec.items() if k != "targetMachines"}
+        return TaskPlan(
+            spec if task.spec.needs_names else {},
+            {k: v for k, v in self.labels.items() if k not in task.metadata.labels},
+            {k: v for k, v in self.annotations.items() if k not in task.metadata.annotations},
+        )
 
 
-def planned_machines(task: NodeTask, results: ResultsDoc | None) -> dict[str, str]:
-    """name -> IP of every planned machine: ``spec.nodeNamesOverride``, or for an add
-    task without webhook the names recorded in the results document; empty while
-    names are still to be generated."""
-    spec = task.spec
-    if not spec.needs_names:
-        return spec.plan()
-    if results is None:
-        return {}
-    by_ip = {entry.ip: name for name, entry in results.machines.items()}
-    targets = spec.unique_machines()
-    if not all(ip in by_ip for ip in targets):
-        return {}
-    return {by_ip[ip]: ip for ip in targets}
-
-
-def initial_results(
-    task: NodeTask, rng: random.Random, taken: Set[str] = frozenset()
-) -> ResultsDoc | None:
-    """For an add task whose names are not generated yet (no webhook): the results
-    document recording generated names (round 0, nothing tried). None when the plan
-    is already known. ``taken``: names to avoid (planned by other tasks; a collision
-    with an existing Node is 1 in 2e9 per name, and the job's stale-Node check keeps
-    it from silently taking over a Node of another task)."""
-    if not task.spec.needs_names:
-        return None
-    names = generate_node_names(
-        task.spec.node_name_prefix or "", task.spec.unique_machines(), taken, rng
+async def free_node_names(
+    prefix: str, ips: list[str], nodes_exist: NodesExist, rng: random.Random
+) -> dict[str, str]:
+    """``<prefix>-<6 chars>`` -> IP for each address of ``ips``: distinct, and none of
+    them an existing Node (names that collide are drawn again, only those)."""
+    taken: set[str] = set()
+    names = generate_node_names(prefix, ips, taken, rng)
+    for _ in range(MAX_NAME_ROUNDS):
+        existing = await nodes_exist(list(names))
+        if not existing:
+            return names
+        taken |= existing
+        kept = {n: ip for n, ip in names.items() if n not in existing}
+        again = [ip for n, ip in names.items() if n in existing]
+        names = kept | generate_node_names(prefix, again, taken | set(kept), rng)
+    raise NameGenerationError(
+        f"spec.nodeNamePrefix: no free node names with prefix {prefix!r} after "
+        f"{MAX_NAME_ROUNDS} rounds; use another prefix"
     )
-    return ResultsDoc(machines={n: MachineResult(ip=ip) for n, ip in names.items()})
+
+
+async def decide_plan(
+    task_name: str,
+    spec: NodeTaskSpec,
+    rng: random.Random,
+    nodes_exist: NodesExist,
+    *,
+    label: str | None = None,
+) -> TaskPlan:
+    """The plan of a task named ``task_name`` (the stem of a generateName; '' when not
+    known yet: no label or object names then) with ``spec``: node names for an add
+    task, the label value (``label`` when the task has one already), and the Job and
+    ConfigMap names derived from it. Raises ``ValueError`` (a bad prefix) and
+    ``NameGenerationError``."""
+    new_spec: dict[str, Any] = {}
+    if spec.needs_names:
+        machines = spec.unique_machines()
+        if machines != spec.target_machines:
+            new_spec["targetMachines"] = machines
+        names = await free_node_names(spec.node_name_prefix or "", machines, nodes_exist, rng)
+        new_spec |= {"nodeNamesOverride": names, "nodeNamesGenerated": True}
+    if not task_name:
+        return TaskPlan(new_spec)
+    label = label or task_label_value(task_name, rng)
+    annotations = {
+        JOB_NAME_ANNOTATION: default_job_name(task_name, label),
+        CONFIGMAP_NAME_ANNOTATION: default_configmap_name(task_name, label),
+    }
+    return TaskPlan(new_spec, {NODE_LABEL: label}, annotations)
+
+
+async def plan_missing(task: NodeTask, rng: random.Random, nodes_exist: NodesExist) -> TaskPlan:
+    """The operator's side (no webhook planned ``task`` on create): ``decide_plan``,
+    keeping a label the task has, and only the parts the task lacks."""
+    plan = await decide_plan(task.name, task.spec, rng, nodes_exist, label=task.task_label)
+    return plan.missing_from(task)
+
+
+def needs_plan(task: NodeTask) -> bool:
+    """The task lacks part of its plan (no webhook made it on create)."""
+    return (
+        task.spec.needs_names or not task.task_label or not task.job_name or not task.configmap_name
+    )
+
+
+def records_names_once(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """``new`` is the spec ``old`` with generated names written in and nothing else
+    changed: the one change of a spec after create (``TaskPlan.missing_from``)."""
+    try:
+        before, after = NodeTaskSpec.model_validate(old), NodeTaskSpec.model_validate(new)
+    except (ValueError, TypeError):
+        return False
+    if not before.needs_names or after.needs_names or not after.node_names_generated:
+        return False
+    without = after.model_copy(update={"node_names_override": None, "node_names_generated": None})
+    return without == before

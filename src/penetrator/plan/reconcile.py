@@ -36,6 +36,10 @@ The decision table (first matching row wins):
                                             Event RoundStarted, RequeueAfter(poll)
 ===  =====================================  ==============================================
 
+Each row is one function (``row_*``: ``None`` when it does not match, else its
+decision): ``JOB_ROWS`` (1, 2a, 2, 3-4) when a Job exists, else row 5, row 6's fold
+and ``NO_JOB_ROWS`` (7-10) on the folded ledger.
+
 "Never two Jobs": ``CreateJob`` is only decided when no Job of the task is observed
 (also none being deleted), a Job is deleted after it finished, and deletion is
 foreground (the Job object stays until its pods are gone); the only Job deleted
@@ -44,8 +48,8 @@ before it finished is one that never started (row 2a).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -60,7 +64,6 @@ from penetrator.api import (
 )
 from penetrator.api.results import MachineResult, ResultsDoc
 from penetrator.api.settings import ReconcileSettings
-from penetrator.plan.prepare import planned_machines
 
 READY = "Ready"
 PROGRESSING = "Progressing"
@@ -281,6 +284,10 @@ def _condition(
     )
 
 
+Progress = tuple[Literal["True", "False"], str, str]
+"""The Progressing condition's status, reason and message."""
+
+
 @dataclass
 class _View:
     """The task's machines as decided from the observations."""
@@ -320,7 +327,7 @@ def _status(
     v: _View,
     doc: ResultsDoc,
     now: datetime,
-    progressing: tuple[Literal["True", "False"], str, str],
+    progressing: Progress,
     settings: ReconcileSettings,
     settled: bool = True,
 ) -> NodeTaskStatus:
@@ -459,216 +466,286 @@ def _decide(
     settings: ReconcileSettings,
     busy: Mapping[str, str] | None = None,
 ) -> Decision:
-    busy_ips = {canonical_ip(ip): other for ip, other in (busy or {}).items()}
-    plan = planned_machines(task, results)
+    """The first matching row of the table (module doc), one function per row."""
+    plan = task.spec.plan()
     if not plan or not task.task_label or not task.job_name or not task.configmap_name:
-        status = task.status.model_copy(
-            update={
-                "nodetask_status": TaskPhase.CREATING,
-                "observed_generation": task.metadata.generation,
-                "conditions": [
-                    _condition(
-                        task.status,
-                        PROGRESSING,
-                        "True",
-                        "WaitingForPreparation",
-                        "waiting for node names, the task label and object names",
-                        now,
-                        task.metadata.generation,
-                    )
-                ],
-            }
-        )
-        return Decision((), status)
+        return row_waiting_for_preparation(task, now)
+    busy_ips = {canonical_ip(ip): other for ip, other in (busy or {}).items()}
+    o = Observed(task, plan, installed, results or ResultsDoc(), now, settings, busy_ips)
+    if job is not None:
+        for job_row in JOB_ROWS:
+            if (d := job_row(o, job)) is not None:
+                return d
+        raise AssertionError("rows 3-4 match every finished Job")  # pragma: no cover
+    if (d := row_resume_round(o)) is not None:
+        return d
+    o, prefix = row_fold_without_job(o)
+    for row in NO_JOB_ROWS:
+        if (d := row(o)) is not None:
+            return Decision((*prefix.actions, *d.actions), d.status, prefix.round_finished)
+    raise AssertionError("row 10 always matches")  # pragma: no cover
 
-    doc = results or ResultsDoc()
+
+@dataclass(frozen=True)
+class Observed:
+    """What one step sees, for the rows of the table (``plan`` is known)."""
+
+    task: NodeTask
+    plan: dict[str, str]
+    installed: Mapping[str, str]
+    doc: ResultsDoc
+    now: datetime
+    settings: ReconcileSettings
+    busy_ips: Mapping[str, str] = field(default_factory=dict)
+
+    def view(self) -> _View:
+        return _view(self.plan, self.installed, self.doc, self.busy_ips, self.settings)
+
+    def status(
+        self,
+        progressing: Progress,
+        v: _View | None = None,
+        settled: bool = True,
+    ) -> NodeTaskStatus:
+        v = self.view() if v is None else v
+        return _status(self.task, v, self.doc, self.now, progressing, self.settings, settled)
+
+    def with_doc(self, doc: ResultsDoc) -> Observed:
+        return replace(self, doc=doc)
+
+
+# --- row 0 ------------------------------------------------------------------------
+
+
+def row_waiting_for_preparation(task: NodeTask, now: datetime) -> Decision:
+    """Row 0: no plan, label or object names yet: nothing to do."""
+    generation = task.metadata.generation
+    waiting = _condition(
+        task.status,
+        PROGRESSING,
+        "True",
+        "WaitingForPreparation",
+        "waiting for node names, the task label and object names",
+        now,
+        generation,
+    )
+    status = task.status.model_copy(
+        update={
+            "nodetask_status": TaskPhase.CREATING,
+            "observed_generation": generation,
+            "conditions": [waiting],
+        }
+    )
+    return Decision((), status)
+
+
+# --- rows 1-4: a Job exists ---------------------------------------------------------
+
+
+def row_job_deleting(o: Observed, job: ObservedJob) -> Decision | None:
+    """Row 1: wait for the Job's (foreground) deletion."""
+    if not job.deleting:
+        return None
+    why: Progress = ("True", "WaitingForJobDeletion", f"job {job.name} is being deleted")
+    st = o.status(why, settled=False)
+    return Decision((RequeueAfter(o.settings.deletion_poll),), st)
+
+
+def _never_started(o: Observed, job: ObservedJob) -> bool:
+    doc, settings = o.doc, o.settings
+    return (
+        not job.finished
+        and doc.round > 0
+        and doc.finished is None
+        and doc.started is not None
+        and (o.now - doc.started).total_seconds() > settings.start_timeout
+        and not _ran(doc)
+    )
+
+
+def row_job_not_started(o: Observed, job: ObservedJob) -> Decision | None:
+    """Row 2a: the Job wrote nothing within ``start_timeout``: fold the round as
+    failed attempts and delete the Job."""
+    if not _never_started(o, job):
+        return None
+    timeout = o.settings.start_timeout
+    gave_up = ObservedJob(
+        job.name, job.uid, finished=True, reason=f"its pod did not start within {timeout:g}s"
+    )
+    doc, events = fold(o.doc, o.installed, gave_up, o.now, o.settings)
+    o = o.with_doc(doc)
+    why: Progress = ("True", "WaitingForJobDeletion", f"job {job.name} did not start; removing it")
+    st = o.status(why, settled=False)
+    not_started = EmitEvent(
+        "Warning",
+        "JobNotStarted",
+        f"round {doc.round}: job {job.name} wrote no result within {timeout:g}s; deleting it",
+    )
+    actions: tuple[Action, ...] = (
+        WriteResults(doc),
+        *events,
+        not_started,
+        DeleteJob(job.name, job.uid),
+        RequeueAfter(o.settings.deletion_poll),
+    )
+    return Decision(actions, st, doc.round)
+
+
+def row_job_running(o: Observed, job: ObservedJob) -> Decision | None:
+    """Row 2: the Job runs: poll (Job events usually wake the step first)."""
+    if job.finished:
+        return None
+    why: Progress = ("True", "RoundRunning", f"round {o.doc.round}: job {job.name} is running")
+    st = o.status(why, settled=False)
+    return Decision((RequeueAfter(o.settings.poll_interval),), st)
+
+
+def row_job_finished(o: Observed, job: ObservedJob) -> Decision:
+    """Rows 3-4: the Job finished: fold its round unless folded, then delete it."""
     actions: list[Action] = []
     round_finished: int | None = None
-
-    def view() -> _View:
-        return _view(plan, installed, doc, busy_ips, settings)
-
-    # rows 1-4: a Job exists
-    if job is not None:
-        if job.deleting:
-            st = _status(
-                task,
-                view(),
-                doc,
-                now,
-                ("True", "WaitingForJobDeletion", f"job {job.name} is being deleted"),
-                settings,
-                settled=False,
-            )
-            return Decision((RequeueAfter(settings.deletion_poll),), st)
-        stuck = (
-            not job.finished
-            and doc.round > 0
-            and doc.finished is None
-            and doc.started is not None
-            and (now - doc.started).total_seconds() > settings.start_timeout
-            and not _ran(doc)
-        )
-        if stuck:
-            gave_up = ObservedJob(
-                job.name,
-                job.uid,
-                finished=True,
-                reason=f"its pod did not start within {settings.start_timeout:g}s",
-            )
-            doc, events = fold(doc, installed, gave_up, now, settings)
-            st = _status(
-                task,
-                view(),
-                doc,
-                now,
-                ("True", "WaitingForJobDeletion", f"job {job.name} did not start; removing it"),
-                settings,
-                settled=False,
-            )
-            actions = [
-                WriteResults(doc),
-                *events,
-                EmitEvent(
-                    "Warning",
-                    "JobNotStarted",
-                    f"round {doc.round}: job {job.name} wrote no result within "
-                    f"{settings.start_timeout:g}s; deleting it",
-                ),
-                DeleteJob(job.name, job.uid),
-                RequeueAfter(settings.deletion_poll),
-            ]
-            return Decision(tuple(actions), st, doc.round)
-        if not job.finished:
-            st = _status(
-                task,
-                view(),
-                doc,
-                now,
-                ("True", "RoundRunning", f"round {doc.round}: job {job.name} is running"),
-                settings,
-                settled=False,
-            )
-            return Decision((RequeueAfter(settings.poll_interval),), st)
-        if doc.round > 0 and doc.finished is None:
-            doc, events = fold(doc, installed, job, now, settings)
-            actions += [WriteResults(doc), *events]
-            round_finished = doc.round
-        actions += [DeleteJob(job.name, job.uid), RequeueAfter(settings.deletion_poll)]
-        st = _status(
-            task,
-            view(),
-            doc,
-            now,
-            (
-                "True",
-                "WaitingForJobDeletion",
-                f"round {doc.round} finished; removing job {job.name}",
-            ),
-            settings,
-            settled=False,
-        )
-        return Decision(tuple(actions), st, round_finished)
-
-    # rows 5-6: no Job, a round started and not folded
-    if doc.round > 0 and doc.finished is None:
-        if not _ran(doc):
-            v = view()
-            machines = _round_machines(doc, v)
-            if machines:
-                st = _status(
-                    task,
-                    v,
-                    doc,
-                    now,
-                    (
-                        "True",
-                        "StartingRound",
-                        f"round {doc.round}: creating the job for {len(machines)} machines",
-                    ),
-                    settings,
-                )
-                return Decision(
-                    (
-                        ApplySecret(),
-                        ApplyConfigMap(machines, doc.round),
-                        CreateJob(doc.round),
-                        RequeueAfter(settings.poll_interval),
-                    ),
-                    st,
-                )
-        doc, events = fold(doc, installed, None, now, settings)
+    if o.doc.round > 0 and o.doc.finished is None:
+        doc, events = fold(o.doc, o.installed, job, o.now, o.settings)
+        o = o.with_doc(doc)
         actions += [WriteResults(doc), *events]
         round_finished = doc.round
-
-    v = view()
-    # row 7: done
-    if not v.remaining:
-        st = _status(task, v, doc, now, ("False", "Done", "nothing left to install"), settings)
-        return Decision(tuple(actions), st, round_finished)
-
-    runnable = {n: ip for n, ip in v.remaining.items() if n not in v.busy}
-    # row 8: every machine left is held by another task
-    if not runnable:
-        st = _status(
-            task,
-            v,
-            doc,
-            now,
-            (
-                "True",
-                "WaitingForOtherTask",
-                f"{len(v.busy)} machines are being installed by other tasks",
-            ),
-            settings,
-        )
-        actions.append(RequeueAfter(settings.poll_interval))
-        return Decision(tuple(actions), st, round_finished)
-
-    # row 9: back-off
-    if doc.finished is not None:
-        wait = settings.backoff(doc.round)
-        next_at = doc.finished + timedelta(seconds=wait)
-        if now < next_at:
-            rest = (next_at - now).total_seconds()
-            st = _status(
-                task,
-                v,
-                doc,
-                now,
-                (
-                    "True",
-                    "BackingOff",
-                    f"round {doc.round + 1} starts in {rest:.0f}s ({len(runnable)} machines)",
-                ),
-                settings,
-            )
-            actions.append(RequeueAfter(rest))
-            return Decision(tuple(actions), st, round_finished)
-
-    # row 10: the next round
-    next_round = doc.round + 1
-    doc = _start_round_doc(doc, runnable, next_round, now)
-    v = view()
-    st = _status(
-        task,
-        v,
-        doc,
-        now,
-        ("True", "RoundRunning", f"round {next_round}: {len(runnable)} machines"),
-        settings,
+    actions += [DeleteJob(job.name, job.uid), RequeueAfter(o.settings.deletion_poll)]
+    why: Progress = (
+        "True",
+        "WaitingForJobDeletion",
+        f"round {o.doc.round} finished; removing job {job.name}",
     )
-    actions += [
-        WriteResults(doc),
+    st = o.status(why, settled=False)
+    return Decision(tuple(actions), st, round_finished)
+
+
+JOB_ROWS: tuple[Callable[[Observed, ObservedJob], Decision | None], ...] = (
+    row_job_deleting,
+    row_job_not_started,
+    row_job_running,
+    row_job_finished,
+)
+"""Rows 1, 2a, 2, 3-4 in order: the first that returns a decision wins."""
+
+
+# --- rows 5-6: no Job, a round started and not folded ---------------------------------
+
+
+def _round_open(doc: ResultsDoc) -> bool:
+    return doc.round > 0 and doc.finished is None
+
+
+def row_resume_round(o: Observed) -> Decision | None:
+    """Row 5: the round started but its Job never ran (the step stopped before
+    creating it, or it vanished): create it for the same round, no new attempt."""
+    doc = o.doc
+    if not _round_open(doc) or _ran(doc):
+        return None
+    v = o.view()
+    machines = _round_machines(doc, v)
+    if not machines:
+        return None
+    why: Progress = (
+        "True",
+        "StartingRound",
+        f"round {doc.round}: creating the job for {len(machines)} machines",
+    )
+    st = o.status(why, v)
+    actions = (
+        ApplySecret(),
+        ApplyConfigMap(machines, doc.round),
+        CreateJob(doc.round),
+        RequeueAfter(o.settings.poll_interval),
+    )
+    return Decision(actions, st)
+
+
+def row_fold_without_job(o: Observed) -> tuple[Observed, Decision]:
+    """Row 6: the round ran and its Job is gone: fold it (its actions come first,
+    then rows 7-10 decide on the folded ledger). Returns the observations with the
+    folded ledger and the fold's actions (none when there is nothing to fold)."""
+    if not _round_open(o.doc):
+        return o, Decision((), o.task.status)
+    doc, events = fold(o.doc, o.installed, None, o.now, o.settings)
+    return o.with_doc(doc), Decision((WriteResults(doc), *events), o.task.status, doc.round)
+
+
+# --- rows 7-10: no Job, no open round ---------------------------------------------------
+
+
+def _runnable(v: _View) -> dict[str, str]:
+    return {n: ip for n, ip in v.remaining.items() if n not in v.busy}
+
+
+def row_done(o: Observed) -> Decision | None:
+    """Row 7: nothing left to install (``reconcile`` adds Ready / Failed once)."""
+    v = o.view()
+    if v.remaining:
+        return None
+    return Decision((), o.status(("False", "Done", "nothing left to install"), v))
+
+
+def row_all_busy(o: Observed) -> Decision | None:
+    """Row 8: every machine left is held by another task: wait for it."""
+    v = o.view()
+    if _runnable(v):
+        return None
+    why: Progress = (
+        "True",
+        "WaitingForOtherTask",
+        f"{len(v.busy)} machines are being installed by other tasks",
+    )
+    st = o.status(why, v)
+    return Decision((RequeueAfter(o.settings.poll_interval),), st)
+
+
+def row_backing_off(o: Observed) -> Decision | None:
+    """Row 9: the back-off after the last round is not over yet."""
+    doc = o.doc
+    if doc.finished is None:
+        return None
+    next_at = doc.finished + timedelta(seconds=o.settings.backoff(doc.round))
+    if o.now >= next_at:
+        return None
+    rest = (next_at - o.now).total_seconds()
+    v = o.view()
+    why: Progress = (
+        "True",
+        "BackingOff",
+        f"round {doc.round + 1} starts in {rest:.0f}s ({len(_runnable(v))} machines)",
+    )
+    return Decision((RequeueAfter(rest),), o.status(why, v))
+
+
+def row_next_round(o: Observed) -> Decision:
+    """Row 10: start the next round with the machines not held by other tasks."""
+    runnable = _runnable(o.view())
+    next_round = o.doc.round + 1
+    o = o.with_doc(_start_round_doc(o.doc, runnable, next_round, o.now))
+    v = o.view()
+    why: Progress = ("True", "RoundRunning", f"round {next_round}: {len(runnable)} machines")
+    st = o.status(why, v)
+    started = EmitEvent(
+        "Normal",
+        "RoundStarted",
+        f"round {next_round}: installing {len(runnable)} machines"
+        + (f" ({len(v.busy)} wait for other tasks)" if v.busy else ""),
+    )
+    actions = (
+        WriteResults(o.doc),
         ApplySecret(),
         ApplyConfigMap(runnable, next_round),
         CreateJob(next_round),
-        EmitEvent(
-            "Normal",
-            "RoundStarted",
-            f"round {next_round}: installing {len(runnable)} machines"
-            + (f" ({len(v.busy)} wait for other tasks)" if v.busy else ""),
-        ),
-        RequeueAfter(settings.poll_interval),
-    ]
-    return Decision(tuple(actions), st, round_finished)
+        started,
+        RequeueAfter(o.settings.poll_interval),
+    )
+    return Decision(actions, st)
+
+
+NO_JOB_ROWS: tuple[Callable[[Observed], Decision | None], ...] = (
+    row_done,
+    row_all_busy,
+    row_backing_off,
+    row_next_round,
+)
+"""Rows 7-10 in order, after row 6's fold."""

@@ -1,0 +1,147 @@
+"""The operator's apply side (``Runtime``) in-process against the real control
+plane: a task without a webhook gets its plan written into it by the operator (the
+webhook's function), its first round's objects are created from the decided
+actions, a DeleteJob takes the Job's rights with it, and API requests are counted by
+the client's event hook (observing costs a fixed number of them)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lightkube.core.exceptions import ApiError
+from lightkube.resources.batch_v1 import Job
+from lightkube.resources.core_v1 import ConfigMap, Secret
+from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
+from prometheus_client import generate_latest
+
+from penetrator.api import NodeTask, TaskPhase, is_generated_name
+from penetrator.api.settings import load_settings
+from penetrator.k8s.builders import results_name, secret_name
+from penetrator.k8s.client import NodeTaskResource, make_client
+from penetrator.operator.metrics import Metrics
+from penetrator.operator.runtime import Runtime
+from penetrator.plan.prepare import default_configmap_name, default_job_name
+from penetrator.plan.reconcile import Decision, DeleteJob
+from penetrator_dev.testenv.controlplane import ControlPlane
+
+pytestmark = pytest.mark.cluster
+
+REPO = Path(__file__).resolve().parents[2]
+NS = "edge-system"
+
+
+@pytest.fixture(scope="module")
+def edge(cluster: ControlPlane, crd: None) -> ControlPlane:
+    cluster.kubectl("apply", "-f", str(REPO / "deploy" / "namespace.yaml"))
+    login = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "rt-login", "namespace": NS},
+        "stringData": {"passwd": "rt-password"},
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(login))
+    return cluster
+
+
+@pytest.fixture
+async def runtime(edge: ControlPlane) -> AsyncIterator[Runtime]:
+    settings = load_settings(
+        {"job": {"packages": {"amd64": "/p.tgz"}}, "metricsPort": 0, "fieldManager": "rt-test"}
+    )
+    client = make_client(edge.kubeconfig, field_manager="rt-test")
+    yield Runtime(client, settings, Metrics())
+    await client.close()
+
+
+async def _task(rt: Runtime, name: str) -> dict[str, Any]:
+    body: dict[str, Any] = (await rt.client.get(NodeTaskResource, name)).to_dict()  # type: ignore[no-untyped-call]
+    return body
+
+
+async def _exists(rt: Runtime, res: Any, name: str) -> bool:
+    try:
+        await rt.client.get(res, name, namespace=NS)
+    except ApiError as e:
+        if e.status.code == 404:
+            return False
+        raise
+    return True
+
+
+async def test_a_task_without_webhook_is_planned_then_its_round_applied(
+    edge: ControlPlane, runtime: Runtime
+) -> None:
+    name = "rt-add"
+    ips = ["10.77.0.1", "10.77.0.2", "10.77.0.1"]
+    task = {
+        "apiVersion": "nodetask.apps.superedge.io/v1beta1",
+        "kind": "NodeTask",
+        "metadata": {"name": name},
+        "spec": {"nodeNamePrefix": "edge", "targetMachines": ips, "sshCredential": "rt-login"},
+    }
+    edge.kubectl("create", "-f", "-", input=json.dumps(task))
+    try:
+        # step 1: the plan, written into the task (as the webhook would on create)
+        first = await _task(runtime, name)
+        assert await runtime.step(first, {}) == 0.5
+        planned = NodeTask.from_dict(await _task(runtime, name))
+        # a step on the task as read before that draws no second plan
+        assert await runtime.step(first, {}) == 0.5
+        assert NodeTask.from_dict(await _task(runtime, name)) == planned
+        names = planned.spec.plan()
+        assert sorted(names.values()) == ["10.77.0.1", "10.77.0.2"]
+        assert all(is_generated_name("edge", n) for n in names)
+        assert planned.spec.node_names_generated
+        label = planned.task_label
+        assert label is not None
+        assert label.startswith(f"{name}-")
+        assert planned.job_name == default_job_name(name, label)
+        assert planned.configmap_name == default_configmap_name(name, label)
+
+        # step 2: round 1 from the decided actions
+        await runtime.step(await _task(runtime, name), {})
+        task_now = NodeTask.from_dict(await _task(runtime, name))
+        assert task_now.spec.plan() == names  # planned once
+        assert task_now.status.nodetask_status is TaskPhase.CREATING
+        assert task_now.status.node_status == names
+        job_name = task_now.job_name
+        assert job_name is not None
+        for res, obj in (
+            (ConfigMap, task_now.configmap_name),
+            (ConfigMap, results_name(task_now)),
+            (Secret, secret_name(task_now)),
+            (Role, job_name),
+            (RoleBinding, job_name),
+            (Job, job_name),
+        ):
+            assert await _exists(runtime, res, str(obj)), (res.__name__, obj)
+        cm = await runtime.client.get(ConfigMap, str(task_now.configmap_name), namespace=NS)
+        config = json.loads((cm.data or {})["config.json"])
+        assert {m["name"]: m["ip"] for m in config["machines"]} == names
+        assert "rt-password" not in json.dumps(cm.to_dict())  # type: ignore[no-untyped-call]
+
+        # observing costs three requests whatever the cluster's size, counted by the hook
+        before = runtime.requests
+        await runtime.observe(task_now)
+        assert runtime.requests - before == 3
+        scraped = generate_latest(runtime.metrics.registry).decode()
+        for method in ("GET", "PATCH", "POST"):
+            assert f'penetrator_api_requests_total{{method="{method}"}}' in scraped
+
+        # DeleteJob: the Job goes (foreground) and its rights with it
+        job = await runtime.client.get(Job, job_name, namespace=NS)
+        uid = str(job.metadata.uid) if job.metadata else ""
+        await runtime.apply(task_now, Decision((DeleteJob(job_name, uid),), task_now.status))
+        assert not await _exists(runtime, Role, job_name)
+        assert not await _exists(runtime, RoleBinding, job_name)
+        gone = not await _exists(runtime, Job, job_name)
+        if not gone:
+            deleting = await runtime.client.get(Job, job_name, namespace=NS)
+            assert deleting.metadata is not None
+            assert deleting.metadata.deletionTimestamp is not None
+    finally:
+        edge.kubectl("delete", "nt", name, "--ignore-not-found", "--wait=false")
