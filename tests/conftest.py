@@ -4,13 +4,11 @@ kube-controller-manager, kube-scheduler) for the whole test session."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from penetrator_dev.testenv.controlplane import ControlPlane, ControlPlaneOptions
-
-REPO = Path(__file__).resolve().parents[1]
+from support import REPO
 
 
 @pytest.fixture(scope="session")

@@ -50,6 +50,7 @@ from penetrator.plan.prepare import (
     planned_machines,
     prepare,
 )
+from support import nodetask
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 CLUSTER = ClusterInfo("https://172.31.0.1:6443", "sha256:" + "ab" * 32)
@@ -71,9 +72,7 @@ def task(proxy: str | None = "proxy-1", **meta: Any) -> NodeTask:
         "annotations": {JOB_NAME_ANNOTATION: "nodes-job", CONFIGMAP_NAME_ANNOTATION: "nodes-cm"},
     }
     metadata.update(meta)
-    return NodeTask.from_dict(
-        {"apiVersion": API_VERSION, "kind": "NodeTask", "metadata": metadata, "spec": spec}
-    )
+    return NodeTask.from_dict(nodetask("nodes", metadata=metadata, **spec))
 
 
 def owner_ok(obj: Any, t: NodeTask) -> None:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,8 +13,9 @@ from penetrator.api import NodeTaskStatus
 from penetrator.operator.metrics import Metrics
 from penetrator.operator.runtime import _clean, active_claims
 from penetrator.operator.settings import Settings, SettingsError
+from support import REPO
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+DEPLOY = REPO / "deploy"
 
 
 def docs(name: str) -> list[dict[str, Any]]:

@@ -4,7 +4,6 @@ its generated certificate (no cluster)."""
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -19,8 +18,9 @@ from penetrator.operator.webhook import (
     WebhookSettings,
     enabled,
 )
+from support import REPO
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+DEPLOY = REPO / "deploy"
 
 
 def docs(name: str) -> list[dict[str, Any]]:
