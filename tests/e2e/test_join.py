@@ -112,7 +112,7 @@ def site(cluster: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Ite
                 "delete", "lease", "-n", "kube-node-lease", "--ignore-not-found", *s.names
             )
         cluster.kubectl(
-            "delete", "csr", "-l", "penetrator_dev.sandbox/node", "--ignore-not-found", check=False
+            "delete", "csr", "-l", "penetrator.sandbox/node", "--ignore-not-found", check=False
         )
 
 
@@ -176,8 +176,8 @@ def test_each_node_holds_a_csr_issued_client_certificate(
     cluster: ControlPlane, site: Site, joined: dict[str, Any]
 ) -> None:
     token = joined["token"]
-    csrs = _kjson(cluster, "get", "csr", "-l", "penetrator_dev.sandbox/node")["items"]
-    by_node = {c["metadata"]["labels"]["penetrator_dev.sandbox/node"]: c for c in csrs}
+    csrs = _kjson(cluster, "get", "csr", "-l", "penetrator.sandbox/node")["items"]
+    by_node = {c["metadata"]["labels"]["penetrator.sandbox/node"]: c for c in csrs}
     for name, ip in zip(site.names, IPS, strict=True):
         csr = by_node[name]
         conds = {c["type"]: c["status"] for c in csr["status"]["conditions"]}

@@ -185,7 +185,7 @@ def test_three_machines_join_over_ssh_and_turn_ready(env: Env, joined: dict[str,
 
 def test_each_node_has_its_csr_issued_certificate(env: Env, joined: dict[str, Any]) -> None:
     csrs = json.loads(env.kubectl("get", "csr", "-o", "json").stdout)["items"]
-    by_node = {c["metadata"].get("labels", {}).get("penetrator_dev.sandbox/node"): c for c in csrs}
+    by_node = {c["metadata"].get("labels", {}).get("penetrator.sandbox/node"): c for c in csrs}
     for ip, name in env.names.items():
         csr = by_node[name]
         conds = {c["type"]: c["status"] for c in csr["status"]["conditions"]}

@@ -181,7 +181,7 @@ def csr_object(csr_pem: bytes, node_name: str) -> dict[str, Any]:
         "kind": "CertificateSigningRequest",
         "metadata": {
             "generateName": "node-csr-",
-            "labels": {"penetrator_dev.sandbox/node": node_name[:63]},
+            "labels": {"penetrator.sandbox/node": node_name[:63]},
         },
         "spec": {
             "request": base64.b64encode(csr_pem).decode(),
