@@ -3,14 +3,39 @@ kube-controller-manager, kube-scheduler) for the whole test session."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Generator, Iterator
+from typing import TypeVar
 
 import pytest
 
 from penetrator_dev.testenv.controlplane import ControlPlane, ControlPlaneOptions
+from support import REPO
 
-REPO = Path(__file__).resolve().parents[1]
+R = TypeVar("R", pytest.TestReport, pytest.CollectReport)
+
+
+def _no_skip(report: R) -> R:
+    """A skip is a failure here: a test that cannot run on this machine (a missing
+    tool, no root) says so in red, never silently."""
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped, and no test may skip: {reason}"
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    return _no_skip((yield))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(
+    collector: pytest.Collector,
+) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    return _no_skip((yield))
 
 
 @pytest.fixture(scope="session")

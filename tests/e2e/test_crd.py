@@ -4,17 +4,15 @@ bad tasks are refused with the field named, the spec cannot change."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
-import yaml
+
+from support import REPO, nodetask_yaml, wait_for
 
 pytestmark = pytest.mark.cluster
 
-REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "deploy" / "crd.yaml"
 EXAMPLES = REPO / "deploy" / "examples"
 CRD_NAME = "nodetasks.nodetask.apps.superedge.io"
@@ -24,17 +22,6 @@ class Cluster(Protocol):
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True
     ) -> Any: ...  # subprocess.CompletedProcess[str]
-
-
-def manifest(name: str, spec: dict[str, Any]) -> str:
-    return yaml.safe_dump(
-        {
-            "apiVersion": "nodetask.apps.superedge.io/v1beta1",
-            "kind": "NodeTask",
-            "metadata": {"name": name},
-            "spec": spec,
-        }
-    )
 
 
 def add_spec(**over: Any) -> dict[str, Any]:
@@ -84,13 +71,12 @@ def test_crd_is_established_with_names(kubectl: Cluster) -> None:
 def explain(kubectl: Cluster, field: str) -> str:
     """``kubectl explain``, once the apiserver has published the CRD's OpenAPI (it
     does so a moment after Established)."""
-    deadline = time.monotonic() + 60
-    while True:
+
+    def answered() -> str | None:
         proc = kubectl.kubectl("explain", field, check=False)
-        if proc.returncode == 0 or time.monotonic() > deadline:
-            assert proc.returncode == 0, proc.stderr
-            return str(proc.stdout)
-        time.sleep(1)
+        return str(proc.stdout) if proc.returncode == 0 else None
+
+    return wait_for(answered, f"`kubectl explain {field}` to answer", 60, interval=1)
 
 
 def test_explain_teaches_the_user(kubectl: Cluster) -> None:
@@ -156,7 +142,7 @@ def test_seed_add_example_round_trip(kubectl: Cluster, cleanup: list[str]) -> No
 
 def test_status_is_validated_too(kubectl: Cluster, cleanup: list[str]) -> None:
     cleanup.append("status-check")
-    kubectl.kubectl("create", "-f", "-", input=manifest("status-check", add_spec()))
+    kubectl.kubectl("create", "-f", "-", input=nodetask_yaml("status-check", **add_spec()))
     bad = kubectl.kubectl(
         "patch",
         "nt",
@@ -186,7 +172,7 @@ def test_direct_mode_and_ipv6_are_accepted(kubectl: Cluster, cleanup: list[str])
     spec = add_spec(
         proxyNode=None, targetMachines=["fd00::1", "10.0.0.1", "10.0.0.1"], sshPort=2222
     )
-    kubectl.kubectl("create", "-f", "-", input=manifest("direct", spec))
+    kubectl.kubectl("create", "-f", "-", input=nodetask_yaml("direct", **spec))
 
 
 REJECTED = [
@@ -288,7 +274,7 @@ def test_bad_task_is_refused_with_the_field_named(
     kubectl: Cluster, cleanup: list[str], spec: dict[str, Any], expected: list[str]
 ) -> None:
     cleanup.append("refused")
-    proc = kubectl.kubectl("create", "-f", "-", input=manifest("refused", spec), check=False)
+    proc = kubectl.kubectl("create", "-f", "-", input=nodetask_yaml("refused", **spec), check=False)
     assert proc.returncode != 0, proc.stdout
     assert 'The NodeTask "refused" is invalid' in proc.stderr
     for text in expected:
@@ -302,13 +288,13 @@ def test_webhook_shape_with_both_lists_is_stored(kubectl: Cluster, cleanup: list
         nodeNamesOverride={"edge-ab12cd": "172.21.3.194", "edge-zz99aa": "172.21.3.195"},
         nodeNamesGenerated=True,
     )
-    kubectl.kubectl("create", "-f", "-", input=manifest("planned", spec))
+    kubectl.kubectl("create", "-f", "-", input=nodetask_yaml("planned", **spec))
 
 
 def test_spec_is_immutable(kubectl: Cluster, cleanup: list[str]) -> None:
     cleanup.append("fixed")
-    kubectl.kubectl("apply", "-f", "-", input=manifest("fixed", add_spec()))
-    again = kubectl.kubectl("apply", "-f", "-", input=manifest("fixed", add_spec()))
+    kubectl.kubectl("apply", "-f", "-", input=nodetask_yaml("fixed", **add_spec()))
+    again = kubectl.kubectl("apply", "-f", "-", input=nodetask_yaml("fixed", **add_spec()))
     assert "unchanged" in again.stdout
 
     for change in (
@@ -316,7 +302,9 @@ def test_spec_is_immutable(kubectl: Cluster, cleanup: list[str]) -> None:
         add_spec(sshPort=2222),
         add_spec(proxyNode=None),
     ):
-        proc = kubectl.kubectl("apply", "-f", "-", input=manifest("fixed", change), check=False)
+        proc = kubectl.kubectl(
+            "apply", "-f", "-", input=nodetask_yaml("fixed", **change), check=False
+        )
         assert proc.returncode != 0
         assert "spec is immutable" in proc.stderr
         assert "create a new NodeTask" in proc.stderr
@@ -342,7 +330,7 @@ def test_generated_names_may_be_written_once_and_nothing_else(
     """Without a webhook the operator writes the names it generated into the spec,
     as the webhook would on create: that change, once, and no other."""
     cleanup.append("named-later")
-    kubectl.kubectl("create", "-f", "-", input=manifest("named-later", add_spec()))
+    kubectl.kubectl("create", "-f", "-", input=nodetask_yaml("named-later", **add_spec()))
     names = {"edge-ab12cd": "172.21.3.194", "edge-zz99aa": "172.21.3.195"}
 
     def patch(spec: dict[str, Any]) -> Any:
@@ -382,10 +370,12 @@ def test_5000_machine_task_fits_the_cel_budget(kubectl: Cluster, cleanup: list[s
         nodeNamesGenerated=True,
     )
     cleanup.append("largest")
-    kubectl.kubectl("create", "-f", "-", input=manifest("largest", spec))
+    kubectl.kubectl("create", "-f", "-", input=nodetask_yaml("largest", **spec))
     kubectl.kubectl("label", "nt", "largest", "app.superedge.io/node-label=largest-abc123")
     too_many = add_spec(targetMachines=[f"10.0.{i // 256}.{i % 256}" for i in range(5001)])
-    proc = kubectl.kubectl("create", "-f", "-", input=manifest("refused", too_many), check=False)
+    proc = kubectl.kubectl(
+        "create", "-f", "-", input=nodetask_yaml("refused", **too_many), check=False
+    )
     cleanup.append("refused")
     assert proc.returncode != 0
     assert "spec.targetMachines" in proc.stderr
@@ -395,6 +385,6 @@ def test_5000_machine_task_fits_the_cel_budget(kubectl: Cluster, cleanup: list[s
 def test_misspelt_field_is_refused(kubectl: Cluster, cleanup: list[str]) -> None:
     cleanup.append("typo")
     spec = add_spec(targetMachine=["172.21.3.196"])
-    proc = kubectl.kubectl("create", "-f", "-", input=manifest("typo", spec), check=False)
+    proc = kubectl.kubectl("create", "-f", "-", input=nodetask_yaml("typo", **spec), check=False)
     assert proc.returncode != 0
     assert 'unknown field "spec.targetMachine"' in proc.stderr

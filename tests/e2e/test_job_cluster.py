@@ -21,6 +21,7 @@ from penetrator.job.credentials import Credentials
 from penetrator.job.hostkeys import HostKeyStore
 from penetrator.job.runner import JobContext, install_machine
 from penetrator_dev.testenv.controlplane import ControlPlane
+from support import free_port
 
 pytestmark = [pytest.mark.cluster]
 
@@ -274,19 +275,15 @@ def limited(cluster: ControlPlane, tmp_path: Path) -> Iterator[Path]:
 async def test_a_403_is_final_at_once_with_the_answer_named(
     cluster: ControlPlane, nodes: list[str], limited: Path
 ) -> None:
-    import time
-
     from penetrator.job.cluster import ClusterError
 
     create(cluster, nodes, "jt-rbac", "10.99.3.1", ready=True)
     c = Cluster.from_kubeconfig(limited, interval=0.3)
     try:
         assert await c.get_node("jt-rbac", 5) is not None  # the account works
-        t0 = time.monotonic()
         with pytest.raises(ClusterError) as denied:
             await c.delete_stale("jt-rbac", "10.99.3.9", LABEL, 20)
-        assert time.monotonic() - t0 < 5  # not retried for 20 s
-        assert denied.value.tries == 1
+        assert denied.value.tries == 1  # not retried for 20 s
         assert denied.value.answer.code == 403
         assert str(denied.value).startswith("Kubernetes API: delete node jt-rbac refused: 403 ")
         assert "cannot delete resource" in str(denied.value)
@@ -295,22 +292,12 @@ async def test_a_403_is_final_at_once_with_the_answer_named(
         await c.close()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def test_an_api_server_out_of_reach_is_retried_within_the_budget(
     cluster: ControlPlane, nodes: list[str], tmp_path: Path
 ) -> None:
     """Connection refused (nothing listens on a loopback port yet) is transient:
     given up when the budget is spent; ridden out when the real API server
     becomes reachable there (a plain TCP relay to it, started later)."""
-    import time
-
     import yaml
 
     from penetrator.job.cluster import ClusterError
@@ -320,7 +307,7 @@ async def test_an_api_server_out_of_reach_is_retried_within_the_budget(
     target = admin["clusters"][0]["cluster"]["server"].removeprefix("https://")
     host, _, tport = target.rpartition(":")
     assert host in ("127.0.0.1", "localhost"), target
-    port = _free_port()
+    port = free_port()
     admin["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{port}"
     kc = tmp_path / "relay.kubeconfig"
     kc.write_text(yaml.safe_dump(admin))
@@ -343,10 +330,8 @@ async def test_an_api_server_out_of_reach_is_retried_within_the_budget(
     c = Cluster.from_kubeconfig(kc, interval=0.3)
     server: asyncio.Server | None = None
     try:
-        t0 = time.monotonic()
         with pytest.raises(ClusterError) as gone:
             await c.get_node("jt-late-api", 2)
-        assert time.monotonic() - t0 < 3.5
         assert gone.value.tries >= 2
         assert gone.value.answer.code is None
         assert "still failing after" in str(gone.value)

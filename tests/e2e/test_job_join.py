@@ -19,18 +19,17 @@ import yaml
 
 from penetrator.api import NODE_LABEL
 from penetrator.k8s.bootstrap_token import BootstrapToken, bootstrap_token_secret
+from penetrator_dev.sandbox import cluster as cluster_mod
 from penetrator_dev.sandbox.join import heartbeat as hb
 from penetrator_dev.sandbox.join.package import build_join_packages
 from penetrator_dev.sandbox.lifecycle import Sandbox, down
 from penetrator_dev.sandbox.network import exec_argv
-
-cluster_mod = pytest.importorskip("penetrator_dev.sandbox.cluster")
+from support import REPO
 
 pytestmark = [pytest.mark.netns, pytest.mark.cluster]
 
 PER_AUTH = int(os.environ.get("PENETRATOR_JOB_E2E_MACHINES", "5"))  # the issue: 20
 LABEL = "accept-x1y2z3"
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

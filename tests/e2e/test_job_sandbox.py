@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,12 +26,12 @@ import yaml
 from penetrator_dev.sandbox.lifecycle import Sandbox, down
 from penetrator_dev.sandbox.machines import ROLE_MAIN, ROLE_NEW_HOST_KEY, host_key_path
 from penetrator_dev.sandbox.topology import Fault
+from support import REPO
 
 pytestmark = [pytest.mark.netns]
 
 TOKEN = "abcdef.0123456789abcdef"
 CA_HASH = "sha256:" + "ab" * 32
-REPO = Path(__file__).resolve().parents[2]
 WORK = "penetrator"  # relative: inside each machine's home
 
 FAKE_EDGEADM = r"""#!/bin/sh
@@ -308,9 +307,7 @@ def test_each_fault_fails_only_its_machine_with_a_clear_message(
         odd_shim.parent.mkdir(parents=True, exist_ok=True)
         odd_shim.write_text("#!/bin/sh\necho 'mips64;rm -rf /'\n")
         odd_shim.chmod(0o755)
-        t0 = time.monotonic()
         rc, r, out = run_job(sb, tmp_path / "faults", m, "t-faults", {"amd64": packages["amd64"]})
-        took = time.monotonic() - t0
     finally:
         odd_shim.unlink(missing_ok=True)
         sb.set_arch(1, arm, "x86_64")
@@ -329,7 +326,6 @@ def test_each_fault_fails_only_its_machine_with_a_clear_message(
     assert r[arm]["error"] == "no package for arm64 in the job config"
     assert "unsupported architecture" in r[odd]["error"]
     assert "mips64" in r[odd]["error"]
-    assert took < 60
     # the healthy path still works right after (faults cleared)
     rc, r, out = run_job(sb, tmp_path / "after", m[:2], "t-faults2", packages)
     assert rc == 0, out

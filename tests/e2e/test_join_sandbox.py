@@ -12,7 +12,6 @@ import datetime as dt
 import json
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,13 +21,13 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from penetrator.k8s.bootstrap_token import BootstrapToken, bootstrap_token_secret
+from penetrator_dev.sandbox import cluster as cluster_mod
 from penetrator_dev.sandbox.join import heartbeat as hb
 from penetrator_dev.sandbox.join.package import build_join_packages
 from penetrator_dev.sandbox.lifecycle import Sandbox
 from penetrator_dev.sandbox.network import exec_argv
 from penetrator_dev.sandbox.topology import Fault
-
-cluster_mod = pytest.importorskip("penetrator_dev.sandbox.cluster")
+from support import wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.cluster]
 
@@ -143,15 +142,6 @@ class Env:
         return next((str(c["status"]) for c in conds if c["type"] == "Ready"), None)
 
 
-def _wait(pred: Any, what: str, timeout: float) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if pred():
-            return time.monotonic() - t0
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def env(sandbox_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> Env:
     sb = sandbox_factory(machines=3, intranets=1)
@@ -167,7 +157,6 @@ def env(sandbox_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> Env:
 @pytest.fixture(scope="module")
 def joined(env: Env) -> dict[str, Any]:
     token = env.token()
-    t0 = time.monotonic()
     res = env.install(
         [
             {"ip": ip, "config": env.config(token, name), "args": "join --config ../join.yaml"}
@@ -177,10 +166,8 @@ def joined(env: Env) -> dict[str, Any]:
     for r in res.values():
         assert r["exit"] == 0, r
         assert token.token_secret not in r["stdout"] + r["stderr"]
-    waited = _wait(
-        lambda: all(env.ready(n) == "True" for n in env.names.values()), "3 nodes Ready", 60
-    )
-    return {"token": token, "results": res, "seconds": time.monotonic() - t0, "waited": waited}
+    wait_for(lambda: all(env.ready(n) == "True" for n in env.names.values()), "3 nodes Ready", 60)
+    return {"token": token, "results": res}  # how long joins take: bench/join_sandbox_bench.py
 
 
 def test_three_machines_join_over_ssh_and_turn_ready(env: Env, joined: dict[str, Any]) -> None:
@@ -194,7 +181,6 @@ def test_three_machines_join_over_ssh_and_turn_ready(env: Env, joined: dict[str,
         assert n["metadata"]["labels"]["kubernetes.io/arch"] == arch
         assert {"type": "InternalIP", "address": ip} in n["status"]["addresses"]
         assert joined["results"][ip]["arch"] == ("aarch64" if i == 2 else "x86_64")
-    print(f"3 joins over SSH -> all Ready in {joined['seconds']:.1f}s")
 
 
 def test_each_node_has_its_csr_issued_certificate(env: Env, joined: dict[str, Any]) -> None:
@@ -245,11 +231,10 @@ def test_down_fault_stops_heartbeats(env: Env, joined: dict[str, Any]) -> None:
     ip, name = list(env.names.items())[1]
     env.sb.fault(1, ip, Fault.DOWN)
     try:
-        waited = _wait(lambda: env.ready(name) not in ("True", None), f"{name} NotReady", 60)
-        print(f"down -> NotReady in {waited:.1f}s")
+        wait_for(lambda: env.ready(name) not in ("True", None), f"{name} NotReady", 60)
     finally:
         env.sb.fault(1, ip, None)
-    _wait(lambda: env.ready(name) == "True", f"{name} Ready again", 30)
+    wait_for(lambda: env.ready(name) == "True", f"{name} Ready again", 30)
 
 
 def test_reset_over_ssh_turns_the_node_not_ready(env: Env, joined: dict[str, Any]) -> None:
@@ -257,8 +242,7 @@ def test_reset_over_ssh_turns_the_node_not_ready(env: Env, joined: dict[str, Any
     res = env.install([{"ip": ip, "config": None, "args": "reset --force"}])[ip]
     assert res["exit"] == 0, res
     assert not (env.sb.machine_dir(1, ip) / "kubelet").exists()
-    waited = _wait(lambda: env.ready(name) not in ("True", None), f"{name} NotReady", 60)
-    print(f"reset -> NotReady in {waited:.1f}s")
+    wait_for(lambda: env.ready(name) not in ("True", None), f"{name} NotReady", 60)
     assert env.ready(next(iter(env.names.values()))) == "True"
     st = hb.service_status(hb.sandbox_registry_dir(env.sb.name, 1))
     assert st is not None

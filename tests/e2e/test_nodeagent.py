@@ -4,28 +4,19 @@ binds pods to its node, the real Job controller runs Jobs, RBAC is real."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from penetrator_dev.sandbox.cluster import SandboxCluster, restart_node_agent
 from penetrator_dev.sandbox.lifecycle import Sandbox
+from support import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.netns]
 
 NODE = "proxy-1"  # the proxy node of intranet 1, inside its network namespace
 TOLERATION = {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}
-
-
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +120,7 @@ def test_job_reads_configmap_with_in_cluster_config_and_a_mounted_secret(
         "--serviceaccount=agent-probe:reader",
     )
     cluster.kubectl("apply", "-f", "-", input=job("reads", "reader", READ_CONFIGMAP))
-    wait_until(
+    wait_for(
         lambda: (
             "Complete" in job_condition(cluster, "reads")
             or "Failed" in job_condition(cluster, "reads")
@@ -149,7 +140,7 @@ def test_job_without_rbac_is_forbidden(
 ) -> None:
     cluster.kubectl("-n", "agent-probe", "create", "serviceaccount", "nobody")
     cluster.kubectl("apply", "-f", "-", input=job("forbidden", "nobody", READ_CONFIGMAP))
-    wait_until(lambda: "Failed" in job_condition(cluster, "forbidden"), "the Job to fail", 90)
+    wait_for(lambda: "Failed" in job_condition(cluster, "forbidden"), "the Job to fail", 90)
     assert "403" in pod_log(cluster, "forbidden") or "Forbidden" in pod_log(cluster, "forbidden")
 
 
@@ -172,7 +163,7 @@ def test_deleting_a_running_pod_stops_its_process(cluster: SandboxCluster) -> No
         ).stdout
         return int(out.removeprefix("sandbox://")) if out.startswith("sandbox://") else 0
 
-    wait_until(lambda: running_pid() > 0, "the sleeper pod to run", 60)
+    wait_for(lambda: running_pid() > 0, "the sleeper pod to run", 60)
     pid = running_pid()
     assert Path(f"/proc/{pid}").exists()
     pod = cluster.kubectl(
@@ -196,7 +187,7 @@ def test_deleting_a_running_pod_stops_its_process(cluster: SandboxCluster) -> No
         "--wait=true",
         "--timeout=60s",
     )
-    wait_until(lambda: not Path(f"/proc/{pid}").exists(), "the pod's process to stop", 30)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), "the pod's process to stop", 30)
 
 
 def test_service_gets_the_pods_ip_in_its_endpoints(cluster: SandboxCluster) -> None:
@@ -239,7 +230,7 @@ def test_service_gets_the_pods_ip_in_its_endpoints(cluster: SandboxCluster) -> N
             for a in e["addresses"]
         ]
 
-    wait_until(lambda: endpoint_ips() == ["10.10.0.2"], "the Service's endpoints", 60)
+    wait_for(lambda: endpoint_ips() == ["10.10.0.2"], "the Service's endpoints", 60)
     cluster.kubectl("-n", "agent-probe", "delete", "pod", "web", "--grace-period=1", "--wait=false")
 
 
@@ -265,7 +256,7 @@ def test_an_agent_crash_fails_a_running_job_pod_instead_of_running_it_twice(
             check=False,
         ).stdout
 
-    wait_until(
+    wait_for(
         lambda: pod_status(".status.containerStatuses[0].containerID").startswith("sandbox://"),
         "the pod to run",
         60,
@@ -273,18 +264,18 @@ def test_an_agent_crash_fails_a_running_job_pod_instead_of_running_it_twice(
     pid = int(pod_status(".status.containerStatuses[0].containerID").removeprefix("sandbox://"))
     assert Path(f"/proc/{pid}").exists()
     restart_node_agent(sb)  # SIGKILL: the pod's process is orphaned
-    wait_until(lambda: pod_status(".status.phase") == "Failed", "the pod to be failed", 60)
+    wait_for(lambda: pod_status(".status.phase") == "Failed", "the pod to be failed", 60)
     assert pod_status(".status.reason") == "NodeAgentRestarted"
-    wait_until(
+    wait_for(
         lambda: not Path(f"/proc/{pid}").exists() or " Z " in Path(f"/proc/{pid}/stat").read_text(),
         "the orphan to stop",
         30,
     )
-    wait_until(lambda: "Failed" in job_condition(cluster, "orphan"), "the Job to fail", 60)
+    wait_for(lambda: "Failed" in job_condition(cluster, "orphan"), "the Job to fail", 60)
     assert marker.read_text() == "started\n"  # it never ran a second time
     assert len(pod_status(".metadata.name").split()) == 1
     # The restarted agent keeps the nodes Ready and runs new pods.
     cluster.kubectl("apply", "-f", "-", input=job("after-restart", "default", "print('ok')"))
-    wait_until(
+    wait_for(
         lambda: "Complete" in job_condition(cluster, "after-restart"), "a Job after the restart", 60
     )

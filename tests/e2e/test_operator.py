@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import pytest
 import yaml
 
 from penetrator.api import NODE_LABEL
+from penetrator_dev.sandbox import cluster as cluster_mod
 from penetrator_dev.sandbox.deploy import merge
 from penetrator_dev.sandbox.join import heartbeat as hb
 from penetrator_dev.sandbox.join.package import build_join_packages
@@ -37,11 +37,10 @@ from penetrator_dev.sandbox.lifecycle import Sandbox, down
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: the helpers
 from operator_watch import JobWatch, joins, journal_length
 
-cluster_mod = pytest.importorskip("penetrator_dev.sandbox.cluster")
+from support import REPO, add_task_yaml, free_port, nodetask_yaml, wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.cluster]
 
-REPO = Path(__file__).resolve().parents[2]
 NS = "edge-system"
 ADD = max(3, int(os.environ.get("PENETRATOR_OPERATOR_E2E_ADD", "20")))
 """Machines of the add task (the issue's acceptance: 20); three more are faulty."""
@@ -51,24 +50,6 @@ tasks. Intranet 2 (routed): all of them for the direct task killed mid-Job."""
 LEASE_SECONDS = 9
 """Short for the takeover test, long enough that a holder's renewals (every third of
 it, GET + PUT) stay inside its validity on 2 busy cores (6 s made the holder flap)."""
-
-
-def wait_until(
-    predicate: Callable[[], Any], what: str, timeout: float = 120, interval: float = 1
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Env:
@@ -195,25 +176,7 @@ def annotated(env: Env, name: str) -> dict[str, Any]:
         keys = ("app.superedge.io/job-name", "app.superedge.io/configmap-name")
         return t if all(ann.get(k) for k in keys) else None
 
-    return dict(wait_until(ready, f"task {name}'s annotations", 60))
-
-
-def task_manifest(name: str, ips: list[str], proxy: str | None) -> str:
-    spec: dict[str, Any] = {
-        "nodeNamePrefix": "edge",
-        "targetMachines": ips,
-        "sshCredential": "login",
-    }
-    if proxy:
-        spec["proxyNode"] = proxy
-    return yaml.safe_dump(
-        {
-            "apiVersion": "nodetask.apps.superedge.io/v1beta1",
-            "kind": "NodeTask",
-            "metadata": {"name": name},
-            "spec": spec,
-        }
-    )
+    return dict(wait_for(ready, f"task {name}'s annotations", 60))
 
 
 def owned_by(obj: dict[str, Any], task: dict[str, Any]) -> bool:
@@ -231,14 +194,14 @@ def test_add_task_through_the_proxy_node_joins_the_machines_and_is_collected(env
     ips = [m.ip for m in env.sb.topology.intranet(1).machines][:ADD]
     proxy = env.info.proxy_nodes[1]
     watch = env.job_watch("nodes")
-    env.kubectl("apply", "-f", "-", input=task_manifest("nodes", ips, proxy))
+    env.kubectl("apply", "-f", "-", input=add_task_yaml("nodes", ips, proxy))
 
     # the task's objects: names from its annotations, owned by it
     task = annotated(env, "nodes")
     ann = task["metadata"]["annotations"]
     job_name, cm_name = ann["app.superedge.io/job-name"], ann["app.superedge.io/configmap-name"]
     label = task["metadata"]["labels"][NODE_LABEL]
-    job = wait_until(lambda: env.get("job", "-n", NS, job_name), "the Job", 60)
+    job = wait_for(lambda: env.get("job", "-n", NS, job_name), "the Job", 60)
     cm = env.get("configmap", "-n", NS, cm_name)
     secret = env.get("secret", "-n", NS, f"{cm_name}-credentials")
     results = env.get("configmap", "-n", NS, f"{cm_name}-results")
@@ -252,7 +215,7 @@ def test_add_task_through_the_proxy_node_joins_the_machines_and_is_collected(env
     assert env.password not in text
 
     # the pod runs on the proxy node
-    pod = wait_until(
+    pod = wait_for(
         lambda: (
             (p := env.get("pods", "-n", NS, "-l", f"job-name={job_name}"))
             and p["items"]
@@ -270,7 +233,7 @@ def test_add_task_through_the_proxy_node_joins_the_machines_and_is_collected(env
         return t if (t.get("status") or {}).get("nodetaskStatus") == "ready" else None
 
     try:
-        task = wait_until(ready, "the task to be ready", 420)
+        task = wait_for(ready, "the task to be ready", 420)
     finally:
         watch.stop()
         print(env.log.read_text()[-5000:])
@@ -334,7 +297,7 @@ def test_add_task_through_the_proxy_node_joins_the_machines_and_is_collected(env
         ]
         return all(x is None for x in left)
 
-    wait_until(collected, "garbage collection of the task's objects", 60)
+    wait_for(collected, "garbage collection of the task's objects", 60)
 
 
 def wait_status(env: Env, name: str, phases: tuple[str, ...], timeout: float) -> dict[str, Any]:
@@ -343,7 +306,7 @@ def wait_status(env: Env, name: str, phases: tuple[str, ...], timeout: float) ->
         return t if t and (t.get("status") or {}).get("nodetaskStatus") in phases else None
 
     try:
-        return dict(wait_until(done, f"task {name} to be {'/'.join(phases)}", timeout))
+        return dict(wait_for(done, f"task {name} to be {'/'.join(phases)}", timeout))
     except AssertionError:
         print(env.log.read_text()[-5000:])
         print(json.dumps(env.get("nt", name), indent=1)[-3000:])
@@ -361,7 +324,7 @@ def test_unjoinable_machines_are_retried_then_failed_while_the_others_join(env: 
     try:
         env.kubectl(
             "apply", "-f", "-",
-            input=task_manifest("faulty", [good, *faults], env.info.proxy_nodes[1]),
+            input=add_task_yaml("faulty", [good, *faults], env.info.proxy_nodes[1]),
         )  # fmt: skip
         task = wait_status(env, "faulty", ("failed",), 420)
     finally:
@@ -401,10 +364,10 @@ def test_direct_mode_survives_an_operator_killed_while_its_job_runs(env: Env) ->
 
     watch = env.job_watch("direct")
     try:
-        env.kubectl("apply", "-f", "-", input=task_manifest("direct", routed, None))
+        env.kubectl("apply", "-f", "-", input=add_task_yaml("direct", routed, None))
         job_name = annotated(env, "direct")["metadata"]["annotations"]["app.superedge.io/job-name"]
         # mid-Job: the Job's pod has begun installing and is not through
-        wait_until(
+        wait_for(
             lambda: having("start") and len(having("end")) < len(routed),
             "a machine to begin its join",
             180,
@@ -521,7 +484,7 @@ def test_of_two_operators_only_the_lease_holder_acts_and_the_other_takes_over(
         fresh = "renewTime" in spec and time.time() - micro(spec["renewTime"]) < LEASE_SECONDS
         return bool(fresh and spec.get("holderIdentity") == identity)
 
-    wait_until(lambda: holder_is(A_IDENTITY), "A to hold the Lease", 60, interval=0.5)
+    wait_for(lambda: holder_is(A_IDENTITY), "A to hold the Lease", 60, interval=0.5)
     b_log = tmp_path / "operator-b.log"
     b = env.spawn_operator(
         b_log,
@@ -533,10 +496,10 @@ def test_of_two_operators_only_the_lease_holder_acts_and_the_other_takes_over(
     )
     watches: list[JobWatch] = []
     try:
-        wait_until(lambda: f"operator {B_IDENTITY} started" in b_log.read_text(), "B to start", 60)
+        wait_for(lambda: f"operator {B_IDENTITY} started" in b_log.read_text(), "B to start", 60)
         before = lease_spec(env)
         watches.append(w1 := env.job_watch("pair-1"))
-        env.kubectl("apply", "-f", "-", input=task_manifest("pair-1", first, proxy))
+        env.kubectl("apply", "-f", "-", input=add_task_yaml("pair-1", first, proxy))
         wait_status(env, "pair-1", ("ready",), 300)
         w1.stop()
         after = lease_spec(env)
@@ -549,8 +512,8 @@ def test_of_two_operators_only_the_lease_holder_acts_and_the_other_takes_over(
         env.kill_operator()
         last_renew = micro(lease_spec(env)["renewTime"])
         watches.append(w2 := env.job_watch("pair-2"))
-        env.kubectl("apply", "-f", "-", input=task_manifest("pair-2", second, proxy))
-        wait_until(lambda: holder_is(B_IDENTITY), "B to take the Lease", 4 * LEASE_SECONDS, 0.2)
+        env.kubectl("apply", "-f", "-", input=add_task_yaml("pair-2", second, proxy))
+        wait_for(lambda: holder_is(B_IDENTITY), "B to take the Lease", 4 * LEASE_SECONDS, 0.2)
         taken = lease_spec(env)
         waited = micro(taken["acquireTime"]) - last_renew
         print(f"B took the Lease {waited:.2f}s after A's last renewal")
@@ -589,26 +552,33 @@ def node_by_ip(env: Env) -> dict[str, dict[str, Any]]:
     return out
 
 
+def joined_nodes(env: Env, ips: list[str]) -> dict[str, dict[str, Any]]:
+    """node_by_ip once every machine of `ips` is a Node whose task is gone: those that
+    are not Nodes yet (the add test did not run, or not first) are joined by a task of
+    their own, deleted once ready."""
+    missing = [ip for ip in ips if ip not in node_by_ip(env)]
+    if missing:
+        proxy = env.info.proxy_nodes[1]
+        env.kubectl("apply", "-f", "-", input=add_task_yaml("reinstall-first", missing, proxy))
+        wait_status(env, "reinstall-first", ("ready",), 420)
+        env.kubectl("delete", "nt", "reinstall-first", "--wait=true", "--timeout=60s")
+    return node_by_ip(env)
+
+
 def test_reinstall_with_a_rename(env: Env) -> None:
-    """Runs after the add test: its machines are Nodes with that (deleted) task's
-    label. Reinstall one under a new name and one under its own name."""
+    """Machines that are Nodes of a deleted task: reinstall one under a new name and
+    one under its own name."""
     ips = [m.ip for m in env.sb.topology.intranet(1).machines][:2]
-    before = node_by_ip(env)
-    if not all(ip in before for ip in ips):
-        pytest.skip("the add test did not leave its Nodes")
+    before = joined_nodes(env, ips)
     old_names = [before[ip]["metadata"]["name"] for ip in ips]
     override = {"renamed-0": ips[0], old_names[1]: ips[1]}
-    manifest = {
-        "apiVersion": "nodetask.apps.superedge.io/v1beta1",
-        "kind": "NodeTask",
-        "metadata": {"name": "reinstall"},
-        "spec": {
-            "nodeNamesOverride": override,
-            "sshCredential": "login",
-            "proxyNode": env.info.proxy_nodes[1],
-        },
-    }
-    env.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+    manifest = nodetask_yaml(
+        "reinstall",
+        nodeNamesOverride=override,
+        sshCredential="login",
+        proxyNode=env.info.proxy_nodes[1],
+    )
+    env.kubectl("apply", "-f", "-", input=manifest)
     task = wait_status(env, "reinstall", ("ready",), 420)
     label = task["metadata"]["labels"][NODE_LABEL]
     after = node_by_ip(env)
@@ -651,7 +621,7 @@ def test_a_host_key_pinned_in_one_round_holds_in_the_next(env: Env) -> None:
     env.start_operator()
     try:
         env.kubectl(
-            "apply", "-f", "-", input=task_manifest("pinned", [ip], env.info.proxy_nodes[1])
+            "apply", "-f", "-", input=add_task_yaml("pinned", [ip], env.info.proxy_nodes[1])
         )  # fmt: skip
         task = annotated(env, "pinned")
         cm_name = task["metadata"]["annotations"]["app.superedge.io/configmap-name"]
@@ -666,7 +636,7 @@ def test_a_host_key_pinned_in_one_round_holds_in_the_next(env: Env) -> None:
                 for c in conditions
             )
 
-        wait_until(backing_off, "round 1 folded and its Job gone (the back-off)", 240)
+        wait_for(backing_off, "round 1 folded and its Job gone (the back-off)", 240)
         env.stop_operator()
         env.settings["reconcile"]["backoffBase"] = 2  # round 2 as soon as it starts again
         assert env.get("job", "-n", NS, job_name) is None

@@ -11,35 +11,22 @@ runs. Also records what the two ServiceAccounts may do (`kubectl auth can-i
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
 
 from penetrator.api import NODE_LABEL
+from penetrator_dev.sandbox import cluster as cluster_mod
 from penetrator_dev.sandbox.deploy import deploy_penetrator, webhook_answers
 from penetrator_dev.sandbox.join import heartbeat as hb
 from penetrator_dev.sandbox.lifecycle import Sandbox, down
-
-cluster_mod = pytest.importorskip("penetrator_dev.sandbox.cluster")
+from support import add_task_yaml, wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.cluster]
 
-REPO = Path(__file__).resolve().parents[2]
 NS = "edge-system"
-
-
-def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -86,34 +73,22 @@ def operator_pod(info: Any) -> Any:
     return running[0] if running else None
 
 
-def add_task(name: str, ips: list[str], proxy: str) -> str:
-    """The YAML of an add task through ``proxy`` with the "login" credential."""
-    spec = {"nodeNamePrefix": "edge", "targetMachines": ips, "sshCredential": "login"}
-    body = {
-        "apiVersion": "nodetask.apps.superedge.io/v1beta1",
-        "kind": "NodeTask",
-        "metadata": {"name": name},
-        "spec": {**spec, "proxyNode": proxy},
-    }
-    return yaml.safe_dump(body)
-
-
 @pytest.fixture(scope="module")
 def installed(deployed: tuple[Sandbox, Any]) -> dict[str, Any]:
     """The task "nodes" (every machine, through the proxy node), created with kubectl
     by the deployed operator's first test, once it is ready."""
     sb, info = deployed
-    pod = wait_until(lambda: operator_pod(info), "the operator pod to run", 120)
+    pod = wait_for(lambda: operator_pod(info), "the operator pod to run", 120)
     assert pod["spec"]["nodeName"] == info.control_plane_node
     ips = [m.ip for m in sb.topology.intranet(1).machines]
-    info.kubectl("apply", "-f", "-", input=add_task("nodes", ips, info.proxy_nodes[1]))
+    info.kubectl("apply", "-f", "-", input=add_task_yaml("nodes", ips, info.proxy_nodes[1]))
 
     def ready() -> Any:
         t = get(info, "nt", "nodes")
         return t if (t.get("status") or {}).get("nodetaskStatus") == "ready" else None
 
     try:
-        return dict(wait_until(ready, "the task to be ready", 300))
+        return dict(wait_for(ready, "the task to be ready", 300))
     except AssertionError:
         p = operator_pod(info)
         log = info.pod_log(p["metadata"]["name"], NS) if p else None
@@ -158,7 +133,7 @@ def test_metrics_and_health_endpoints(
     from prometheus_client.parser import text_string_to_metric_families
 
     sb, info = deployed
-    pod = wait_until(lambda: operator_pod(info), "the operator pod to run", 60)
+    pod = wait_for(lambda: operator_pod(info), "the operator pod to run", 60)
     container = pod["spec"]["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     metrics_port = int(ports["metrics"])  # the settings' metricsPort (deploy/operator.yaml)
@@ -191,7 +166,7 @@ def test_metrics_and_health_endpoints(
         m = samples()
         return m if m.get(("penetrator_tasks", (("state", "ready"),))) == 1 else None
 
-    m = wait_until(settled, "penetrator_tasks{state=ready} to be 1", 90)
+    m = wait_for(settled, "penetrator_tasks{state=ready} to be 1", 90)
     print("\n".join(f"{k} {v}" for k, v in sorted(m.items()) if v >= 0))
     assert m[("penetrator_tasks", (("state", "creating"),))] == 0
     assert m[("penetrator_tasks", (("state", "failed"),))] == 0
@@ -233,10 +208,10 @@ def test_a_refused_api_request_is_counted(
         "metadata": {"name": "e2e-no-jobs", "namespace": NS},
         "spec": {"hard": {"count/jobs.batch": "0"}},
     }
-    task = add_task("no-job", ["10.10.9.9"], info.proxy_nodes[1])  # never installed
+    task = add_task_yaml("no-job", ["10.10.9.9"], info.proxy_nodes[1])  # never installed
     try:
         info.kubectl("apply", "-f", "-", input=yaml.safe_dump(quota))
-        wait_until(
+        wait_for(
             lambda: (
                 (get(info, "resourcequota", "-n", NS, "e2e-no-jobs") or {})
                 .get("status", {})
@@ -251,7 +226,7 @@ def test_a_refused_api_request_is_counted(
             text = scrape(sb, port, "/metrics")[1]
             return text if errors(text) > before else None
 
-        text = wait_until(counted, "the refused Job to be counted", 90)
+        text = wait_for(counted, "the refused Job to be counted", 90)
         print("\n".join(x for x in text.splitlines() if x.startswith("penetrator_api_errors")))
         assert get(info, "jobs", "-n", NS)["items"] == []
         # the task itself says so (not only the operator's log), and the failed step is
@@ -264,7 +239,7 @@ def test_a_refused_api_request_is_counted(
             p = conds.get("Progressing")
             return p if p and (p["status"], p["reason"]) == ("False", "ApiRefused") else None
 
-        cond = wait_until(refused, "Progressing=False/ApiRefused on the task", 60)
+        cond = wait_for(refused, "Progressing=False/ApiRefused on the task", 60)
         assert "CreateJob" in cond["message"]
         assert "403" in cond["message"]
         events = info.kubectl(
@@ -337,7 +312,7 @@ def test_bad_settings_stop_the_operator_with_the_field_named(deployed: tuple[San
                     return p, text
             return None
 
-        _, text = wait_until(refused, "the operator to refuse its settings", 180)
+        _, text = wait_for(refused, "the operator to refuse its settings", 180)
         print(text[-2000:])
         assert "invalid settings" in text
         assert "job.concurrency: Input should be greater than or equal to 1" in text
@@ -347,6 +322,6 @@ def test_bad_settings_stop_the_operator_with_the_field_named(deployed: tuple[San
         assert code == 0  # nothing listens: the readiness probe fails
     finally:
         put(good)
-    wait_until(lambda: webhook_answers(info), "the operator to serve again", 180)
+    wait_for(lambda: webhook_answers(info), "the operator to serve again", 180)
     code, _ = scrape(sb, health, "/healthz")
     assert code == 200

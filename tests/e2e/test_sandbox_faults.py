@@ -86,9 +86,9 @@ def test_slow_delays_every_round_trip(sandbox_faulty: Any, sandbox_ssh: Any) -> 
     by = {x["host"]: x for x in r["results"]}
     assert by[ip]["ok"], by[ip]
     assert by[ip]["stdout"].strip() == ip
-    # an SSH login needs several round trips, each 2*delay longer
+    # an SSH login needs several round trips, each held 2*delay by the relay: a lower
+    # bound the relay guarantees, never a limit a busy machine could break
     assert by[ip]["seconds"] > 4 * delay, by[ip]["seconds"]
-    assert by[other]["seconds"] < by[ip]["seconds"]
     _ok_after_clear(sb, sandbox_ssh, ip)
 
 

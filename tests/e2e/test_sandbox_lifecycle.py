@@ -7,8 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from penetrator_dev.sandbox.lifecycle import (
 )
 from penetrator_dev.sandbox.state import state_dir
 from penetrator_dev.sandbox.topology import Fault, SandboxSpec
+from support import venv_bin
 
 pytestmark = [pytest.mark.netns]
 
@@ -129,17 +128,15 @@ def test_down_without_a_state_file_finds_leftovers_by_name(sandbox_factory: Any)
 
 def test_cli_up_status_down(sandbox_factory: Any, sandbox_new_name: Any) -> None:
     name = sandbox_new_name()
-    cli = [str(Path(sys.executable).parent / "penetrator-dev")]
+    cli = [str(venv_bin() / "penetrator-dev")]
     env = dict(os.environ)
     try:
-        t0 = time.monotonic()
         up = subprocess.run(
             [*cli, "sandbox", "up", "--name", name, "-n", "2", "--routed", "--fault",
              "10.10.1.2=refuse"],
             capture_output=True, text=True, timeout=120, env=env, check=False,
         )  # fmt: skip
         assert up.returncode == 0, up.stderr
-        assert time.monotonic() - t0 < 60
         assert f"export PENETRATOR_SANDBOX={name}" in up.stdout
         assert "PENETRATOR_SANDBOX_APISERVER=127.0.0.1:" in up.stdout
         st = json.loads(

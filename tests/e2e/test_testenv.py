@@ -9,7 +9,6 @@ import os
 import ssl
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,19 +19,9 @@ import yaml
 from penetrator_dev.testenv.bootstrap import create_bootstrap_token
 from penetrator_dev.testenv.controlplane import ControlPlane, ControlPlaneOptions, _is_ours
 from penetrator_dev.testenv.pki import ca_cert_hash
+from support import REPO, add_task, wait_for
 
 pytestmark = pytest.mark.cluster
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _wait(predicate, what: str, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_server_reports_the_pinned_version(cluster: ControlPlane) -> None:
@@ -96,7 +85,7 @@ def test_bootstrap_token_authenticates_and_is_signed_into_cluster_info(
         )
         return f"jws-kubeconfig-{token.token_id}" in cm["data"]
 
-    _wait(signed, "the bootstrapsigner controller to sign cluster-info")
+    wait_for(signed, "the bootstrapsigner controller to sign cluster-info", 60)
 
 
 def test_expired_bootstrap_token_is_refused(cluster: ControlPlane) -> None:
@@ -117,17 +106,7 @@ def test_expired_bootstrap_token_is_refused(cluster: ControlPlane) -> None:
 def test_owned_configmap_is_garbage_collected_with_its_nodetask(
     cluster: ControlPlane, crd: None
 ) -> None:
-    task = {
-        "apiVersion": "nodetask.apps.superedge.io/v1beta1",
-        "kind": "NodeTask",
-        "metadata": {"name": "gc-probe"},
-        "spec": {
-            "nodeNamePrefix": "edge",
-            "targetMachines": ["10.0.0.1"],
-            "sshCredential": "login-secret",
-            "proxyNode": "proxy-1",
-        },
-    }
+    task = add_task("gc-probe", ["10.0.0.1"], "proxy-1", credential="login-secret")
     cluster.kubectl("apply", "-f", "-", input=json.dumps(task))
     uid = cluster.kubectl("get", "nt", "gc-probe", "-o", "jsonpath={.metadata.uid}").stdout
     cluster.kubectl("create", "namespace", "gc-probe", check=False)
@@ -152,11 +131,12 @@ def test_owned_configmap_is_garbage_collected_with_its_nodetask(
     }
     cluster.kubectl("apply", "-f", "-", input=json.dumps(cm))
     cluster.kubectl("delete", "nt", "gc-probe", "--wait=true")
-    _wait(
+    wait_for(
         lambda: (
             cluster.kubectl("-n", "gc-probe", "get", "cm", "owned", check=False).returncode != 0
         ),
         "the garbage collector to delete the owned ConfigMap",
+        60,
     )
     cluster.kubectl("delete", "namespace", "gc-probe", "--wait=false")
 
@@ -179,16 +159,14 @@ def test_scheduler_and_job_controller_run_a_job_to_its_pod(cluster: ControlPlane
             for c in p.get("status", {}).get("conditions", [])
         )
 
-    _wait(scheduled_or_tried, "the job's pod to be seen by the scheduler")
+    wait_for(scheduled_or_tried, "the job's pod to be seen by the scheduler", 60)
     cluster.kubectl("delete", "namespace", "job-probe", "--wait=false")
 
 
 def test_two_control_planes_run_at_once_and_stop_cleanly(cluster: ControlPlane) -> None:
     second = ControlPlane(ControlPlaneOptions(die_with_parent=True))
-    started = time.monotonic()
-    second.start()
+    second.start()  # how long it takes: bench/timings.py
     try:
-        assert time.monotonic() - started < 60
         assert second.server != cluster.server
         second.kubectl("create", "namespace", "only-in-second")
         assert cluster.kubectl("get", "namespace", "only-in-second", check=False).returncode != 0

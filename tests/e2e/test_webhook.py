@@ -11,9 +11,7 @@ import json
 import os
 import pty
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,27 +22,16 @@ import yaml
 from penetrator.api import CONFIGMAP_NAME_ANNOTATION, JOB_NAME_ANNOTATION, NODE_LABEL
 from penetrator.api.models import is_generated_name
 from penetrator.k8s.webhook_tls import build_serving_cert, service_hosts, usable
+from penetrator_dev.sandbox import cluster as cluster_mod
 from penetrator_dev.sandbox.deploy import deploy_penetrator
 from penetrator_dev.sandbox.join import heartbeat as hb
 from penetrator_dev.sandbox.lifecycle import Sandbox, down
-
-cluster_mod = pytest.importorskip("penetrator_dev.sandbox.cluster")
+from support import REPO, add_task, venv_bin, wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.cluster]
 
-REPO = Path(__file__).resolve().parents[2]
 NS = "edge-system"
 UNREACHABLE = ["10.254.0.1", "10.254.0.2"]  # no such machines: a task on them stays creating
-
-
-def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class Deployed:
@@ -79,19 +66,10 @@ class Deployed:
         return "no operator log"
 
 
-def task(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "nodetask.apps.superedge.io/v1beta1",
-        "kind": "NodeTask",
-        "metadata": {"name": name},
-        "spec": {"sshCredential": "login", **spec},
-    }
-
-
 def webhook_ready(d: Deployed) -> bool:
     """A server-side dry-run create of a good task passes the webhook (until it serves,
     the apiserver fails the call: failurePolicy Fail)."""
-    body = task("probe", nodeNamePrefix="p", targetMachines=["10.254.9.9"])
+    body = add_task("probe", ["10.254.9.9"], prefix="p")
     p = d.kubectl(
         "create", "--dry-run=server", "-o", "json", "-f", "-", input=yaml.safe_dump(body),
         check=False,
@@ -128,7 +106,7 @@ def deployed(sandbox_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> 
         d = Deployed(sb, info, ssh["password_file"])
         d.private_key = ssh["private_key"]
         try:
-            wait_until(lambda: webhook_ready(d), "the webhook to answer", 120)
+            wait_for(lambda: webhook_ready(d), "the webhook to answer", 120)
         except AssertionError:
             print(d.operator_log())
             raise
@@ -155,7 +133,7 @@ def test_add_task_gets_generated_unique_names_and_label(deployed: Deployed) -> N
     d = deployed
     ips = [*UNREACHABLE, UNREACHABLE[0]]
     try:
-        p = d.create(task("gen", nodeNamePrefix="edge", targetMachines=ips, proxyNode=d.proxy))
+        p = d.create(add_task("gen", ips, d.proxy))
         assert p.returncode == 0, p.stderr
         t = d.get("nt", "gen")
         spec, meta = t["spec"], t["metadata"]
@@ -169,7 +147,7 @@ def test_add_task_gets_generated_unique_names_and_label(deployed: Deployed) -> N
         assert meta["annotations"][JOB_NAME_ANNOTATION].startswith("gen-job-")
         assert meta["annotations"][CONFIGMAP_NAME_ANNOTATION].startswith("gen-config-")
         # the operator accepts the webhook's values: its Job has the annotated name
-        job = wait_until(
+        job = wait_for(
             lambda: d.get("job", "-n", NS, meta["annotations"][JOB_NAME_ANNOTATION]),
             "the task's Job",
             60,
@@ -236,7 +214,7 @@ def test_rejections_name_the_field_and_fix(
         "-n", NS, "create", "secret", "generic", "both",
         "--from-literal=passwd=y", "--from-literal=sshkey=z", check=False,
     )  # fmt: skip
-    body = task(name, nodeNamePrefix="edge", targetMachines=["10.254.1.1"], proxyNode=d.proxy)
+    body = add_task(name, ["10.254.1.1"], d.proxy)
     body["spec"].update(spec)
     body["spec"] = {k: v for k, v in body["spec"].items() if v is not None}
     p = d.create(body)
@@ -252,18 +230,15 @@ def test_two_tasks_sharing_a_machine(deployed: Deployed) -> None:
     d = deployed
     d.kubectl("cordon", d.proxy)  # the first task's Job never runs: it stays creating
     try:
-        first = task("first", nodeNamePrefix="a", targetMachines=UNREACHABLE, proxyNode=d.proxy)
+        first = add_task("first", UNREACHABLE, d.proxy, prefix="a")
         assert d.create(first).returncode == 0
-        second = task(
-            "second", nodeNamePrefix="b", targetMachines=["10.254.0.9", UNREACHABLE[1]],
-            proxyNode=d.proxy,
-        )  # fmt: skip
+        second = add_task("second", ["10.254.0.9", UNREACHABLE[1]], d.proxy, prefix="b")
         p = d.create(second)
         assert p.returncode != 0
         assert f"machine {UNREACHABLE[1]} is being installed by NodeTask 'first'" in p.stderr
         assert "spec.targetMachines" in p.stderr
         # a task on other machines is accepted meanwhile
-        third = task("third", nodeNamePrefix="c", targetMachines=["10.254.0.9"], proxyNode=d.proxy)
+        third = add_task("third", ["10.254.0.9"], d.proxy, prefix="c")
         assert d.create(third).returncode == 0
     finally:
         for n in ("first", "second", "third"):
@@ -273,13 +248,11 @@ def test_two_tasks_sharing_a_machine(deployed: Deployed) -> None:
 
 # --- the user CLI against the same sandbox --------------------------------------------
 
-VENV_BIN = Path(sys.executable).parent
-
 
 def cli(d: Deployed, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     """`penetrator ARGS --kubeconfig ...` with stdout a pipe (plain lines)."""
     return subprocess.run(
-        [str(VENV_BIN / "penetrator"), *args, "--kubeconfig", str(d.info.kubeconfig)],
+        [str(venv_bin() / "penetrator"), *args, "--kubeconfig", str(d.info.kubeconfig)],
         capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
 
@@ -390,11 +363,11 @@ def test_cli_refusals_and_failed_task(deployed: Deployed) -> None:
 
 def test_kubectl_plugin_list_finds_penetrator(deployed: Deployed) -> None:
     d = deployed
-    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {**os.environ, "PATH": f"{venv_bin()}{os.pathsep}{os.environ.get('PATH', '')}"}
     kubectl = str(d.info.kubectl_binary)
     p = subprocess.run([kubectl, "plugin", "list"], capture_output=True, text=True, env=env,
                        check=False, timeout=60)  # fmt: skip
-    assert str(VENV_BIN / "kubectl-penetrator") in p.stdout, p.stdout + p.stderr
+    assert str(venv_bin() / "kubectl-penetrator") in p.stdout, p.stdout + p.stderr
     p = subprocess.run(
         [kubectl, "penetrator", "status", "no-such-task", "--kubeconfig", str(d.info.kubeconfig)],
         capture_output=True, text=True, env=env, check=False, timeout=60,
@@ -417,7 +390,7 @@ def test_two_tasks_on_disjoint_machines_run_at_once_and_finish(deployed: Deploye
             owners = {j["metadata"]["ownerReferences"][0]["name"] for j in jobs}
             return {"par-a", "par-b"} <= owners
 
-        wait_until(both_jobs, "both tasks' Jobs at the same time", 60)
+        wait_for(both_jobs, "both tasks' Jobs at the same time", 60)
         for name in ("par-a", "par-b"):
             p = cli(d, "watch", name, "--timeout", "180")
             assert p.returncode == 0, p.stdout + p.stderr
@@ -427,26 +400,25 @@ def test_two_tasks_on_disjoint_machines_run_at_once_and_finish(deployed: Deploye
         d.delete_task("par-b")
 
 
-def test_biggest_task_through_the_webhook_in_time(deployed: Deployed, tmp_path: Path) -> None:
-    """5,000 addresses (the most a task takes): Node lookups by name for 2 s (the test's
-    budget), the rest by hostname label; admitted well within the webhook's 10 s, the
-    user warned; a generated name that is a Node's hostname is not used."""
+def test_biggest_task_through_the_webhook(deployed: Deployed, tmp_path: Path) -> None:
+    """5,000 addresses (the most a task takes): Node lookups by name for 2 s (the
+    webhook's budget), the rest by hostname label; admitted (the apiserver gives the
+    webhook 10 s, then refuses the task: failurePolicy Fail), the user warned; a
+    generated name that is a Node's hostname is not used. How long admission took is
+    in the operator's log (printed), not asserted."""
     d = deployed
     ips = [f"10.200.{i // 250}.{i % 250 + 1}" for i in range(5000)]
-    body = task("big", nodeNamePrefix="big", targetMachines=ips, proxyNode=d.proxy)
-    started = time.monotonic()
+    body = add_task("big", ips, d.proxy, prefix="big")
     p = d.kubectl(
         "create", "--dry-run=server", "-o", "json", "-f", "-", input=yaml.safe_dump(body),
         check=False,
     )  # fmt: skip
-    took = time.monotonic() - started
     assert p.returncode == 0, p.stderr
     names = json.loads(p.stdout)["spec"]["nodeNamesOverride"]
     assert len(names) == 5000
     assert len(set(names.values())) == 5000
     log = [ln for ln in d.operator_log().splitlines() if "admission: task big" in ln]
-    print(f"5,000-machine task admitted (server dry run) in {took:.1f} s; {log[-1:]}")
-    assert took < 10
+    print(f"5,000-machine task admitted (server dry run): {log[-1:]}")
     if "by their kubernetes.io/hostname label" not in p.stderr:
         assert " 0 of them by hostname label" in log[-1]
 
@@ -476,8 +448,8 @@ def test_certificate_near_its_end_is_renewed_and_ca_bundle_follows(deployed: Dep
         bundle = config["webhooks"][0]["clientConfig"]["caBundle"]
         return now["ca.crt"] != data["ca.crt"] and bundle == now["ca.crt"]
 
-    wait_until(renewed, "a fresh certificate and caBundle", 60)
-    wait_until(lambda: webhook_ready(d), "the webhook to serve the new certificate", 60)
+    wait_for(renewed, "a fresh certificate and caBundle", 60)
+    wait_for(lambda: webhook_ready(d), "the webhook to serve the new certificate", 60)
 
 
 def test_cli_live_view_in_a_terminal(deployed: Deployed) -> None:
@@ -487,7 +459,7 @@ def test_cli_live_view_in_a_terminal(deployed: Deployed) -> None:
     env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
     try:
         proc = subprocess.Popen(
-            [str(VENV_BIN / "penetrator"), "reinstall", f"live-1={d.ips[3]}",
+            [str(venv_bin() / "penetrator"), "reinstall", f"live-1={d.ips[3]}",
              "--proxy-node", d.proxy, "--credential", "login", "--name", "live",
              "--kubeconfig", str(d.info.kubeconfig)],
             stdin=subprocess.DEVNULL, stdout=tty, stderr=tty, env=env,

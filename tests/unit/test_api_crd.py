@@ -11,8 +11,9 @@ import yaml
 
 from penetrator import api
 from penetrator.api.validation import DNS1123_LABEL_RE, DNS1123_SUBDOMAIN_RE
+from support import REPO
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+DEPLOY = REPO / "deploy"
 CRD: dict[str, Any] = yaml.safe_load((DEPLOY / "crd.yaml").read_text())
 VERSION: dict[str, Any] = CRD["spec"]["versions"][0]
 ROOT: dict[str, Any] = VERSION["schema"]["openAPIV3Schema"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +10,6 @@ import yaml
 from pydantic import ValidationError
 
 from penetrator.api import (
-    API_VERSION,
     CONFIGMAP_NAME_ANNOTATION,
     JOB_NAME_ANNOTATION,
     MAX_MACHINES,
@@ -31,17 +29,13 @@ from penetrator.api import (
     user_spec_problems,
     validation_messages,
 )
+from support import REPO, nodetask
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
+EXAMPLES = REPO / "deploy" / "examples"
 
 
 def task(spec: dict[str, Any], **meta: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "NodeTask",
-        "metadata": {"name": "nodes", **meta},
-        "spec": spec,
-    }
+    return nodetask("nodes", metadata=meta, **spec)
 
 
 def add_spec(**over: Any) -> dict[str, Any]:

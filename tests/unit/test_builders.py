@@ -42,6 +42,7 @@ from penetrator.k8s.builders import (
 from penetrator.k8s.clusterinfo import ClusterInfoError, ca_cert_hash, parse_cluster_info
 from penetrator.k8s.observe import installed_nodes, observe_job
 from penetrator.k8s.tokens import RECORD_NAME, still_valid, token_from_record, token_record
+from support import nodetask
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 CLUSTER = ClusterInfo("https://172.31.0.1:6443", "sha256:" + "ab" * 32)
@@ -68,9 +69,7 @@ def task(proxy: str | None = "proxy-1", **meta: Any) -> NodeTask:
         "annotations": {JOB_NAME_ANNOTATION: "nodes-job", CONFIGMAP_NAME_ANNOTATION: "nodes-cm"},
     }
     metadata.update(meta)
-    return NodeTask.from_dict(
-        {"apiVersion": API_VERSION, "kind": "NodeTask", "metadata": metadata, "spec": spec}
-    )
+    return NodeTask.from_dict(nodetask("nodes", metadata=metadata, **spec))
 
 
 def owner_ok(obj: Any, t: NodeTask) -> None:

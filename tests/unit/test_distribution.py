@@ -10,8 +10,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from penetrator.cli.main import cli
-
-REPO = Path(__file__).resolve().parents[2]
+from support import REPO
 
 
 def test_the_penetrator_wheel_holds_no_dev_module(tmp_path: Path) -> None:

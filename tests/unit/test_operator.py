@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -14,8 +13,9 @@ from penetrator.api.settings import load_settings
 from penetrator.operator.metrics import Metrics
 from penetrator.operator.runtime import _clean
 from penetrator.plan.claims import older_claims, parse_tasks
+from support import REPO
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+DEPLOY = REPO / "deploy"
 
 
 def docs(name: str) -> list[dict[str, Any]]:

@@ -4,7 +4,6 @@ its generated certificate (no cluster)."""
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -14,8 +13,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from penetrator.api.settings import WebhookSettings, load_settings
 from penetrator.k8s.webhook_tls import build_serving_cert, service_hosts, usable
 from penetrator.operator.webhook import MUTATE_CREATE, VALIDATE_CREATE, VALIDATE_UPDATE
+from support import REPO
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+DEPLOY = REPO / "deploy"
 
 
 def docs(name: str) -> list[dict[str, Any]]:
