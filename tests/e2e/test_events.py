@@ -10,36 +10,25 @@ namespace, in core/v1 and in events.k8s.io/v1 alike."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from penetrator_dev.sandbox import cluster as cluster_mod
 from penetrator_dev.sandbox.deploy import deploy_penetrator
 from penetrator_dev.sandbox.join import heartbeat as hb
 from penetrator_dev.sandbox.lifecycle import Sandbox, down
 from penetrator_dev.sandbox.topology import Fault
-
-cluster_mod = pytest.importorskip("penetrator_dev.sandbox.cluster")
+from support import wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.cluster]
 
 NS = "edge-system"
 TASK = "refused"
 ROUND_AND_FAILURE = ("RoundStarted", "RoundFinished", "MachinesFailed", "Failed")
-
-
-def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +97,7 @@ def failed(deployed: tuple[Sandbox, Any]) -> dict[str, Any]:
             return t if ((t or {}).get("status") or {}).get("nodetaskStatus") == "failed" else None
 
         try:
-            return dict(wait_until(done, f"task {TASK} to fail", 300))
+            return dict(wait_for(done, f"task {TASK} to fail", 300))
         except AssertionError:
             print(json.dumps(get(info, "nt", TASK), indent=1)[-3000:])
             raise
@@ -129,7 +118,7 @@ def test_describe_and_edge_system_both_list_the_tasks_events(
         text = str(info.kubectl("describe", "nt", TASK).stdout)
         return text if "Failed" in described_reasons(text) else None
 
-    text = wait_until(described, "describe to list the Failed Event", 60)
+    text = wait_for(described, "describe to list the Failed Event", 60)
     print(text)
     reasons = described_reasons(text)
     for reason in ROUND_AND_FAILURE:
