@@ -53,6 +53,8 @@ from penetrator.plan.admission import in_spec
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+DEFAULT_PREFIX = "edge"
+"""`penetrator add` without --prefix: the name the seed's examples use."""
 POLL_SECONDS = 1.0
 PLAIN_HEARTBEAT = 30.0
 
@@ -193,7 +195,12 @@ def _apply(options: Iterable[Callable[[Any], Any]]) -> Callable[[Any], Any]:
 @click.command()
 @click.argument("ips", nargs=-1)
 @click.option("--from-file", "from_file", help="File of IP addresses ('-': stdin).")
-@click.option("--prefix", required=True, help="New nodes are named <prefix>-<6 random chars>.")
+@click.option(
+    "--prefix",
+    default=DEFAULT_PREFIX,
+    show_default=True,
+    help="New nodes are named <prefix>-<6 random chars>.",
+)
 @_apply(_add_options)
 @_connection_options
 def add(
