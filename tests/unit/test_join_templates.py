@@ -20,7 +20,7 @@ from penetrator.api.templates import (
     JoinTemplate,
     named_template,
 )
-from penetrator.job.template import RenderedInstall, render_install
+from penetrator.job.template import RenderedInstall, command_words, render_install
 
 HASH = "sha256:" + "ab" * 32
 TOKEN = "abcdef.0123456789abcdef"
@@ -318,3 +318,12 @@ def test_the_wrapper_fails_without_its_token_file(tmp_path: Path) -> None:
     got = subprocess.run(["sh", "-c", line], capture_output=True, text=True, check=False)
     assert got.returncode != 0
     assert got.stdout == ""
+
+
+def test_errors_name_the_wrapped_tool_not_the_shell() -> None:
+    (join,) = render(JoinTemplate.EDGEADM).join
+    assert command_words(join) == ["edgeadm", "join"]
+    (join,) = render(JoinTemplate.KUBEADM).join
+    assert command_words(join) == ["kubeadm", "join"]
+    assert command_words("rm -f -- /x") == ["rm", "-f"]
+    assert command_words("echo 'unbalanced") == ["echo", "'unbalanced"]
