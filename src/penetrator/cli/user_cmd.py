@@ -31,6 +31,7 @@ from penetrator.api import (
     user_spec_problems,
     validation_messages,
 )
+from penetrator.api.templates import JoinTemplate
 from penetrator.cli.progress import (
     Progress,
     event_line,
@@ -169,6 +170,12 @@ _add_options: list[Callable[[Any], Any]] = [
     click.option("--name", help="NodeTask name (default: generated from the prefix)."),
     click.option("--ssh-port", type=click.IntRange(1, 65535), default=None, help="SSH port."),
     click.option(
+        "--join-template",
+        type=click.Choice([t.value for t in JoinTemplate]),
+        default=None,
+        help="Join with this ready-made template (spec.joinTemplate; default: the operator's).",
+    ),
+    click.option(
         "--dry-run",
         type=click.Choice(["client", "server"]),
         is_flag=False,
@@ -211,6 +218,7 @@ def add(
     credential: str,
     name: str | None,
     ssh_port: int | None,
+    join_template: str | None,
     dry_run: str | None,
     no_wait: bool,
     timeout: float,
@@ -231,6 +239,8 @@ def add(
         spec["proxyNode"] = proxy_node
     if ssh_port:
         spec["sshPort"] = ssh_port
+    if join_template:
+        spec["joinTemplate"] = join_template
     _create_and_follow(
         _task_body(name, prefix, spec),
         kubeconfig=kubeconfig, context=context, dry_run=dry_run, wait=not no_wait,
@@ -250,6 +260,7 @@ def reinstall(
     credential: str,
     name: str | None,
     ssh_port: int | None,
+    join_template: str | None,
     dry_run: str | None,
     no_wait: bool,
     timeout: float,
@@ -274,6 +285,8 @@ def reinstall(
         spec["proxyNode"] = proxy_node
     if ssh_port:
         spec["sshPort"] = ssh_port
+    if join_template:
+        spec["joinTemplate"] = join_template
     _create_and_follow(
         _task_body(name, "reinstall", spec),
         kubeconfig=kubeconfig, context=context, dry_run=dry_run, wait=not no_wait,
