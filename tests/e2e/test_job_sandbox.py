@@ -32,20 +32,25 @@ pytestmark = [pytest.mark.netns]
 
 TOKEN = "abcdef.0123456789abcdef"
 CA_HASH = "sha256:" + "ab" * 32
+API = "172.31.0.1:6443"
 WORK = "penetrator"  # relative: inside each machine's home
 
 FAKE_EDGEADM = r"""#!/bin/sh
-# stand-in for edgeadm: records its argv and the join config it was given
+# stand-in for edgeadm: records its argv (the token masked) and the token it was given
 d="${EDGE_MACHINE_DIR:-$HOME}"
-printf '%s\n' "$*" >> "$d/edgeadm.calls"
+line=""; prev=""
+for a in "$@"; do
+  if [ "$prev" = --token ]; then printf '%s' "$a" > "$d/join-token.seen"; a="<token>"; fi
+  line="$line${line:+ }$a"; prev=$a
+done
+printf '%s\n' "$line" >> "$d/edgeadm.calls"
 case "$1" in
   reset) exit 0 ;;
   join)
     if [ -e "$d/install-fails" ]; then
       echo "edgeadm: preflight failed on this machine" >&2; exit 3
     fi
-    stat -c %a "$3" > "$d/join-config.mode"
-    cp "$3" "$d/join-config.seen"
+    stat -c %a "$HOME/penetrator/token_file" > "$d/token-file.mode"
     exit 0 ;;
 esac
 echo "edgeadm: unknown command $1" >&2
@@ -116,7 +121,7 @@ def run_job(
     cfg = {
         "machines": [{"name": f"edge-{ip.replace('.', '-')}", "ip": ip} for ip in machines],
         "taskLabel": label,
-        "apiServer": "172.31.0.1:6443",
+        "apiServer": API,
         "caCertHash": CA_HASH,
         "packages": packages,
         "workDir": WORK,
@@ -195,17 +200,18 @@ def test_password_and_key_join_then_a_second_run_does_nothing(
         assert r["tries"] == 1
         assert r["host_key"].startswith("SHA256:")
         assert r["arch"] == ("arm64" if ip == arm else "amd64")
-        # machine side: reset then join, the token only in a 0600 file
+        # machine side: reset then SuperEdge's join command line, the token read from
+        # a 0600 file on the machine (never in the command sent)
+        sha = hashlib.sha256(Path(packages[r["arch"]]).read_bytes()).hexdigest()
+        kube = f"{mdir(sb, ip)}/home/{WORK}/pkg/{sha[:16]}/kube-linux-{r['arch']}-v1.37.2.tar.gz"
         assert calls(sb, ip)[-2:] == [
             "reset --force",
-            f"join --config {mdir(sb, ip)}/home/{WORK}/join_config",
+            f"join {API} --token <token> --discovery-token-ca-cert-hash {CA_HASH} "
+            f"--node-name {r['name']} --install-pkg-path {kube}",
         ]
-        assert all(TOKEN not in c for c in calls(sb, ip))
-        assert (mdir(sb, ip) / "join-config.mode").read_text().strip() == "600"
-        seen = json.loads((mdir(sb, ip) / "join-config.seen").read_text())
-        assert seen["discovery"]["bootstrapToken"]["token"] == TOKEN
-        assert seen["nodeRegistration"]["name"] == r["name"]
-        assert not (mdir(sb, ip) / "home" / WORK / "join_config").exists()  # removed after
+        assert (mdir(sb, ip) / "join-token.seen").read_text() == TOKEN
+        assert (mdir(sb, ip) / "token-file.mode").read_text().strip() == "600"
+        assert not (mdir(sb, ip) / "home" / WORK / "token_file").exists()  # removed after
     # every machine's key is pinned
     pinned = {line.split()[0] for line in pins.read_text().splitlines()}
     assert pinned == set(all_ips)
@@ -339,7 +345,7 @@ def test_hostile_config_is_refused_before_any_connection(
             {
                 "machines": [{"name": "edge;touch /tmp/pwned", "ip": ips(sb)[0]}],
                 "taskLabel": "t",
-                "apiServer": "172.31.0.1:6443",
+                "apiServer": API,
                 "caCertHash": CA_HASH,
                 "packages": packages,
             }
@@ -405,7 +411,7 @@ def test_a_machine_without_curl_or_wget_gets_the_package_by_sftp(
         assert r[ip]["phase"] == "joined", r[ip]
         assert r[ip]["transferred"] is True
         assert r[ip]["tries"] == 1
-        assert calls(sb, ip)[-1].startswith("join --config ")
+        assert calls(sb, ip)[-1].startswith(f"join {API} --token <token> ")
     assert r[bare]["delivery"] == "sftp"
     assert r[bare]["warnings"] == ["no curl or wget on the machine: pushed by SFTP"]
     for ip in machines:

@@ -90,6 +90,13 @@ def test_round_trip_is_camel_case_and_stable() -> None:
     assert nt.task_label == "nodes-x1"
 
 
+def test_join_template_is_an_optional_extension() -> None:
+    assert NodeTask.from_dict(task(add_spec())).spec.join_template is None
+    nt = NodeTask.from_dict(task(add_spec(joinTemplate="kubeadm")))
+    assert nt.spec.join_template == "kubeadm"
+    assert nt.to_dict()["spec"]["joinTemplate"] == "kubeadm"
+
+
 def test_snake_case_names_construct_too() -> None:
     spec = NodeTaskSpec(node_names_override={"a": "fd00::1"}, ssh_credential="s", ssh_port=2200)
     assert spec.to_dict() == {
@@ -178,6 +185,7 @@ def test_unique_machines_keeps_order_and_canonicalises() -> None:
             "spec.nodeNamesOverride: [a] '10.0.0.300'",
         ),
         (add_spec(targetMachines=["10.0.0.1"] * (MAX_MACHINES + 1)), "at most 5000 per task"),
+        (add_spec(joinTemplate="ansible"), "spec.joinTemplate: Input should be 'edgeadm'"),
     ],
 )
 def test_invalid_spec_names_field_and_fix(spec: dict[str, Any], expected: str) -> None:

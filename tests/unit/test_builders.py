@@ -22,9 +22,10 @@ from penetrator.api import (
     NODE_LABEL,
     NodeTask,
 )
-from penetrator.api.jobconfig import JobConfig, JobDefaults
+from penetrator.api.jobconfig import InstallTemplate, JobConfig, JobDefaults
 from penetrator.api.results import MachineResult, ResultsDoc, results_configmap_name
 from penetrator.api.settings import Settings
+from penetrator.api.templates import DEFAULT_JOIN_TEMPLATE, JoinTemplate, named_template
 from penetrator.k8s.bootstrap_token import BootstrapToken
 from penetrator.k8s.builders import (
     BuildError,
@@ -106,6 +107,21 @@ def test_configmap_holds_the_job_config_and_no_secret() -> None:
     assert "passwd" not in text
     assert "PRIVATE KEY" not in text
     assert cm.metadata.annotations["nodetask.apps.superedge.io/round"] == "2"
+
+
+def test_the_task_chooses_its_join_template_over_the_settings() -> None:
+    custom = InstallTemplate(join=[["/opt/join", "{node_name}"]])
+    settings = DEFAULTS.model_copy(update={"template": custom})
+    assert build_job_config(task(), {"edge-aaaaaa": "10.0.0.1"}, CLUSTER, settings).template == (
+        custom
+    )
+    chosen = task().model_copy(
+        update={"spec": task().spec.model_copy(update={"join_template": JoinTemplate.KUBEADM})}
+    )
+    cfg = build_job_config(chosen, {"edge-aaaaaa": "10.0.0.1"}, CLUSTER, settings)
+    assert cfg.template == named_template("kubeadm")
+    plain = build_job_config(task(), {"edge-aaaaaa": "10.0.0.1"}, CLUSTER, DEFAULTS)
+    assert plain.template == named_template(DEFAULT_JOIN_TEMPLATE) == named_template("edgeadm")
 
 
 def test_secret_holds_token_credential_and_known_hosts() -> None:

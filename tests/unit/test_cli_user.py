@@ -35,6 +35,26 @@ def test_add_dry_run_prints_the_task() -> None:
     }
 
 
+def test_add_without_prefix_uses_edge() -> None:
+    code, out, _ = run("add", "10.0.0.1", "--credential", "login", "--dry-run")
+    assert code == 0
+    task = yaml.safe_load(out)
+    assert task["metadata"] == {"generateName": "edge-"}
+    assert task["spec"]["nodeNamePrefix"] == "edge"
+
+
+def test_join_template_goes_into_the_spec() -> None:
+    code, out, _ = run(
+        "reinstall", "edge-1=10.0.0.1", "--credential", "login", "--join-template", "kubeadm",
+        "--dry-run",
+    )  # fmt: skip
+    assert code == 0
+    assert yaml.safe_load(out)["spec"]["joinTemplate"] == "kubeadm"
+    code, _, err = run("add", "10.0.0.1", "--credential", "c", "--join-template", "ansible")
+    assert code == 2
+    assert "edgeadm" in err
+
+
 def test_add_from_file_with_comments(tmp_path: Path) -> None:
     f = tmp_path / "ips"
     f.write_text("# rack 1\n10.0.0.1, 10.0.0.2\n\n10.0.0.3  # spare\n")

@@ -3,7 +3,6 @@ unquoted user value: shlex.split gives back exactly the intended argv."""
 
 from __future__ import annotations
 
-import json
 import shlex
 import string
 
@@ -42,20 +41,18 @@ def test_default_template_renders_edgeadm_with_the_token_only_in_the_file() -> N
     c = cfg()
     out = render_install(c, c.machines[0], "amd64", "/w/pkg/x", {"token": TOKEN})
     assert out.reset == ["/w/pkg/x/edgeadm reset --force"]
-    assert out.join == ["/w/pkg/x/edgeadm join --config /var/lib/penetrator/join_config"]
-    assert len(out.files) == 1
-    f = out.files[0]
-    assert f.path == "/var/lib/penetrator/join_config"
-    doc = json.loads(f.content)
-    assert doc["apiVersion"] == "kubeadm.k8s.io/v1beta4"
-    assert doc["kind"] == "JoinConfiguration"
-    assert doc["discovery"]["bootstrapToken"] == {
-        "apiServerEndpoint": "172.31.0.1:6443",
-        "token": TOKEN,
-        "caCertHashes": [HASH],
-    }
-    assert doc["nodeRegistration"] == {"name": "edge-a"}
-    assert TOKEN not in repr(f)
+    assert len(out.join) == 1
+    sh, dash_c, _script, tool, token_file, *args = shlex.split(out.join[0])
+    assert (sh, dash_c, tool) == ("sh", "-c", "/w/pkg/x/edgeadm")
+    # the original's command line, with the token read from the file on the machine
+    assert args == [
+        "join", "172.31.0.1:6443", "--token", "@token@",
+        "--discovery-token-ca-cert-hash", HASH, "--node-name", "edge-a",
+        "--install-pkg-path", "/w/pkg/x/kube-linux-amd64-v1.37.2.tar.gz",
+    ]  # fmt: skip
+    assert [(f.path, f.content) for f in out.files] == [(token_file, TOKEN)]
+    assert token_file == "/var/lib/penetrator/token_file"
+    assert TOKEN not in repr(out.files[0])
     for line in [*out.reset, *out.join]:
         assert TOKEN not in line
 

@@ -265,26 +265,10 @@ class InstallTemplate(_Model):
 
 
 def edgeadm_template() -> InstallTemplate:
-    """The default: SuperEdge's edgeadm (kubeadm-based), the token only in a 0600
-    JoinConfiguration file, never in argv."""
-    return InstallTemplate(
-        reset=[["{package_dir}/edgeadm", "reset", "--force"]],
-        join=[["{package_dir}/edgeadm", "join", "--config", "{join_config}"]],
-        files={
-            "join_config": {
-                "apiVersion": "kubeadm.k8s.io/v1beta4",
-                "kind": "JoinConfiguration",
-                "discovery": {
-                    "bootstrapToken": {
-                        "apiServerEndpoint": "{api_server}",
-                        "token": "{token}",
-                        "caCertHashes": ["{ca_cert_hash}"],
-                    }
-                },
-                "nodeRegistration": {"name": "{node_name}"},
-            }
-        },
-    )
+    """The default: SuperEdge's edgeadm command line (see ``penetrator.api.templates``)."""
+    from penetrator.api.templates import DEFAULT_JOIN_TEMPLATE, named_template  # builds on us
+
+    return named_template(DEFAULT_JOIN_TEMPLATE)
 
 
 class JobDefaults(_Model):

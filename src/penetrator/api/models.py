@@ -43,6 +43,7 @@ from penetrator.api.constants import (
     MachinePhase,
     TaskPhase,
 )
+from penetrator.api.templates import JoinTemplate
 from penetrator.api.validation import (
     canonical_ip,
     check_dns1123_subdomain,
@@ -106,6 +107,9 @@ class NodeTaskSpec(_Model):
     ssh_credential: StrictStr = Field(alias="sshCredential")
     proxy_node: StrictStr | None = Field(default=None, alias="proxyNode")
     ssh_port: StrictInt = Field(default=DEFAULT_SSH_PORT, alias="sshPort")
+    join_template: JoinTemplate | None = Field(default=None, alias="joinTemplate")
+    """An extension: the ready-made install template (None: the settings' template,
+    by default edgeadm)."""
 
     @field_validator("node_name_prefix")
     @classmethod

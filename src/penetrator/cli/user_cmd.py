@@ -31,6 +31,7 @@ from penetrator.api import (
     user_spec_problems,
     validation_messages,
 )
+from penetrator.api.templates import JoinTemplate
 from penetrator.cli.progress import (
     Progress,
     event_line,
@@ -53,6 +54,8 @@ from penetrator.plan.admission import in_spec
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+DEFAULT_PREFIX = "edge"
+"""`penetrator add` without --prefix: the name the seed's examples use."""
 POLL_SECONDS = 1.0
 PLAIN_HEARTBEAT = 30.0
 
@@ -167,6 +170,12 @@ _add_options: list[Callable[[Any], Any]] = [
     click.option("--name", help="NodeTask name (default: generated from the prefix)."),
     click.option("--ssh-port", type=click.IntRange(1, 65535), default=None, help="SSH port."),
     click.option(
+        "--join-template",
+        type=click.Choice([t.value for t in JoinTemplate]),
+        default=None,
+        help="Join with this ready-made template (spec.joinTemplate; default: the operator's).",
+    ),
+    click.option(
         "--dry-run",
         type=click.Choice(["client", "server"]),
         is_flag=False,
@@ -193,7 +202,12 @@ def _apply(options: Iterable[Callable[[Any], Any]]) -> Callable[[Any], Any]:
 @click.command()
 @click.argument("ips", nargs=-1)
 @click.option("--from-file", "from_file", help="File of IP addresses ('-': stdin).")
-@click.option("--prefix", required=True, help="New nodes are named <prefix>-<6 random chars>.")
+@click.option(
+    "--prefix",
+    default=DEFAULT_PREFIX,
+    show_default=True,
+    help="New nodes are named <prefix>-<6 random chars>.",
+)
 @_apply(_add_options)
 @_connection_options
 def add(
@@ -204,6 +218,7 @@ def add(
     credential: str,
     name: str | None,
     ssh_port: int | None,
+    join_template: str | None,
     dry_run: str | None,
     no_wait: bool,
     timeout: float,
@@ -224,6 +239,8 @@ def add(
         spec["proxyNode"] = proxy_node
     if ssh_port:
         spec["sshPort"] = ssh_port
+    if join_template:
+        spec["joinTemplate"] = join_template
     _create_and_follow(
         _task_body(name, prefix, spec),
         kubeconfig=kubeconfig, context=context, dry_run=dry_run, wait=not no_wait,
@@ -243,6 +260,7 @@ def reinstall(
     credential: str,
     name: str | None,
     ssh_port: int | None,
+    join_template: str | None,
     dry_run: str | None,
     no_wait: bool,
     timeout: float,
@@ -267,6 +285,8 @@ def reinstall(
         spec["proxyNode"] = proxy_node
     if ssh_port:
         spec["sshPort"] = ssh_port
+    if join_template:
+        spec["joinTemplate"] = join_template
     _create_and_follow(
         _task_body(name, "reinstall", spec),
         kubeconfig=kubeconfig, context=context, dry_run=dry_run, wait=not no_wait,

@@ -10,6 +10,7 @@ into files; a rendered command that still contains a secret is refused.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from penetrator.api.jobconfig import (
     Machine,
     check_safe_path,
 )
+from penetrator.api.templates import WRAPPER_SCRIPT
 from penetrator.job.redact import Redactor
 
 
@@ -137,6 +139,19 @@ def render_install(
         if any(s and s in line for s in secrets.values()) or (redactor and line in redactor):
             raise TemplateError("a rendered command contains a secret; refusing to run it")
     return RenderedInstall(files, reset, join)
+
+
+def command_words(line: str) -> list[str]:
+    """How an error names a command line: the program's base name and its first
+    argument; through the token wrapper (``sh -c SCRIPT TOOL FILE ARG...``), the
+    wrapped tool's, so users read `edgeadm join`, not `sh -c`."""
+    try:
+        argv = shlex.split(line)
+    except ValueError:
+        argv = line.split()
+    if argv[:3] == ["sh", "-c", WRAPPER_SCRIPT] and len(argv) > 4:
+        argv = [argv[3], *argv[5:]]
+    return [os.path.basename(argv[0]), *argv[1:2]] if argv else []
 
 
 def write_file_command(path: str) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from penetrator.api.jobconfig import JobConfig, Machine
 from penetrator.job.credentials import Credentials
 from penetrator.job.hostkeys import HostKeyError, HostKeyStore, Verdict
 from penetrator.job.redact import Redactor
+from penetrator.job.template import command_words
 
 T = TypeVar("T")
 
@@ -53,8 +53,7 @@ class RemoteCommandFailed(Exception):
 
     def __init__(self, step: str, command: str, exit_status: int | None, stderr: str) -> None:
         self.step, self.exit_status = step, exit_status
-        words = command.split(" ", 2)[:2]
-        what = [os.path.basename(words[0]), *words[1:]]
+        what = command_words(command)
         tail = " ".join(stderr.split())[-STDERR_TAIL:]
         status = "was killed" if exit_status is None else f"exited {exit_status}"
         super().__init__(

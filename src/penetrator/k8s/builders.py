@@ -60,6 +60,7 @@ from penetrator.api.hostkeys import SECRET_PINS_KEY, format_pins
 from penetrator.api.jobconfig import Distribution, JobConfig, JobDefaults
 from penetrator.api.results import RESULTS_KEY, ResultsDoc, results_configmap_name
 from penetrator.api.settings import Settings
+from penetrator.api.templates import named_template
 from penetrator.k8s.bootstrap_token import BootstrapToken
 
 CONFIG_KEY: Final = "config.json"
@@ -185,6 +186,8 @@ def build_job_config(
         apiServer=cluster.endpoint,
         caCertHash=cluster.ca_cert_hash,
     )
+    if task.spec.join_template is not None:  # the task's choice wins over the settings'
+        data["template"] = named_template(task.spec.join_template)
     return JobConfig.from_plan(dict(machines), **data)
 
 
