@@ -204,6 +204,7 @@ def test_cli_reports_into_the_results_configmap(cluster: ControlPlane, tmp_path:
             "caCertHash": "sha256:" + "0" * 64,
             "template": {"join": [["true"]]},
             "retry": {"attempts": 1},
+            "namespace": ns,  # where the results ConfigMap lives
         }
         (tmp_path / "job.yaml").write_text(yaml.safe_dump(cfg))
         cp = subprocess.run(
@@ -211,7 +212,6 @@ def test_cli_reports_into_the_results_configmap(cluster: ControlPlane, tmp_path:
              "--credentials", str(tmp_path / "creds"), "--kubeconfig", str(cluster.kubeconfig),
              "--report-configmap", "results-1"],
             capture_output=True, text=True, timeout=60, check=False,
-            env={**os.environ, "POD_NAMESPACE": ns},
         )  # fmt: skip
         assert cp.returncode == 1, cp.stderr
         line = json.loads(cp.stdout.splitlines()[0])

@@ -157,10 +157,6 @@ async def attempt(ctx: JobContext, m: Machine, r: MachineResult) -> None:
     async with _timed(r, "connect"):
         s = await connect(cfg, m, ctx.creds, ctx.store)
     try:
-        if not s.verdict.insecure:
-            r.host_key = s.verdict.fingerprint  # pinned (tofu) or known: the operator keeps it
-        elif not r.warnings:
-            r.warnings.append(f"host key {s.verdict.fingerprint} accepted without checking")
         prep, arch = await step_probe(ctx, s, r, t.command)
         pkg_dir = await step_transfer(ctx, s, r, prep, arch, t.transfer)
         _phase(ctx, r, MachinePhase.INSTALLING)
@@ -190,8 +186,9 @@ async def step_probe(
 ) -> tuple[Prepared, str]:
     """The host key seen, then one round trip: arch, work dir, joined marker, and
     the packages already there. ``_Skip`` when the marker says done (no cluster)."""
-    r.host_key = s.verdict.fingerprint
-    if s.verdict.insecure and not r.warnings:
+    if not s.verdict.insecure:
+        r.host_key = s.verdict.fingerprint  # pinned (tofu) or known: the operator keeps it
+    elif not r.warnings:
         r.warnings.append(f"host key {s.verdict.fingerprint} accepted without checking")
     async with _timed(r, "prepare"):
         prep = await prepare(s, ctx.cfg.work_dir, ctx.packages, limit)
