@@ -196,9 +196,13 @@ def test_job_on_the_proxy_node() -> None:
     pod = spec.template.spec
     assert pod.restartPolicy == "Never"
     assert pod.serviceAccountName == "penetrator-job"
-    term = pod.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution
-    req = term.nodeSelectorTerms[0].matchExpressions[0]
-    assert (req.key, req.operator, req.values) == ("kubernetes.io/hostname", "In", ["proxy-1"])
+    # by the Node's name, which a node cannot change (a node may set its own labels)
+    (term,) = (
+        pod.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms
+    )
+    assert term.matchExpressions is None
+    (req,) = term.matchFields
+    assert (req.key, req.operator, req.values) == ("metadata.name", "In", ["proxy-1"])
     assert {(x.key, x.operator, x.effect) for x in pod.tolerations} >= {
         ("node-role.kubernetes.io/control-plane", "Exists", "NoSchedule")
     }
@@ -214,7 +218,7 @@ def test_job_on_the_proxy_node() -> None:
         "--report-configmap",
         "nodes-cm-results",
     ]
-    assert all(m.readOnly for m in c.volumeMounts)
+    assert all(m.readOnly for m in c.volumeMounts if m.name != "tmp")
     assert not c.env  # the job learns everything from its config, nothing from the environment
     vols = {v.name: v for v in pod.volumes}
     assert vols["config"].configMap.name == "nodes-cm"
@@ -232,6 +236,104 @@ def test_job_uses_the_node_network_only_when_machines_pull_over_http() -> None:
     pod = build_job(task(), sftp).spec.template.spec
     assert pod.hostNetwork is None
     assert pod.dnsPolicy is None
+
+
+def test_job_pod_is_locked_down_and_non_root() -> None:
+    pod = build_job(task(), settings()).spec.template.spec
+    sc = pod.securityContext
+    assert (sc.runAsNonRoot, sc.runAsUser, sc.runAsGroup, sc.fsGroup) == (True, 65532, 65532, 65532)
+    assert sc.seccompProfile.type == "RuntimeDefault"
+    (c,) = pod.containers
+    csc = c.securityContext
+    assert csc.allowPrivilegeEscalation is False
+    assert csc.privileged is False
+    assert csc.readOnlyRootFilesystem is True
+    assert csc.capabilities.drop == ["ALL"]
+    assert not csc.capabilities.add
+    assert csc.seccompProfile.type == "RuntimeDefault"
+    assert c.terminationMessagePath == "/dev/termination-log"
+    assert c.terminationMessagePolicy == "FallbackToLogsOnError"
+    other = build_job(task(), settings(jobPod={"runAsUser": 1000})).spec.template.spec
+    assert other.securityContext.runAsUser == other.securityContext.fsGroup == 1000
+
+
+def test_job_runs_as_root_only_for_a_privileged_package_port() -> None:
+    pod = build_job(task(), settings(job={"httpPort": 80})).spec.template.spec
+    assert (pod.securityContext.runAsNonRoot, pod.securityContext.runAsUser) == (False, 0)
+    csc = pod.containers[0].securityContext
+    assert (csc.capabilities.drop, csc.capabilities.add) == (["ALL"], ["NET_BIND_SERVICE"])
+    assert csc.readOnlyRootFilesystem is True
+    assert csc.allowPrivilegeEscalation is False
+    for groups in ({"httpPort": 8080}, {"httpPort": 80, "distribution": "sftp"}):
+        pod = build_job(task(), settings(job=groups)).spec.template.spec
+        assert pod.securityContext.runAsNonRoot is True
+        assert not pod.containers[0].securityContext.capabilities.add
+
+
+def test_job_writes_only_to_its_empty_dir() -> None:
+    pod = build_job(task(), settings()).spec.template.spec
+    (c,) = pod.containers
+    writable = [m for m in c.volumeMounts if not m.readOnly]
+    assert [(m.name, m.mountPath) for m in writable] == [("tmp", "/tmp")]
+    vols = {v.name: v for v in pod.volumes}
+    assert vols["tmp"].emptyDir.sizeLimit == "64Mi"
+
+
+def test_job_token_expires_with_the_round() -> None:
+    pod = build_job(task(), settings(jobPod={"deadlineSeconds": 900})).spec.template.spec
+    assert pod.automountServiceAccountToken is False
+    (mount,) = [m for m in pod.containers[0].volumeMounts if m.name == "api-access"]
+    assert mount.mountPath == "/var/run/secrets/kubernetes.io/serviceaccount"
+    assert mount.readOnly is True
+    sources = {v.name: v for v in pod.volumes}["api-access"].projected.sources
+    token = sources[0].serviceAccountToken
+    assert (token.path, token.expirationSeconds, token.audience) == ("token", 1500, None)
+    assert sources[1].configMap.name == "kube-root-ca.crt"
+    assert sources[1].configMap.items[0].path == "ca.crt"
+    assert sources[2].downwardAPI.items[0].fieldRef.fieldPath == "metadata.namespace"
+    pod = build_job(task(), settings(jobPod={"deadlineSeconds": 60})).spec.template.spec
+    sources = {v.name: v for v in pod.volumes}["api-access"].projected.sources
+    assert sources[0].serviceAccountToken.expirationSeconds == 660
+
+
+@pytest.mark.parametrize(
+    ("machines", "memory", "cpu"),
+    [
+        # 256 MiB + 0.25 MiB a machine (rounded up), CPU 100m + 0.5m a machine
+        (1, ("257Mi", "514Mi"), ("100m", "400m")),
+        (2, ("257Mi", "514Mi"), ("101m", "404m")),
+        # 256 + 1250 MiB; the CPU request is capped at 1000m
+        (5000, ("1506Mi", "3012Mi"), ("1000m", "4000m")),
+        # the memory request is capped at 2048 MiB
+        (100000, ("2048Mi", "4096Mi"), ("1000m", "4000m")),
+    ],
+)
+def test_job_resources_scale_with_the_machines(
+    machines: int, memory: tuple[str, str], cpu: tuple[str, str]
+) -> None:
+    res = (
+        build_job(task(), settings(), machines=machines).spec.template.spec.containers[0].resources
+    )
+    assert (res.requests["memory"], res.limits["memory"]) == memory
+    assert (res.requests["cpu"], res.limits["cpu"]) == cpu
+
+
+def test_job_resources_default_to_the_tasks_machines_and_follow_the_settings() -> None:
+    res = build_job(task(), settings()).spec.template.spec.containers[0].resources
+    assert res.requests == {"memory": "257Mi", "cpu": "101m"}  # the task's 2 machines
+    tuned = settings(
+        jobPod={
+            "memoryBaseMib": 64,
+            "memoryPerMachineKib": 1024,
+            "memoryMaxMib": 100,
+            "cpuBaseMillicores": 50,
+            "cpuPerMachineMillicores": 10,
+            "cpuMaxMillicores": 60,
+        }
+    )
+    res = build_job(task(), tuned, machines=30).spec.template.spec.containers[0].resources
+    assert res.requests == {"memory": "94Mi", "cpu": "60m"}
+    assert res.limits == {"memory": "188Mi", "cpu": "240m"}
 
 
 def test_job_in_direct_mode_runs_on_the_control_plane() -> None:

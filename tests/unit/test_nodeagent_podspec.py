@@ -6,6 +6,9 @@ from typing import Any
 
 import pytest
 
+from penetrator.api import API_VERSION, NodeTask
+from penetrator.api.settings import Settings
+from penetrator.k8s.builders import build_job
 from penetrator_dev.sandbox.nodeagent.podspec import (
     DEFAULT_SECRET_MODE,
     EnvVar,
@@ -182,3 +185,44 @@ def test_downward_api_fields(path: str, value: str) -> None:
 def test_unknown_field_path_is_refused() -> None:
     with pytest.raises(UnsupportedPod, match=r"status\.phase"):
         field_value(pod(), "status.phase", "10.10.0.2")
+
+
+def test_the_install_jobs_pod_is_run() -> None:
+    """The Job's pod as penetrator builds it (security context, resources, affinity by
+    name, a short-lived token, /tmp emptyDir, termination log) plans without error."""
+    task = NodeTask.from_dict(
+        {
+            "apiVersion": API_VERSION,
+            "kind": "NodeTask",
+            "metadata": {
+                "name": "t",
+                "uid": "u-1",
+                "labels": {"app.superedge.io/node-label": "t-abc"},
+                "annotations": {
+                    "app.superedge.io/job-name": "t-job",
+                    "app.superedge.io/configmap-name": "t-cm",
+                },
+            },
+            "spec": {
+                "sshCredential": "login",
+                "proxyNode": "proxy-1",
+                "nodeNamesOverride": {"edge-aaaaaa": "10.0.0.1"},
+            },
+        }
+    )
+    template = build_job(task, Settings()).spec.template.to_dict()
+    template["metadata"].update(name="t-job-x", namespace="edge-system", uid="u-2")
+    plan = plan_pod(template)
+    kinds = {v.name: v.kind for v in plan.volumes}
+    assert kinds == {
+        "config": "configMap",
+        "credentials": "secret",
+        "api-access": "projected",
+        "tmp": "emptyDir",
+    }
+    (token,) = [f for v in plan.volumes for f in v.files if f.kind == "token"]
+    assert token.expiration_seconds == 3600 + 600
+    # a host process shares the host's /tmp (where tests keep the packages)
+    assert "/tmp" not in [m.mount_path for m in plan.mounts]
+    assert "emptyDir 'tmp' over the host's /tmp" in plan.ignored
+    assert "container securityContext" in plan.ignored

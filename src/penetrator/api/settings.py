@@ -157,6 +157,39 @@ class JobPodSettings(_Group):
     without that option, e.g. an older image)."""
     cloud_node_label: str = "node-role.kubernetes.io/control-plane"
     """A task without proxy node: its Job runs on a node with this label."""
+    run_as_user: int = Field(default=65532, ge=1, le=2**31 - 1)
+    """The Job's user and group (the image's non-root user). The Job runs as root only
+    when ``job.httpPort`` is below 1024 (binding it needs NET_BIND_SERVICE)."""
+    # Memory: the benchmark (bench/results/job.csv) measured the job's RSS at about
+    # 76 MiB + 0.04 MiB per machine by HTTP (113 MiB at 1,000) and 155 MiB + 0.23 MiB
+    # per machine by SFTP (200 MiB at 200). The defaults sit above the SFTP line
+    # (256 MiB + 0.25 MiB a machine) and the limit is twice the request: one sandbox
+    # measurement is no promise, and an OOM kill loses the round.
+    memory_base_mib: int = Field(default=256, ge=32, le=65536)
+    """The Job's memory request for a task of no machine (MiB); the limit is twice the request."""
+    memory_per_machine_kib: int = Field(default=256, ge=0, le=65536)
+    """Memory request added per machine of the task (KiB)."""
+    memory_max_mib: int = Field(default=2048, ge=32, le=262144)
+    """The memory request's cap (MiB), so a huge task's Job still fits a proxy node."""
+    # CPU: the job used 0.07 cores on average for 1,000 machines by HTTP and 0.2 for
+    # 200 by SFTP (SSH handshakes come in bursts): the limit is four times the
+    # request, so bursts are throttled rather than starved.
+    cpu_base_millicores: int = Field(default=100, ge=10, le=64000)
+    """The Job's CPU request for a task of no machine (millicores); the limit is four times it."""
+    cpu_per_machine_millicores: float = Field(default=0.5, ge=0, le=1000)
+    """CPU request added per machine of the task (millicores)."""
+    cpu_max_millicores: int = Field(default=1000, ge=10, le=64000)
+    """The CPU request's cap (millicores)."""
+
+    def memory_request_mib(self, machines: int) -> int:
+        """The memory request for a task of ``machines`` machines (MiB)."""
+        wanted = self.memory_base_mib + -(-max(machines, 0) * self.memory_per_machine_kib // 1024)
+        return min(self.memory_max_mib, wanted)
+
+    def cpu_request_millicores(self, machines: int) -> int:
+        """The CPU request for a task of ``machines`` machines (millicores)."""
+        wanted = self.cpu_base_millicores + self.cpu_per_machine_millicores * max(machines, 0)
+        return min(self.cpu_max_millicores, round(wanted))
 
     @field_validator("service_account")
     @classmethod

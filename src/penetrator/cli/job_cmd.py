@@ -10,7 +10,13 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from penetrator.job.entry import EXIT_CANNOT_START, JobFiles, JobSetupError, run
+from penetrator.job.entry import (
+    EXIT_CANNOT_START,
+    TERMINATION_LOG,
+    JobFiles,
+    JobSetupError,
+    run,
+)
 
 _path = click.Path(path_type=Path)
 
@@ -50,6 +56,13 @@ _path = click.Path(path_type=Path)
     metavar="NAME",
     help="Also write the results into this ConfigMap (the pod's namespace), batched.",
 )
+@click.option(
+    "--termination-log",
+    type=_path,
+    default=TERMINATION_LOG,
+    show_default=True,
+    help="Write why the job could not start here, one line (only if the file exists).",
+)
 def job(
     config: Path,
     credentials: Path,
@@ -58,6 +71,7 @@ def job(
     kubeconfig: Path | None,
     no_cluster: bool,
     report_configmap: str | None,
+    termination_log: Path,
 ) -> None:
     """Install and join every machine of a job config over SSH (JSON lines on stdout)."""
     files = JobFiles(
@@ -68,6 +82,7 @@ def job(
         kubeconfig,
         not no_cluster,
         report_configmap,
+        termination_log,
     )
     console = Console(stderr=True)
     try:

@@ -2,7 +2,9 @@
 
 exit 0   every planned machine joined (or already was)
 exit 1   at least one machine failed
-exit 2   the job could not start (config, credentials, packages, cluster access)
+exit 2   the job could not start (config, credentials, packages, cluster access);
+         its reason, one line without secrets, also goes to the termination log
+         (the pod's ``terminationMessagePath``), where the operator reads it
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import resource
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +33,8 @@ from penetrator.job.report_api import ResultsWriter
 from penetrator.job.runner import JobContext, all_joined, run_job
 
 EXIT_OK, EXIT_FAILED, EXIT_CANNOT_START = 0, 1, 2
+TERMINATION_LOG = Path("/dev/termination-log")
+MAX_TERMINATION_MESSAGE = 1024  # bytes; the kubelet keeps up to 4096
 
 
 class JobSetupError(Exception):
@@ -62,6 +67,22 @@ class JobFiles:
     kubeconfig: Path | None = None
     use_cluster: bool = True  # False: never talk to the API, even in a pod
     report_configmap: str | None = None  # also write results into this ConfigMap
+    termination_log: Path | None = None  # a setup error's reason goes here (if it exists)
+
+
+def write_termination_message(path: Path, message: str) -> bool:
+    """Write ``message`` as one line into ``path`` if that file exists (the kubelet
+    provides it in a pod; outside one, e.g. a host process as root, nothing is created
+    in /dev). The caller's message holds no secret (``JobSetupError``). True if written."""
+    cut = " ".join(message.split()).encode()[:MAX_TERMINATION_MESSAGE]
+    line = cut.decode(errors="ignore").encode() + b"\n"  # no half a character at the cut
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    except OSError:
+        return False
+    with os.fdopen(fd, "wb") as f:
+        f.write(line)
+    return True
 
 
 def raise_nofile() -> None:
@@ -108,7 +129,12 @@ async def run_from_files(
             )
         except Exception as e:
             raise JobSetupError(f"cannot load cluster access: {type(e).__name__}") from None
-        ledger = await writer.start()
+        try:
+            ledger = await writer.start()
+        except Exception as e:  # an API error is handled inside: this is the connection
+            with contextlib.suppress(Exception):
+                await writer.close(done=False)
+            raise JobSetupError(f"cannot reach the API server: {type(e).__name__}") from None
     results = run_results(ledger, cfg.machines)
     reporter = Reporter(
         results, out=out, results_path=files.results, live=live, sink=writer, ledger=ledger
@@ -133,4 +159,10 @@ async def run_from_files(
 def run(
     files: JobFiles, out: IO[str] | None = None, live: Callable[[str], None] | None = None
 ) -> int:
-    return asyncio.run(run_from_files(files, out, live))
+    """``run_from_files``; a ``JobSetupError`` is also written to the termination log."""
+    try:
+        return asyncio.run(run_from_files(files, out, live))
+    except JobSetupError as e:
+        if files.termination_log is not None:
+            write_termination_message(files.termination_log, str(e))
+        raise

@@ -27,18 +27,32 @@ from urllib.parse import urlsplit
 from lightkube.models.batch_v1 import JobSpec
 from lightkube.models.core_v1 import (
     Affinity,
+    Capabilities,
+    ConfigMapProjection,
     ConfigMapVolumeSource,
     Container,
+    DownwardAPIProjection,
+    DownwardAPIVolumeFile,
+    EmptyDirVolumeSource,
+    KeyToPath,
     NodeAffinity,
     NodeSelector,
     NodeSelectorRequirement,
     NodeSelectorTerm,
+    ObjectFieldSelector,
+    PodSecurityContext,
     PodSpec,
     PodTemplateSpec,
+    ProjectedVolumeSource,
+    ResourceRequirements,
+    SeccompProfile,
     SecretVolumeSource,
+    SecurityContext,
+    ServiceAccountTokenProjection,
     Toleration,
     Volume,
     VolumeMount,
+    VolumeProjection,
 )
 from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
 from lightkube.models.rbac_v1 import PolicyRule, RoleRef, Subject
@@ -72,7 +86,17 @@ SECRET_SUFFIX: Final = "-credentials"  # noqa: S105 - a name suffix
 MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "penetrator"}
 TASK_NAME_LABEL: Final = "nodetask.apps.superedge.io/task"
 ROUND_ANNOTATION: Final = "nodetask.apps.superedge.io/round"
-HOSTNAME_LABEL: Final = "kubernetes.io/hostname"
+NODE_NAME_FIELD: Final = "metadata.name"
+"""The proxy node is chosen by its name (``matchFields``), not by the hostname label
+a node may set on itself."""
+TMP_DIR: Final = "/tmp"
+TMP_SIZE_LIMIT: Final = "64Mi"
+TERMINATION_LOG: Final = "/dev/termination-log"
+"""Where the job writes why it could not start (``penetrator job --termination-log``)."""
+SERVICE_ACCOUNT_DIR: Final = "/var/run/secrets/kubernetes.io/serviceaccount"
+MIN_TOKEN_SECONDS: Final = 600  # the API server's minimum for a projected token
+TOKEN_MARGIN_SECONDS: Final = 600
+PRIVILEGED_PORTS: Final = 1024
 CONTROL_PLANE_TOLERATIONS: Final = (
     Toleration(key="node-role.kubernetes.io/control-plane", operator="Exists", effect="NoSchedule"),
     Toleration(key="node-role.kubernetes.io/master", operator="Exists", effect="NoSchedule"),
@@ -252,6 +276,13 @@ def build_secret(
 # --- the Job ---------------------------------------------------------------------------------
 
 
+def needs_root(settings: Settings) -> bool:
+    """Only a package server on a port below 1024 needs root (with NET_BIND_SERVICE
+    only); the job is otherwise an SSH and HTTPS client that reads mounted files."""
+    port = settings.job.http_port
+    return host_network(settings) and 0 < port < PRIVILEGED_PORTS
+
+
 def job_argv(task: NodeTask, settings: Settings) -> list[str]:
     argv = [
         *settings.job_pod.command,
@@ -268,49 +299,132 @@ def job_argv(task: NodeTask, settings: Settings) -> list[str]:
 
 def _affinity(task: NodeTask, settings: Settings) -> Affinity:
     if task.spec.proxy_node:
-        req = NodeSelectorRequirement(
-            key=HOSTNAME_LABEL, operator="In", values=[task.spec.proxy_node]
+        by_name = NodeSelectorRequirement(
+            key=NODE_NAME_FIELD, operator="In", values=[task.spec.proxy_node]
         )
+        term = NodeSelectorTerm(matchFields=[by_name])
     else:
         req = NodeSelectorRequirement(key=settings.job_pod.cloud_node_label, operator="Exists")
+        term = NodeSelectorTerm(matchExpressions=[req])
     return Affinity(
         nodeAffinity=NodeAffinity(
-            requiredDuringSchedulingIgnoredDuringExecution=NodeSelector(
-                nodeSelectorTerms=[NodeSelectorTerm(matchExpressions=[req])]
-            )
+            requiredDuringSchedulingIgnoredDuringExecution=NodeSelector(nodeSelectorTerms=[term])
         )
     )
 
 
-def build_job(task: NodeTask, settings: Settings, round_: int = 0) -> Job:
+def job_resources(settings: Settings, machines: int) -> ResourceRequirements:
+    """Requests from the settings' per-machine formulas; limits: twice the memory
+    (headroom over one measurement), four times the CPU (throttled bursts)."""
+    pod = settings.job_pod
+    memory, cpu = pod.memory_request_mib(machines), pod.cpu_request_millicores(machines)
+    return ResourceRequirements(
+        requests={"memory": f"{memory}Mi", "cpu": f"{cpu}m"},
+        limits={"memory": f"{2 * memory}Mi", "cpu": f"{4 * cpu}m"},
+    )
+
+
+def _security(settings: Settings) -> tuple[PodSecurityContext, SecurityContext]:
+    """Non-root (the image's user; fsGroup makes the 0400 Secret files group-readable)
+    unless a privileged port needs root; always: no privilege escalation, a read-only
+    root filesystem, every capability dropped (but NET_BIND_SERVICE for that port),
+    the runtime's default seccomp profile."""
+    seccomp = SeccompProfile(type="RuntimeDefault")
+    root = needs_root(settings)
+    uid = 0 if root else settings.job_pod.run_as_user
+    pod = PodSecurityContext(
+        runAsNonRoot=not root,
+        runAsUser=uid,
+        runAsGroup=uid,
+        fsGroup=None if root else uid,
+        seccompProfile=seccomp,
+    )
+    container = SecurityContext(
+        allowPrivilegeEscalation=False,
+        privileged=False,
+        readOnlyRootFilesystem=True,
+        capabilities=Capabilities(drop=["ALL"], add=["NET_BIND_SERVICE"] if root else None),
+        seccompProfile=seccomp,
+    )
+    return pod, container
+
+
+def _api_access(settings: Settings) -> Volume:
+    """The service-account token as the kubelet would mount it, but expiring with the
+    round (the Job's deadline and a margin): the job only writes its results
+    ConfigMap and reads and labels Nodes, for this round only."""
+    seconds = max(MIN_TOKEN_SECONDS, settings.job_pod.deadline_seconds + TOKEN_MARGIN_SECONDS)
+    return Volume(
+        name="api-access",
+        projected=ProjectedVolumeSource(
+            sources=[
+                VolumeProjection(
+                    serviceAccountToken=ServiceAccountTokenProjection(
+                        path="token", expirationSeconds=seconds
+                    )
+                ),
+                VolumeProjection(
+                    configMap=ConfigMapProjection(
+                        name="kube-root-ca.crt", items=[KeyToPath(key="ca.crt", path="ca.crt")]
+                    )
+                ),
+                VolumeProjection(
+                    downwardAPI=DownwardAPIProjection(
+                        items=[
+                            DownwardAPIVolumeFile(
+                                path="namespace",
+                                fieldRef=ObjectFieldSelector(fieldPath="metadata.namespace"),
+                            )
+                        ]
+                    )
+                ),
+            ]
+        ),
+    )
+
+
+def build_job(
+    task: NodeTask, settings: Settings, round_: int = 0, machines: int | None = None
+) -> Job:
     """The task's one Job: ``backoffLimit: 0`` (rounds are the operator's business),
-    ``activeDeadlineSeconds`` from settings, on the proxy node (node affinity on
-    ``kubernetes.io/hostname``) or, in direct mode, on the control plane; the usual
-    control-plane taints tolerated; config and credentials mounted read-only, the
-    Secret with mode 0400; the node's network when the machines pull the package
-    over HTTP (``host_network``). The job learns everything else from its config
-    (no environment)."""
+    ``activeDeadlineSeconds`` from settings, on the proxy node (node affinity on its
+    name, ``matchFields metadata.name``) or, in direct mode, on the control plane; the
+    usual control-plane taints tolerated; config and credentials mounted read-only, the
+    Secret with mode 0400; the node's network when the machines pull the package over
+    HTTP (``host_network``). Locked down as a real kubelet runs it (``_security``):
+    the only writable paths are the /tmp emptyDir and the termination log; resources
+    scaled to ``machines`` (default: the task's). The job learns everything else from
+    its config (no environment)."""
     job_name, cm, _, _ = _require(task)
     meta = _meta(task, job_name, {ROUND_ANNOTATION: str(round_)})
     pod_labels = dict(meta.labels or {})
     pod_settings = settings.job_pod
+    pod_security, container_security = _security(settings)
+    count = len(task.spec.plan()) if machines is None else machines
     container = Container(
         name="install",
         image=pod_settings.image,
         imagePullPolicy=pod_settings.image_pull_policy,
         command=job_argv(task, settings),
+        resources=job_resources(settings, count),
+        securityContext=container_security,
+        terminationMessagePath=TERMINATION_LOG,
+        terminationMessagePolicy="FallbackToLogsOnError",
         volumeMounts=[
             VolumeMount(name="config", mountPath=CONFIG_DIR, readOnly=True),
             VolumeMount(name="credentials", mountPath=CREDENTIALS_DIR, readOnly=True),
+            VolumeMount(name="api-access", mountPath=SERVICE_ACCOUNT_DIR, readOnly=True),
+            VolumeMount(name="tmp", mountPath=TMP_DIR),
         ],
     )
     pod = PodSpec(
         restartPolicy="Never",
         serviceAccountName=pod_settings.service_account,
-        automountServiceAccountToken=True,
+        automountServiceAccountToken=False,  # ours is "api-access", short-lived
         enableServiceLinks=False,
         hostNetwork=host_network(settings) or None,
         dnsPolicy="ClusterFirstWithHostNet" if host_network(settings) else None,
+        securityContext=pod_security,
         affinity=_affinity(task, settings),
         tolerations=list(CONTROL_PLANE_TOLERATIONS),
         containers=[container],
@@ -322,6 +436,8 @@ def build_job(task: NodeTask, settings: Settings, round_: int = 0) -> Job:
                     secretName=secret_name(task), defaultMode=SECRET_FILE_MODE
                 ),
             ),
+            _api_access(settings),
+            Volume(name="tmp", emptyDir=EmptyDirVolumeSource(sizeLimit=TMP_SIZE_LIMIT)),
         ],
     )
     return Job(

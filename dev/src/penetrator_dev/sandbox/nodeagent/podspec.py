@@ -220,6 +220,25 @@ def _env(container: dict[str, Any]) -> tuple[EnvVar, ...]:
     return tuple(out)
 
 
+HOST_DIRS = ("/tmp",)
+"""Pods here are host processes: an emptyDir over one of these would hide what the
+host keeps there (tests keep the install packages under /tmp)."""
+
+
+def _keep_host_dirs(
+    mounts: tuple[MountPlan, ...], volumes: tuple[VolumePlan, ...]
+) -> tuple[tuple[MountPlan, ...], list[str]]:
+    """The mounts without emptyDirs over ``HOST_DIRS``, and what was left out."""
+    empty = {v.name for v in volumes if v.kind == "emptyDir"}
+    kept, skipped = [], []
+    for m in mounts:
+        if m.volume in empty and m.mount_path.rstrip("/") in HOST_DIRS:
+            skipped.append(f"emptyDir {m.volume!r} over the host's {m.mount_path}")
+        else:
+            kept.append(m)
+    return tuple(kept), skipped
+
+
 def plan_pod(pod: dict[str, Any]) -> PodPlan:
     """Decide how to run `pod` (a Pod as a dict, camelCase as the API returns it)."""
     meta, spec = pod["metadata"], pod["spec"]
@@ -272,6 +291,9 @@ def plan_pod(pod: dict[str, Any]) -> PodPlan:
         )
         for m in c.get("volumeMounts") or []
     )
+    volumes = tuple(_volume(v) for v in spec.get("volumes") or [])
+    mounts, shadowing = _keep_host_dirs(mounts, volumes)
+    ignored += shadowing
     deadline = spec.get("activeDeadlineSeconds")
     return PodPlan(
         namespace=str(meta.get("namespace") or "default"),
@@ -282,7 +304,7 @@ def plan_pod(pod: dict[str, Any]) -> PodPlan:
         working_dir=str(c.get("workingDir") or "/"),
         env=_env(c),
         env_from=tuple(env_from),
-        volumes=tuple(_volume(v) for v in spec.get("volumes") or []),
+        volumes=volumes,
         mounts=mounts,
         restart_policy=str(spec.get("restartPolicy") or "Always"),
         active_deadline_seconds=int(deadline) if deadline is not None else None,
