@@ -56,32 +56,33 @@ def token_wrapped(tool: str, args: list[str]) -> list[str]:
     return ["sh", "-c", WRAPPER_SCRIPT, tool, "{" + TOKEN_FILE + "}", *args]
 
 
+def _kubeadm_style(tool: str, *extra: str) -> InstallTemplate:
+    """``tool reset --force``, then ``tool join <server> --token ...
+    --discovery-token-ca-cert-hash ... --node-name ... EXTRA`` with the token read
+    from its 0600 file (edgeadm and yurtadm take kubeadm's join flags)."""
+    join = [
+        "join",
+        "{api_server}",
+        "--token",
+        TOKEN_ARG,
+        "--discovery-token-ca-cert-hash",
+        "{ca_cert_hash}",
+        "--node-name",
+        "{node_name}",
+        *extra,
+    ]
+    return InstallTemplate(
+        reset=[[tool, "reset", "--force"]],
+        join=[token_wrapped(tool, join)],
+        files={TOKEN_FILE: "{token}"},
+    )
+
+
 def _edgeadm() -> InstallTemplate:
     """`edgeadm join <server> --token ... --discovery-token-ca-cert-hash sha256:...
     --node-name ... --install-pkg-path ...` (compat.md), from the package."""
-    tool = "{package_dir}/edgeadm"
     kube_package = "{package_dir}/kube-linux-{arch}-{kubernetes_version}.tar.gz"
-    return InstallTemplate(
-        reset=[[tool, "reset", "--force"]],
-        join=[
-            token_wrapped(
-                tool,
-                [
-                    "join",
-                    "{api_server}",
-                    "--token",
-                    TOKEN_ARG,
-                    "--discovery-token-ca-cert-hash",
-                    "{ca_cert_hash}",
-                    "--node-name",
-                    "{node_name}",
-                    "--install-pkg-path",
-                    kube_package,
-                ],
-            )
-        ],
-        files={TOKEN_FILE: "{token}"},
-    )
+    return _kubeadm_style("{package_dir}/edgeadm", "--install-pkg-path", kube_package)
 
 
 def _kubeadm() -> InstallTemplate:
@@ -167,28 +168,7 @@ def _keadm() -> InstallTemplate:
 
 def _yurtadm() -> InstallTemplate:
     """OpenYurt's yurtadm from the package, joining as an edge node."""
-    tool = "{package_dir}/yurtadm"
-    return InstallTemplate(
-        reset=[[tool, "reset", "--force"]],
-        join=[
-            token_wrapped(
-                tool,
-                [
-                    "join",
-                    "{api_server}",
-                    "--token",
-                    TOKEN_ARG,
-                    "--discovery-token-ca-cert-hash",
-                    "{ca_cert_hash}",
-                    "--node-name",
-                    "{node_name}",
-                    "--node-type",
-                    "edge",
-                ],
-            )
-        ],
-        files={TOKEN_FILE: "{token}"},
-    )
+    return _kubeadm_style("{package_dir}/yurtadm", "--node-type", "edge")
 
 
 _BUILDERS: Final = {
