@@ -29,7 +29,9 @@ RECORD_NAME: Final = "penetrator-bootstrap-token"
 JWS_PREFIX: Final = "jws-kubeconfig-"
 SIGNER_GRACE: Final = dt.timedelta(minutes=2)
 """A token this young counts as valid before its signature shows in cluster-info
-(the bootstrap signer adds it a moment after the token's Secret appears)."""
+(the bootstrap signer adds it a moment after the token's Secret appears). A Job may
+get the token before it is signed: kubeadm's token discovery (and the sandbox's join)
+retries until the signature appears, so no round waits for it."""
 FIELD_MANAGER: Final = "penetrator-operator"
 
 
