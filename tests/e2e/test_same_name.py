@@ -13,8 +13,7 @@ the new task's."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,11 +21,11 @@ import yaml
 
 from penetrator.api import CONFIGMAP_NAME_ANNOTATION, NODE_LABEL
 from penetrator.api.results import ResultsDoc, results_configmap_name
+from penetrator_dev.sandbox import cluster as cluster_mod
 from penetrator_dev.sandbox.deploy import deploy_penetrator
 from penetrator_dev.sandbox.join import heartbeat as hb
 from penetrator_dev.sandbox.lifecycle import Sandbox, down
-
-cluster_mod = pytest.importorskip("penetrator_dev.sandbox.cluster")
+from support import wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.cluster]
 
@@ -34,16 +33,6 @@ NS = "edge-system"
 TIMES = 20
 READY_S = 120
 """Per try: a reinstall of one machine (the Job's pod, reset, join, Ready)."""
-
-
-def wait_until(predicate: Callable[[], Any], what: str, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def get(info: Any, *args: str) -> Any:
@@ -70,8 +59,10 @@ def deployed(sandbox_factory: Any) -> Iterator[tuple[Sandbox, Any]]:
         deploy_penetrator(
             sb.name,
             info,
-            extra_settings={"PENETRATOR_POLL_INTERVAL": "2", "PENETRATOR_BACKOFF_BASE": "2"},
-            job_defaults={"timeouts": {"wait_ready": 60}},
+            {
+                "reconcile": {"pollInterval": 2, "backoffBase": 2},
+                "job": {"timeouts": {"waitReady": 60}},
+            },
         )
         ssh = sb.status()["ssh"]
         info.kubectl(
@@ -89,7 +80,7 @@ def ready_task(info: Any, what: str) -> dict[str, Any]:
         return t if t and (t.get("status") or {}).get("nodetaskStatus") == "ready" else None
 
     try:
-        return dict(wait_until(ready, what, READY_S))
+        return dict(wait_for(ready, what, READY_S))
     except AssertionError:
         print(json.dumps(get(info, "nt", "nodes"), indent=1)[-3000:])
         print(info.kubectl("-n", NS, "get", "jobs,pods,configmaps", check=False).stdout)
