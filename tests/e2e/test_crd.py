@@ -1,5 +1,6 @@
-"""deploy/crd.yaml against a real kube-apiserver: the seed's examples are accepted,
-bad tasks are refused with the field named, the spec cannot change."""
+"""The CRD (charts/penetrator/crds/nodetasks.yaml) against a real kube-apiserver: the
+seed's examples are accepted, bad tasks are refused with the field named, the spec
+cannot change."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import yaml
 pytestmark = pytest.mark.cluster
 
 REPO = Path(__file__).resolve().parents[2]
-CRD_FILE = REPO / "deploy" / "crd.yaml"
+CRD_FILE = REPO / "charts" / "penetrator" / "crds" / "nodetasks.yaml"
 EXAMPLES = REPO / "deploy" / "examples"
 CRD_NAME = "nodetasks.nodetask.apps.superedge.io"
 

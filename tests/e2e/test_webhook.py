@@ -146,7 +146,7 @@ def test_certificate_is_generated_and_ca_bundle_set(deployed: Deployed) -> None:
         for w in config["webhooks"]:
             assert w["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
     # no key in the repository: the manifest carries none
-    assert "caBundle" not in (REPO / "deploy" / "webhook.yaml").read_text().replace(
+    assert "caBundle" not in (REPO / "deploy" / "penetrator.yaml").read_text().replace(
         "the caBundle", ""
     )
 

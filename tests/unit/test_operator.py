@@ -14,11 +14,13 @@ from penetrator.api.settings import load_settings
 from penetrator.operator.metrics import Metrics
 from penetrator.operator.runtime import _clean, active_claims
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+MANIFEST = Path(__file__).resolve().parents[2] / "deploy" / "penetrator.yaml"
 
 
-def docs(name: str) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all((DEPLOY / name).read_text()) if d]
+def docs(*kinds: str) -> list[dict[str, Any]]:
+    """The objects of the one-file install (the rendered chart), of these kinds (all)."""
+    found = [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d]
+    return [d for d in found if not kinds or d["kind"] in kinds]
 
 
 # --- claims ---------------------------------------------------------------------------
@@ -102,13 +104,13 @@ def test_metrics_by_state_and_phase() -> None:
     assert 'penetrator_tasks{state="ready"} 0.0' in generate_latest(m.registry).decode()
 
 
-# --- deploy/ -----------------------------------------------------------------------------
+# --- deploy/penetrator.yaml (the rendered chart) -------------------------------------
 
 
 def test_no_wildcard_in_any_rbac_rule() -> None:
     rules = [
         (d["metadata"]["name"], r)
-        for d in docs("rbac.yaml")
+        for d in docs()
         if d["kind"] in ("Role", "ClusterRole")
         for r in d["rules"]
     ]
@@ -120,7 +122,7 @@ def test_no_wildcard_in_any_rbac_rule() -> None:
 
 
 def test_job_service_account_has_only_what_the_job_needs() -> None:
-    by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs("rbac.yaml")}
+    by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs()}
     cluster = by_name[("ClusterRole", "penetrator-job")]["rules"]
     assert cluster == [
         {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "patch", "delete"]}
@@ -128,7 +130,7 @@ def test_job_service_account_has_only_what_the_job_needs() -> None:
     # no ConfigMap rights of its own: each task's Role grants its two, by name
     assert ("Role", "penetrator-job") not in by_name
     bound = [
-        d for d in docs("rbac.yaml")
+        d for d in docs()
         if d["kind"] in ("RoleBinding", "ClusterRoleBinding")
         and any(s["name"] == "penetrator-job" for s in d["subjects"])
     ]  # fmt: skip
@@ -136,13 +138,13 @@ def test_job_service_account_has_only_what_the_job_needs() -> None:
 
 
 def test_operator_cannot_touch_nodes_beyond_listing() -> None:
-    by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs("rbac.yaml")}
+    by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs()}
     rules = by_name[("ClusterRole", "penetrator-operator")]["rules"]
     nodes = [r for r in rules if "nodes" in r["resources"]]
     assert nodes == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]}]
     secrets = [
         (d["metadata"]["namespace"], r["verbs"])
-        for d in docs("rbac.yaml")
+        for d in docs()
         if d["kind"] == "Role"
         for r in d["rules"]
         if "secrets" in r["resources"]
@@ -152,8 +154,10 @@ def test_operator_cannot_touch_nodes_beyond_listing() -> None:
 
 
 def test_operator_deployment() -> None:
-    settings_cm, dep = docs("operator.yaml")
-    assert dep["kind"] == "Deployment"
+    (settings_cm,) = [
+        d for d in docs("ConfigMap") if d["metadata"]["name"] == "penetrator-settings"
+    ]
+    (dep,) = docs("Deployment")
     assert dep["metadata"]["namespace"] == "edge-system"
     pod = dep["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "penetrator-operator"
@@ -173,7 +177,7 @@ def test_operator_deployment() -> None:
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert c["readinessProbe"]["httpGet"]["path"] == "/healthz"
     assert any(t["key"] == "node-role.kubernetes.io/control-plane" for t in pod["tolerations"])
-    (ns,) = docs("namespace.yaml")
+    (ns,) = docs("Namespace")
     assert ns["metadata"]["name"] == "edge-system"
     env = {e["name"]: e.get("value") for e in c["env"]}
     settings = load_settings(yaml.safe_load(settings_cm["data"][key]), env)  # valid
