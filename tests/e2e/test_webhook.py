@@ -1,5 +1,5 @@
 """The admission webhook through the real apiserver: the operator deployed from
-deploy/ (with webhook.yaml and rbac-webhook.yaml) into a sandbox of its own; the
+deploy/penetrator.yaml (with its webhook configurations and RBAC) into a sandbox of its own; the
 apiserver calls the webhook through the Service (aggregator routing: the endpoint is
 the operator pod's IP). Also the user CLI against the same sandbox
 (machines really joined through the proxy node, exit codes, the kubectl plugin)."""
