@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from penetrator_dev.sandbox.cluster import start_cluster
+from penetrator_dev.sandbox.deploy import foundation
 from penetrator_dev.sandbox.lifecycle import Sandbox, down
 from penetrator_dev.sandbox.state import state_dir
 from penetrator_dev.sandbox.topology import SandboxSpec
@@ -51,11 +52,9 @@ def main() -> None:
             out = info.kubectl("get", *a, "-o", "json", check=False).stdout
             return json.loads(out) if out.strip() else None
 
-        kubectl("apply", "-f", str(REPO / "deploy" / "crd.yaml"))
+        kubectl("apply", "-f", "-", input=foundation())  # CRD, namespace, RBAC
         kubectl("wait", "--for=condition=established", "--timeout=60s",
                 "crd/nodetasks.nodetask.apps.superedge.io")  # fmt: skip
-        for f in ("namespace.yaml", "rbac.yaml"):
-            kubectl("apply", "-f", str(REPO / "deploy" / f))
         kubectl("-n", "edge-system", "create", "secret", "generic", "login",
                 "--from-literal=passwd=bench")  # fmt: skip
         settings = {

@@ -31,6 +31,7 @@ from penetrator.api.settings import load_settings
 from penetrator.k8s.client import NodeTaskResource, make_client
 from penetrator.operator.metrics import Metrics
 from penetrator.operator.runtime import Runtime
+from penetrator_dev.sandbox.deploy import foundation
 from penetrator_dev.testenv.controlplane import ControlPlane, ControlPlaneOptions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,8 +99,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6)
     args = ap.parse_args()
     with ControlPlane(ControlPlaneOptions(die_with_parent=True)) as cp:
-        for f in ("crd.yaml", "namespace.yaml"):
-            cp.kubectl("apply", "-f", str(REPO / "deploy" / f))
+        cp.kubectl("apply", "-f", "-", input=foundation(("CustomResourceDefinition", "Namespace")))
         cp.kubectl(
             "wait", "--for=condition=established", "--timeout=60s",
             "crd/nodetasks.nodetask.apps.superedge.io",

@@ -4,7 +4,7 @@
 #  2. brings up the sandbox: a real cluster in a "cloud" network namespace, and
 #     an intranet behind NAT with a proxy node and 20 edge machines running
 #     real sshd, which the cloud cannot reach;
-#  3. deploys the CRD, the operator and its webhook from deploy/;
+#  3. deploys the CRD, the operator and its webhook from deploy/penetrator.yaml;
 #  4. adds the 20 machines with `penetrator add` and follows the task live
 #     until every machine is a Ready node;
 #  5. reinstalls two of them, renaming one;
@@ -34,7 +34,7 @@ first=${ips%% *}
 $dev sandbox exec --name demo cloud -- sh -c "timeout 3 bash -c '</dev/tcp/$first/22' 2>/dev/null && echo 'cloud -> $first:22 open (unexpected!)' || echo 'cloud -> $first:22: unreachable (behind NAT)'"
 $dev sandbox exec --name demo proxy-1 -- sh -c "timeout 3 bash -c '</dev/tcp/$first/22' && echo 'proxy-1 -> $first:22: open'"
 
-step "3. deploying the CRD, RBAC, webhook and operator from deploy/"
+step "3. deploying the CRD, RBAC, webhook and operator from deploy/penetrator.yaml"
 $dev sandbox deploy --name demo
 kubectl -n edge-system get deploy,pods,svc
 

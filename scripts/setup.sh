@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything penetrator's tests and demo need on a fresh machine, as
 # root: Debian packages, the Python venv (.venv), and the Go-built Kubernetes
-# binaries (cached outside the repo, keyed by version: the first build takes
+# binaries and helm (cached outside the repo, keyed by version: the first build takes
 # several minutes, later runs reuse it). Idempotent.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -51,3 +51,5 @@ fi
 
 bin_dir=$(testenv/build.sh)
 echo "setup.sh: Kubernetes binaries in $bin_dir" >&2
+helm_dir=$(testenv/helm/build.sh)
+echo "setup.sh: helm (charts/penetrator, scripts/render-manifests.sh) in $helm_dir" >&2

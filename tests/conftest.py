@@ -51,8 +51,8 @@ def cluster() -> Iterator[ControlPlane]:
 
 @pytest.fixture(scope="session")
 def crd(cluster: ControlPlane) -> None:
-    """The NodeTask CRD from deploy/, applied and established."""
-    cluster.kubectl("apply", "-f", str(REPO / "deploy" / "crd.yaml"))
+    """The NodeTask CRD (the chart's), applied and established."""
+    cluster.kubectl("apply", "-f", str(REPO / "charts" / "penetrator" / "crds" / "nodetasks.yaml"))
     cluster.kubectl(
         "wait",
         "--for=condition=established",

@@ -1,5 +1,6 @@
-"""deploy/crd.yaml against a real kube-apiserver: the seed's examples are accepted,
-bad tasks are refused with the field named, the spec cannot change."""
+"""The CRD (charts/penetrator/crds/nodetasks.yaml) against a real kube-apiserver: the
+seed's examples are accepted, bad tasks are refused with the field named, the spec
+cannot change."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from support import REPO, nodetask_yaml, wait_for
 
 pytestmark = pytest.mark.cluster
 
-CRD_FILE = REPO / "deploy" / "crd.yaml"
+CRD_FILE = REPO / "charts" / "penetrator" / "crds" / "nodetasks.yaml"
 EXAMPLES = REPO / "deploy" / "examples"
 CRD_NAME = "nodetasks.nodetask.apps.superedge.io"
 

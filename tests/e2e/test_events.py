@@ -1,5 +1,5 @@
 """A task's Events, found both ways users look, with the operator deployed from
-deploy/ (its own ServiceAccount and least-privilege RBAC) into the sandbox: after a
+deploy/penetrator.yaml (its own ServiceAccount and least-privilege RBAC) into the sandbox: after a
 task whose one machine refuses the password, `kubectl describe nt TASK` (what users
 reach for first) and `kubectl -n edge-system get events --field-selector
 involvedObject.name=TASK` (compat.md, README) both list its round and failure Events,

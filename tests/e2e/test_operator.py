@@ -29,7 +29,7 @@ import yaml
 
 from penetrator.api import NODE_LABEL
 from penetrator_dev.sandbox import cluster as cluster_mod
-from penetrator_dev.sandbox.deploy import merge
+from penetrator_dev.sandbox.deploy import foundation, merge
 from penetrator_dev.sandbox.join import heartbeat as hb
 from penetrator_dev.sandbox.join.package import build_join_packages
 from penetrator_dev.sandbox.lifecycle import Sandbox, down
@@ -120,8 +120,7 @@ def env(sandbox_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
         hb.start_sandbox_heartbeats(Sandbox.load(sb.name))
         tmp = tmp_path_factory.mktemp("operator")
         packages = build_join_packages(tmp / "pkg")
-        for name in ("crd.yaml", "namespace.yaml", "rbac.yaml"):
-            info.kubectl("apply", "-f", str(REPO / "deploy" / name))
+        info.kubectl("apply", "-f", "-", input=foundation())  # CRD, namespace, RBAC
         info.kubectl(
             "wait", "--for=condition=established", "--timeout=60s",
             "crd/nodetasks.nodetask.apps.superedge.io",

@@ -1,4 +1,4 @@
-"""The operator deployed from deploy/ (namespace, RBAC, Deployment) into the
+"""The operator deployed from deploy/penetrator.yaml (namespace, RBAC, Deployment) into the
 sandbox: the node agent runs its pod on the control-plane node with its own
 ServiceAccount (in-cluster config, least-privilege RBAC); a task created with
 kubectl is installed through the proxy node and turns ready; then the operator's
@@ -136,7 +136,7 @@ def test_metrics_and_health_endpoints(
     pod = wait_for(lambda: operator_pod(info), "the operator pod to run", 60)
     container = pod["spec"]["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    metrics_port = int(ports["metrics"])  # the settings' metricsPort (deploy/operator.yaml)
+    metrics_port = int(ports["metrics"])  # the settings' metricsPort (the chart's)
 
     # the probes of the Deployment, exactly as they are written there
     for probe in ("livenessProbe", "readinessProbe"):

@@ -1,5 +1,5 @@
 """The admission webhook through the real apiserver: the operator deployed from
-deploy/ (with webhook.yaml and rbac-webhook.yaml) into a sandbox of its own; the
+deploy/penetrator.yaml (with its webhook configurations and RBAC) into a sandbox of its own; the
 apiserver calls the webhook through the Service (aggregator routing: the endpoint is
 the operator pod's IP). Also the user CLI against the same sandbox
 (machines really joined through the proxy node, exit codes, the kubectl plugin)."""
@@ -123,10 +123,15 @@ def test_certificate_is_generated_and_ca_bundle_set(deployed: Deployed) -> None:
         config = d.get(kind, "penetrator.nodetask.apps.superedge.io")
         for w in config["webhooks"]:
             assert w["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
-    # no key in the repository: the manifest carries none
-    assert "caBundle" not in (REPO / "deploy" / "webhook.yaml").read_text().replace(
-        "the caBundle", ""
-    )
+    # no key in the repository: the manifest's configurations carry none
+    shipped = [
+        w["clientConfig"]
+        for doc in yaml.safe_load_all((REPO / "deploy" / "penetrator.yaml").read_text())
+        if doc and doc["kind"].endswith("WebhookConfiguration")
+        for w in doc["webhooks"]
+    ]
+    assert len(shipped) == 3
+    assert all("caBundle" not in c for c in shipped)
 
 
 def test_add_task_gets_generated_unique_names_and_label(deployed: Deployed) -> None:

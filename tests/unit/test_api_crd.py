@@ -1,4 +1,4 @@
-"""deploy/crd.yaml and penetrator.api say the same things."""
+"""The CRD (charts/penetrator/crds/nodetasks.yaml) and penetrator.api say the same things."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from penetrator import api
 from penetrator.api.validation import DNS1123_LABEL_RE, DNS1123_SUBDOMAIN_RE
 from support import REPO
 
-DEPLOY = REPO / "deploy"
-CRD: dict[str, Any] = yaml.safe_load((DEPLOY / "crd.yaml").read_text())
+CRD_FILE = REPO / "charts" / "penetrator" / "crds" / "nodetasks.yaml"
+CRD: dict[str, Any] = yaml.safe_load(CRD_FILE.read_text())
 VERSION: dict[str, Any] = CRD["spec"]["versions"][0]
 ROOT: dict[str, Any] = VERSION["schema"]["openAPIV3Schema"]
 SPEC: dict[str, Any] = ROOT["properties"]["spec"]
@@ -155,9 +155,9 @@ def test_every_field_is_described() -> None:
 
 
 def test_no_unknown_fields_are_preserved() -> None:
-    assert "x-kubernetes-preserve-unknown-fields" not in (DEPLOY / "crd.yaml").read_text()
+    assert "x-kubernetes-preserve-unknown-fields" not in CRD_FILE.read_text()
 
 
-@pytest.mark.parametrize("path", sorted((DEPLOY / "examples").glob("*.yaml")))
+@pytest.mark.parametrize("path", sorted((REPO / "deploy" / "examples").glob("*.yaml")))
 def test_examples_are_valid_tasks(path: Path) -> None:
     api.NodeTask.from_dict(yaml.safe_load(path.read_text()))

@@ -15,11 +15,13 @@ from penetrator.operator.runtime import _clean
 from penetrator.plan.claims import older_claims, parse_tasks
 from support import REPO
 
-DEPLOY = REPO / "deploy"
+MANIFEST = REPO / "deploy" / "penetrator.yaml"
 
 
-def docs(name: str) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all((DEPLOY / name).read_text()) if d]
+def docs(*kinds: str) -> list[dict[str, Any]]:
+    """The objects of the one-file install (the rendered chart), of these kinds (all)."""
+    found = [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d]
+    return [d for d in found if not kinds or d["kind"] in kinds]
 
 
 # --- claims ---------------------------------------------------------------------------
@@ -109,13 +111,13 @@ def test_metrics_by_state_and_phase() -> None:
     assert 'penetrator_tasks{state="ready"} 0.0' in generate_latest(m.registry).decode()
 
 
-# --- deploy/ -----------------------------------------------------------------------------
+# --- deploy/penetrator.yaml (the rendered chart) -------------------------------------
 
 
 def test_no_wildcard_in_any_rbac_rule() -> None:
     rules = [
         (d["metadata"]["name"], r)
-        for d in docs("rbac.yaml")
+        for d in docs()
         if d["kind"] in ("Role", "ClusterRole")
         for r in d["rules"]
     ]
@@ -127,7 +129,7 @@ def test_no_wildcard_in_any_rbac_rule() -> None:
 
 
 def test_job_service_account_has_only_what_the_job_needs() -> None:
-    by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs("rbac.yaml")}
+    by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs()}
     cluster = by_name[("ClusterRole", "penetrator-job")]["rules"]
     assert cluster == [
         {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "patch", "delete"]}
@@ -135,7 +137,7 @@ def test_job_service_account_has_only_what_the_job_needs() -> None:
     # no ConfigMap rights of its own: each task's Role grants its two, by name
     assert ("Role", "penetrator-job") not in by_name
     bound = [
-        d for d in docs("rbac.yaml")
+        d for d in docs()
         if d["kind"] in ("RoleBinding", "ClusterRoleBinding")
         and any(s["name"] == "penetrator-job" for s in d["subjects"])
     ]  # fmt: skip
@@ -143,13 +145,13 @@ def test_job_service_account_has_only_what_the_job_needs() -> None:
 
 
 def test_operator_cannot_touch_nodes_beyond_listing() -> None:
-    by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs("rbac.yaml")}
+    by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs()}
     rules = by_name[("ClusterRole", "penetrator-operator")]["rules"]
     nodes = [r for r in rules if "nodes" in r["resources"]]
     assert nodes == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]}]
     secrets = [
         (d["metadata"]["namespace"], r["verbs"])
-        for d in docs("rbac.yaml")
+        for d in docs()
         if d["kind"] == "Role"
         for r in d["rules"]
         if "secrets" in r["resources"]
@@ -159,8 +161,10 @@ def test_operator_cannot_touch_nodes_beyond_listing() -> None:
 
 
 def test_operator_deployment() -> None:
-    settings_cm, dep = docs("operator.yaml")
-    assert dep["kind"] == "Deployment"
+    (settings_cm,) = [
+        d for d in docs("ConfigMap") if d["metadata"]["name"] == "penetrator-settings"
+    ]
+    (dep,) = docs("Deployment")
     assert dep["metadata"]["namespace"] == "edge-system"
     pod = dep["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "penetrator-operator"
@@ -180,7 +184,7 @@ def test_operator_deployment() -> None:
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert c["readinessProbe"]["httpGet"]["path"] == "/healthz"
     assert any(t["key"] == "node-role.kubernetes.io/control-plane" for t in pod["tolerations"])
-    (ns,) = docs("namespace.yaml")
+    (ns,) = docs("Namespace")
     assert ns["metadata"]["name"] == "edge-system"
     env = {e["name"]: e.get("value") for e in c["env"]}
     settings = load_settings(yaml.safe_load(settings_cm["data"][key]), env)  # valid

@@ -1,6 +1,7 @@
 """penetrator.api.settings: one typed, versioned tree; its defaults pinned, every bad
-value refused at start-up with its field path, every field documented (README.md and
-the ConfigMap in deploy/operator.yaml); `penetrator operator` stops on bad settings."""
+value refused at start-up with its field path, every field documented (README.md,
+charts/penetrator/values.yaml) and in the ConfigMap of deploy/penetrator.yaml;
+`penetrator operator` stops on bad settings."""
 
 from __future__ import annotations
 
@@ -214,24 +215,45 @@ def test_every_field_is_documented_in_the_readme() -> None:
         assert variable in section
 
 
-def test_every_field_is_in_the_deployed_configmap() -> None:
-    docs = [d for d in yaml.safe_load_all((REPO / "deploy" / "operator.yaml").read_text()) if d]
-    (cm,) = [d for d in docs if d["kind"] == "ConfigMap"]
-    text = cm["data"]["settings.yaml"]
-    document = yaml.safe_load(text)
+def _at(document: Any, path: str) -> Any:
+    for key in path.split("."):
+        document = document[key]
+    return document
 
-    def has(path: str) -> bool:
-        node: Any = document
+
+def test_every_field_is_in_the_deployed_configmap() -> None:
+    manifest = REPO / "deploy" / "penetrator.yaml"  # the rendered chart
+    docs = [d for d in yaml.safe_load_all(manifest.read_text()) if d]
+    (cm,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    document = yaml.safe_load(cm["data"]["settings.yaml"])
+
+    defaults = Settings().model_dump(by_alias=True, mode="json")
+
+    def has(path: str, node: Any) -> bool:
         for key in path.split("."):
             if not isinstance(node, dict) or key not in node:
                 return False
             node = node[key]
         return True
 
-    missing = [p for p in leaf_paths() if not has(p) and p != "job.template"]
-    assert not missing, f"deploy/operator.yaml's settings lack {missing}"
-    assert "# template:" in text  # documented, left at its default
-    assert load_settings(document).webhook.enabled  # deploy/ serves the webhook
+    # Helm drops null values, so those defaults are said in values.yaml only
+    null = [p for p in leaf_paths() if has(p, defaults) and _at(defaults, p) is None]
+    assert set(null) == {"kubeconfig", "context", "apiServer"}
+    missing = [
+        p for p in leaf_paths() if not has(p, document) and p != "job.template" and p not in null
+    ]
+    assert not missing, f"deploy/penetrator.yaml's settings lack {missing}"
+    assert load_settings(document).webhook.enabled  # the chart serves the webhook
+
+
+def test_every_field_is_documented_in_the_chart_values() -> None:
+    values = (REPO / "charts" / "penetrator" / "values.yaml").read_text()
+    section = values.split("\nsettings:\n", 1)[1]
+    # each field is a key (or, left at its default, a comment) with a comment beside
+    # or above it; those the chart fills in are named in the comment above settings
+    missing = [p for p in leaf_paths() if f"{p.rsplit('.', 1)[-1]}:" not in section]
+    assert not missing, f"charts/penetrator/values.yaml's settings lack {missing}"
+    assert "# template:" in section
 
 
 # --- penetrator operator -------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The webhook's manifests (deploy/webhook.yaml, rbac-webhook.yaml), its settings and
+"""The webhook's objects in deploy/penetrator.yaml (the rendered chart), its settings and
 its generated certificate (no cluster)."""
 
 from __future__ import annotations
@@ -15,20 +15,24 @@ from penetrator.k8s.webhook_tls import build_serving_cert, service_hosts, usable
 from penetrator.operator.webhook import MUTATE_CREATE, VALIDATE_CREATE, VALIDATE_UPDATE
 from support import REPO
 
-DEPLOY = REPO / "deploy"
+MANIFEST = REPO / "deploy" / "penetrator.yaml"
 
 
-def docs(name: str) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all((DEPLOY / name).read_text()) if d]
+def docs(*kinds: str) -> list[dict[str, Any]]:
+    """The objects of the one-file install (the rendered chart) of these kinds."""
+    return [d for d in yaml.safe_load_all(MANIFEST.read_text()) if d and d["kind"] in kinds]
 
 
 def test_webhook_configurations() -> None:
-    by_kind = {d["kind"]: d for d in docs("webhook.yaml")}
+    by_kind = {
+        d["kind"]: d
+        for d in docs("Service", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
+    }
     settings = WebhookSettings()
     service = by_kind["Service"]
     assert service["metadata"]["name"] == settings.service
     assert service["spec"]["ports"][0]["targetPort"] == settings.port
-    deploy = {d["kind"]: d for d in docs("operator.yaml")}
+    deploy = {d["kind"]: d for d in docs("ConfigMap", "Deployment")}
     operator = deploy["Deployment"]["spec"]["template"]
     assert service["spec"]["selector"].items() <= operator["metadata"]["labels"].items()
     deployed = load_settings(yaml.safe_load(deploy["ConfigMap"]["data"]["settings.yaml"]))
@@ -53,7 +57,12 @@ def test_webhook_configurations() -> None:
 
 
 def test_webhook_rbac_is_least_privilege() -> None:
-    rules = [r for d in docs("rbac-webhook.yaml") if d["kind"] == "ClusterRole" for r in d["rules"]]
+    rules = [
+        r
+        for d in docs("ClusterRole")
+        if d["metadata"]["name"] == "penetrator-operator-webhook"
+        for r in d["rules"]
+    ]
     for r in rules:
         assert "*" not in r["verbs"] + r["resources"] + r["apiGroups"]
     configs = [r for r in rules if r["apiGroups"] == ["admissionregistration.k8s.io"]]

@@ -1,7 +1,7 @@
 """The public names of the NodeTask interface (see docs/compat.md) and our limits.
 
 Everything a user of SuperEdge Penetrator already depends on is spelled here
-once; the CRD in ``deploy/crd.yaml`` repeats the same values (a unit test
+once; the CRD in ``charts/penetrator/crds/`` repeats the same values (a unit test
 keeps them in step).
 """
 

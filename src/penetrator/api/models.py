@@ -2,7 +2,7 @@
 
 Python names are snake_case; the wire names (aliases) are the camelCase fields of
 the CRD. ``NodeTask.from_dict`` / ``to_dict`` convert from and to what the API
-server speaks. Validation mirrors ``deploy/crd.yaml`` and adds the checks the CRD
+server speaks. Validation mirrors the CRD (``charts/penetrator/crds/``) and adds the checks the CRD
 cannot afford (no two names for one IP). Messages name the field and the fix.
 """
 

@@ -1,6 +1,6 @@
 """The operator's settings: one typed, versioned tree, read once at start-up.
 
-``penetrator operator --config FILE`` reads a document of this shape (deploy/:
+``penetrator operator --config FILE`` reads a document of this shape (the chart:
 the ConfigMap ``edge-system/penetrator-settings``, mounted into the operator's
 pod), applies the few per-deployment environment variables (``ENV_OVERRIDES``)
 and the command line's options on top, and validates the result before anything
@@ -149,7 +149,7 @@ class JobPodSettings(_Group):
     command: tuple[str, ...] = Field(default=("penetrator",), min_length=1, max_length=16)
     """argv before ``job ...``: the image's ``penetrator``."""
     service_account: str = "penetrator-job"
-    """The Job's ServiceAccount (deploy/rbac.yaml)."""
+    """The Job's ServiceAccount (the chart's serviceAccount.job)."""
     deadline_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
     """The Job's activeDeadlineSeconds: a round that runs longer is stopped."""
     report: bool = True
@@ -215,10 +215,10 @@ class JobSettings(JobDefaults):
 
 
 class WebhookSettings(_Group):
-    """The admission webhook the operator serves (deploy/webhook.yaml)."""
+    """The admission webhook the operator serves (the chart's templates/webhook.yaml)."""
 
     enabled: bool = False
-    """Serve it (deploy/ does; an operator run from a laptop or a test does not)."""
+    """Serve it (the chart does; an operator run from a laptop or a test does not)."""
     port: int = Field(default=9443, ge=1, le=65535)
     """HTTPS port of the operator's pod (the Service's targetPort)."""
     service: str = "penetrator-webhook"

@@ -1,6 +1,6 @@
 """`penetrator operator`: run the NodeTask operator (wiring only).
 
-The settings are read once, here: the ``--config`` file (deploy/: the ConfigMap
+The settings are read once, here: the ``--config`` file (the chart: the ConfigMap
 ``penetrator-settings``), then the environment's few overrides
 (``penetrator.api.settings.ENV_OVERRIDES``), then these options; validated before
 anything starts. A bad value stops the command with its field path (exit 2)."""

@@ -9,6 +9,6 @@
 * ``metrics``   - Prometheus: tasks by state, machines by phase, rounds, round duration,
   API errors.
 
-Run: ``penetrator operator [--config FILE] [--kubeconfig FILE]`` (deploy/operator.yaml
+Run: ``penetrator operator [--config FILE] [--kubeconfig FILE]`` (deploy/penetrator.yaml
 in-cluster); the settings are ``penetrator.api.settings.Settings``, read by the CLI.
 """

@@ -188,7 +188,7 @@ def run(settings: Settings) -> None:
     from penetrator.operator import webhook
 
     if settings.webhook.enabled:
-        webhook.register(settings)  # the admission webhook (deploy/webhook.yaml)
+        webhook.register(settings)  # the admission webhook (the chart's configurations)
     kopf.run(
         standalone=True,  # the Lease, not Kopf peering, decides who acts
         namespaces=[NAMESPACE],

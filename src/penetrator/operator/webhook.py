@@ -3,8 +3,8 @@ the decisions are ``penetrator.plan.admission``, the lookups ``penetrator.k8s.ad
 
 ``register(settings)`` registers the handlers and a start-up step that makes the
 serving certificate (``penetrator.k8s.webhook_tls``), serves HTTPS on the settings'
-``webhook.port`` and writes the CA into the caBundle of the two webhook
-configurations of ``deploy/webhook.yaml``, which call the handlers through the
+``webhook.port`` and writes the CA into the caBundle of the chart's two webhook
+configurations (``deploy/penetrator.yaml``), which call the handlers through the
 Service ``edge-system/penetrator-webhook`` at ``/<handler id>``. Its settings are the
 ``webhook`` group of ``penetrator.api.settings.Settings``.
 """
@@ -110,7 +110,8 @@ class ServiceWebhookServer(kopf.WebhookServer):
             return
         if missing:
             log.warning(
-                "webhook configurations %s not found (apply deploy/webhook.yaml); serving anyway",
+                "webhook configurations %s not found (install charts/penetrator or "
+                "deploy/penetrator.yaml); serving anyway",
                 ", ".join(missing),
             )
         else:
@@ -157,7 +158,7 @@ async def webhook_startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         _api(), ws.tls_secret, NAMESPACE, service_hosts(ws.service, NAMESPACE)
     )
     settings.admission.server = ServiceWebhookServer(ws, cert.cert_pem, cert.key_pem, cert.ca_pem)
-    settings.admission.managed = None  # deploy/webhook.yaml registers the webhooks
+    settings.admission.managed = None  # the chart registers the webhooks
 
 
 def _refuse(e: Denied | str) -> kopf.AdmissionError:

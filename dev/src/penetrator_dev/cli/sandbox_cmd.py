@@ -405,7 +405,7 @@ def _nested(path: list[str], value: Any) -> dict[str, Any]:
     help="An operator setting, e.g. reconcile.maxAttempts=1 (YAML value; repeatable).",
 )
 def deploy(name: str, settings: tuple[str, ...]) -> None:
-    """Deploy the CRD, RBAC, webhook and operator from deploy/ into the sandbox."""
+    """Deploy the CRD, RBAC, webhook and operator (deploy/penetrator.yaml) into the sandbox."""
     info = load_cluster(_load(name))
     if info is None:
         _fail(f"sandbox {name} has no running cluster (penetrator-dev sandbox up)")

@@ -1,7 +1,11 @@
-"""Deploy penetrator from `deploy/` into the sandbox's cluster, as a user would
-with `kubectl apply -f deploy/`, with only what the sandbox must swap, written into
-the settings ConfigMap (penetrator-settings): the install package (the sandbox's
-edgeadm, built here) and where the apiserver is.
+"""Deploy penetrator into the sandbox's cluster as a user would, with
+`kubectl apply -f deploy/penetrator.yaml` (the rendered chart), with only what the
+sandbox must swap written into that file's settings ConfigMap (penetrator-settings):
+the install package (the sandbox's edgeadm, built here) and where the apiserver is.
+
+The one file rather than `helm template` with a sandbox values file: the sandbox then
+installs exactly what users apply (tests/unit/test_chart.py keeps it equal to the
+chart), and needs no helm at run time.
 """
 
 from __future__ import annotations
@@ -20,17 +24,14 @@ from penetrator_dev.sandbox.state import state_dir
 
 NAMESPACE = "edge-system"
 CRD = "crd/nodetasks.nodetask.apps.superedge.io"
-# Applied in this order; operator.yaml last, its settings ConfigMap (with the
-# sandbox's settings) before its Deployment (one pod, never replaced right after it
-# started).
-MANIFESTS = ("namespace.yaml", "rbac.yaml", "rbac-webhook.yaml", "webhook.yaml")
 
 
-def deploy_dir() -> Path:
+def manifest_file() -> Path:
+    """deploy/penetrator.yaml of the checkout this code runs from."""
     for parent in Path(__file__).resolve().parents:
-        if (parent / "deploy" / "crd.yaml").is_file():
-            return parent / "deploy"
-    raise SandboxError("deploy/crd.yaml not found: the sandbox deploys from a checkout")
+        if (parent / "deploy" / "penetrator.yaml").is_file():
+            return parent / "deploy" / "penetrator.yaml"
+    raise SandboxError("deploy/penetrator.yaml not found: the sandbox deploys from a checkout")
 
 
 SETTINGS_CONFIGMAP = "penetrator-settings"
@@ -61,16 +62,33 @@ def merge(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]
     return out
 
 
-def operator_manifests(changes: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """deploy/operator.yaml's settings ConfigMap with ``changes`` merged into its
-    settings, and its Deployment. Not validated here: the operator does that at
-    start-up (and says so in its log)."""
-    docs = [d for d in yaml.safe_load_all((deploy_dir() / "operator.yaml").read_text()) if d]
-    by_kind = {d["kind"]: d for d in docs}
-    configmap, deployment = by_kind["ConfigMap"], by_kind["Deployment"]
+# What an operator run outside the cluster (tests, benchmarks) needs of the file: no
+# Deployment, and no webhook configurations (nothing would serve them).
+FOUNDATION = (
+    "CustomResourceDefinition", "Namespace", "ServiceAccount",
+    "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+)  # fmt: skip
+
+
+def foundation(kinds: tuple[str, ...] = FOUNDATION) -> str:
+    """The objects of deploy/penetrator.yaml of these kinds, as one YAML stream for
+    `kubectl apply -f -` (by default the CRD, namespace, ServiceAccounts and RBAC)."""
+    docs = [d for d in yaml.safe_load_all(manifest_file().read_text()) if d]
+    return yaml.safe_dump_all([d for d in docs if d["kind"] in kinds])
+
+
+def manifests(changes: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The objects of deploy/penetrator.yaml, in its order, with ``changes`` merged
+    into the settings of its ConfigMap penetrator-settings. Not validated here: the
+    operator does that at start-up (and says so in its log)."""
+    docs = [d for d in yaml.safe_load_all(manifest_file().read_text()) if d]
+    (configmap,) = [
+        d for d in docs
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == SETTINGS_CONFIGMAP
+    ]  # fmt: skip
     settings = merge(yaml.safe_load(configmap["data"][SETTINGS_KEY]), changes)
     configmap["data"][SETTINGS_KEY] = yaml.safe_dump(settings, sort_keys=False)
-    return configmap, deployment
+    return docs
 
 
 def webhook_answers(info: SandboxCluster) -> bool:
@@ -108,17 +126,16 @@ def deploy_penetrator(
     settings: Mapping[str, Any] | None = None,
     timeout_s: float = 180.0,
 ) -> None:
-    """Apply the CRD, namespace, RBAC, webhook and operator; wait until it serves.
-    ``settings``: merged into the sandbox's settings in the ConfigMap
-    penetrator-settings (e.g. ``{"reconcile": {"pollInterval": 2}}``)."""
-    d = deploy_dir()
-    info.kubectl("apply", "-f", str(d / "crd.yaml"))
-    info.kubectl("wait", "--for=condition=established", "--timeout=60s", CRD)
-    for manifest in MANIFESTS:
-        info.kubectl("apply", "-f", str(d / manifest))
+    """Apply deploy/penetrator.yaml (CRD, namespace, RBAC, webhook and operator) with
+    the sandbox's settings; wait until it serves. ``settings``: merged into the
+    sandbox's settings in the ConfigMap penetrator-settings (e.g.
+    ``{"reconcile": {"pollInterval": 2}}``)."""
     changes = merge(sandbox_settings(name, info), settings or {})
-    for obj in operator_manifests(changes):
-        info.kubectl("apply", "-f", "-", input=yaml.safe_dump(obj))
+    # One apply in the file's order: the namespace before what lives in it, the
+    # settings ConfigMap before the Deployment (its one pod is never replaced right
+    # after it started).
+    info.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(manifests(changes)))
+    info.kubectl("wait", "--for=condition=established", "--timeout=60s", CRD)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if webhook_answers(info):

@@ -1,0 +1,104 @@
+"""The Helm chart (charts/penetrator): `helm lint` passes, and deploy/penetrator.yaml is
+exactly its rendering (scripts/render-manifests.sh), so the one-file install is
+current (the CI check). Helm is the pinned build of testenv/helm; without it the
+test fails (scripts/setup.sh builds it)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "penetrator"
+
+
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    p = subprocess.run(
+        [str(REPO / "testenv" / "helm" / "build.sh"), "--check"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert p.returncode == 0, f"helm is not built (run scripts/setup.sh): {p.stderr}"
+    return Path(p.stdout.strip()) / "helm"
+
+
+def render(helm: Path, *args: str) -> list[dict[str, Any]]:
+    p = subprocess.run(
+        [str(helm), "template", "penetrator", str(CHART), "-n", "edge-system", *args],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return [d for d in yaml.safe_load_all(p.stdout) if d]
+
+
+def test_lint_passes(helm: Path) -> None:
+    p = subprocess.run(
+        [str(helm), "lint", "--strict", str(CHART)], capture_output=True, text=True, check=False
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_the_one_file_install_is_the_rendered_chart(helm: Path) -> None:
+    p = subprocess.run(
+        [str(REPO / "scripts" / "render-manifests.sh"), "-"],
+        capture_output=True, env={**os.environ, "HELM": str(helm)}, check=True,
+    )  # fmt: skip
+    assert p.stdout == (REPO / "deploy" / "penetrator.yaml").read_bytes(), (
+        "deploy/penetrator.yaml is not current: run scripts/render-manifests.sh"
+    )
+
+
+def test_webhook_off_leaves_out_its_configuration_service_and_rbac(helm: Path) -> None:
+    on = {(d["kind"], d["metadata"]["name"]) for d in render(helm)}
+    off_docs = render(helm, "--set", "webhook.enabled=false")
+    off = {(d["kind"], d["metadata"]["name"]) for d in off_docs}
+    assert on - off == {
+        ("Service", "penetrator-webhook"),
+        ("MutatingWebhookConfiguration", "penetrator.nodetask.apps.superedge.io"),
+        ("ValidatingWebhookConfiguration", "penetrator.nodetask.apps.superedge.io"),
+        ("ClusterRole", "penetrator-operator-webhook"),
+        ("ClusterRoleBinding", "penetrator-operator-webhook"),
+    }
+    (cm,) = [d for d in off_docs if d["kind"] == "ConfigMap"]
+    assert yaml.safe_load(cm["data"]["settings.yaml"])["webhook"]["enabled"] is False
+    (dep,) = [d for d in off_docs if d["kind"] == "Deployment"]
+    ports = dep["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert "webhook" not in {p["name"] for p in ports}
+
+
+def test_values_reach_the_objects(helm: Path) -> None:
+    docs = render(
+        helm,
+        "--set", "image.repository=registry.example/penetrator", "--set", "image.tag=9.9.9",
+        "--set", "replicas=2", "--set", "serviceAccount.job.name=edge-installer",
+        "--set", "nodeSelector.zone=a", "--set", "settings.reconcile.maxAttempts=5",
+        "--set", "rbac.create=false", "--set", "serviceAccount.create=false",
+    )  # fmt: skip
+    kinds = {d["kind"] for d in docs}
+    assert not kinds & {"ServiceAccount", "Role", "RoleBinding", "ClusterRoleBinding"}
+    (dep,) = [d for d in docs if d["kind"] == "Deployment"]
+    pod = dep["spec"]["template"]["spec"]
+    assert dep["spec"]["replicas"] == 2
+    assert pod["nodeSelector"] == {"zone": "a"}
+    assert pod["containers"][0]["image"] == "registry.example/penetrator:9.9.9"
+    (cm,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    settings = yaml.safe_load(cm["data"]["settings.yaml"])
+    assert settings["reconcile"]["maxAttempts"] == 5
+    # the Job runs the operator's image under the Job's ServiceAccount: one home each
+    assert settings["jobPod"]["image"] == "registry.example/penetrator:9.9.9"
+    assert settings["jobPod"]["serviceAccount"] == "edge-installer"
+
+
+def test_default_image_is_the_chart_app_version(helm: Path) -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert chart["appVersion"] == project["version"]  # scripts/image.sh's tag
+    (dep,) = [d for d in render(helm) if d["kind"] == "Deployment"]
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert c["image"] == f"penetrator:{chart['appVersion']}"
+    assert c["imagePullPolicy"] == "IfNotPresent"
