@@ -26,6 +26,7 @@ from penetrator.operator.metrics import Metrics
 from penetrator.operator.runtime import Runtime
 from penetrator.plan.prepare import default_configmap_name, default_job_name
 from penetrator.plan.reconcile import Decision, DeleteJob
+from penetrator_dev.sandbox.deploy import foundation
 from penetrator_dev.testenv.controlplane import ControlPlane
 
 pytestmark = pytest.mark.cluster
@@ -36,7 +37,7 @@ NS = "edge-system"
 
 @pytest.fixture(scope="module")
 def edge(cluster: ControlPlane, crd: None) -> ControlPlane:
-    cluster.kubectl("apply", "-f", str(REPO / "deploy" / "namespace.yaml"))
+    cluster.kubectl("apply", "-f", "-", input=foundation(("Namespace",)))
     login = {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -138,10 +139,13 @@ async def test_a_task_without_webhook_is_planned_then_its_round_applied(
         await runtime.apply(task_now, Decision((DeleteJob(job_name, uid),), task_now.status))
         assert not await _exists(runtime, Role, job_name)
         assert not await _exists(runtime, RoleBinding, job_name)
-        gone = not await _exists(runtime, Job, job_name)
-        if not gone:
-            deleting = await runtime.client.get(Job, job_name, namespace=NS)
-            assert deleting.metadata is not None
-            assert deleting.metadata.deletionTimestamp is not None
+        # the Job is gone, or still being deleted (foreground): one look, not two
+        left = [
+            j
+            async for j in runtime.client.list(
+                Job, namespace=NS, fields={"metadata.name": job_name}
+            )
+        ]
+        assert all(j.metadata and j.metadata.deletionTimestamp for j in left)
     finally:
         edge.kubectl("delete", "nt", name, "--ignore-not-found", "--wait=false")
