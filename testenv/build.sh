@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
-# kubectl from the official Go modules pinned in go.mod, once, into a cache
+# Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+# kubectl, kubelet and kubeadm (the sandbox's real nodes) from the official Go modules pinned in go.mod, once, into a cache
 # outside the repository keyed by the Kubernetes version and the hash of
 # go.mod + go.sum. Prints the directory holding the binaries;
 # `build.sh --check` only says whether they are there.
@@ -12,7 +12,7 @@ version=$(grep -oE "^\s*(require )?k8s.io/kubernetes v[0-9.]+" "$here/go.mod" | 
 recipe=$(cat "$here/go.mod" "$here/go.sum" | sha256sum | cut -c1-12)
 cache_root=${PENETRATOR_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/penetrator}
 out="$cache_root/kubernetes-$version-$recipe"
-bins=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl)
+bins=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kubeadm)
 complete=1
 for b in "${bins[@]}"; do [ -x "$out/bin/$b" ] || complete=0; done
 if [ "$complete" = 1 ]; then echo "$out/bin"; exit 0; fi
@@ -43,7 +43,9 @@ go build -trimpath -ldflags "$ld" -o "$tmp/bin/" \
   k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-scheduler \
-  k8s.io/kubernetes/cmd/kubectl >&2
+  k8s.io/kubernetes/cmd/kubectl \
+  k8s.io/kubernetes/cmd/kubelet \
+  k8s.io/kubernetes/cmd/kubeadm >&2
 go build -trimpath -ldflags "-s -w" -o "$tmp/bin/etcd" go.etcd.io/etcd/server/v3 >&2
 echo "build.sh: built Kubernetes $version in $(( $(date +%s) - t0 )) s" >&2
 rm -rf "$out"

@@ -11,7 +11,15 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+COMPONENTS = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "kubelet",
+    "kubeadm",
+)
 
 
 class BinariesUnavailable(RuntimeError):
