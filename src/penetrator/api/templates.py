@@ -7,7 +7,9 @@ into 0600 files, see ``penetrator.api.jobconfig``):
 - ``edgeadm`` (the default, SuperEdge's command line as the original ran it):
   edgeadm reads the token only from argv. Its ``--config`` is no way out: kubeadm's
   rule refuses ``--config`` together with ``--install-pkg-path`` (which edgeadm
-  needs), and edgeadm's join deletes the ``--config`` file before reading it. So
+  needs), and edgeadm's join deletes the ``--config`` file before reading it;
+  ``--discovery-file`` (token in the kubeconfig) fails edgeadm's edge join in its
+  lite-apiserver step, which needs token discovery's endpoint. So
   the token goes into a 0600 file and a fixed ``sh -c`` wrapper reads it and
   ``exec``s edgeadm: the token is in edgeadm's own argv on the machine while it
   runs, never in our SSH command, logs, Events or ConfigMaps.

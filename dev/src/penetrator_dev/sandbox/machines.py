@@ -12,7 +12,7 @@ address of the session (``$SSH_CONNECTION``) and exports::
     HOME               $EDGE_MACHINE_DIR/home (the session starts there)
     EDGE_INTRANET, EDGE_SANDBOX
     PATH               $EDGE_MACHINE_DIR/bin first: a `uname` shim lives there
-                       when the machine is aarch64
+                       when the machine is aarch64, and the stand-in `kubeadm`
 
 With the marker ``$EDGE_MACHINE_DIR/no-downloader`` (fault no-downloader) the
 session runs in a mount namespace of its own where every curl and wget on PATH
@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import subprocess
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -89,6 +91,15 @@ case "$1" in
   -m|-p|-i|--machine|--processor|--hardware-platform) echo {arch} ;;
   *) /bin/uname "$@" | sed 's/x86_64/{arch}/g' ;;
 esac
+"""
+
+KUBEADM_STAND_IN = r"""#!/bin/sh
+# penetrator sandbox: a STAND-IN for kubeadm, not kubeadm. The penetrator template
+# "kubeadm" expects kubeadm (with a kubelet and a container runtime) already on the
+# machine; sandbox machines have none, so this runs the sandbox's join program (the
+# one its edgeadm package runs), which takes kubeadm's `join --config FILE` and
+# `reset --force` and joins at the API level. Journal lines say tool "kubeadm".
+EDGE_JOIN_TOOL=kubeadm exec {python} -m penetrator_dev.sandbox.join "$@"
 """
 
 
@@ -199,6 +210,8 @@ def write_machine_dir(name: str, m: Machine, arch: str) -> None:
         _write(shim, UNAME_SHIM.replace("{arch}", arch), 0o755)
     elif shim.exists():
         shim.unlink()
+    python = shlex.quote(sys.executable)
+    _write(d / "bin" / "kubeadm", KUBEADM_STAND_IN.replace("{python}", python), 0o755)
 
 
 def _set_marker(name: str, m: Machine, marker_name: str, text: str | None) -> None:

@@ -140,7 +140,13 @@ class MachineContext:
     def journal(self, command: str, event: str, **fields: Any) -> None:
         """Append one line to the machine's record of edgeadm runs (one write of one
         line with O_APPEND: concurrent runs never interleave within a line)."""
-        line = {"time": time.time(), "pid": os.getpid(), "command": command, "event": event}
+        line = {
+            "time": time.time(),
+            "pid": os.getpid(),
+            "tool": os.environ.get("EDGE_JOIN_TOOL", "edgeadm"),  # the kubeadm stand-in's
+            "command": command,
+            "event": event,
+        }
         data = (json.dumps({**line, **fields}) + "\n").encode()
         fd = os.open(self.journal_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
