@@ -52,7 +52,7 @@ from pydantic import (
 )
 
 from penetrator.api.constants import MAX_ERROR_LENGTH, MAX_OBJECT_NAME_LENGTH, MachinePhase
-from penetrator.api.models import truncate_error
+from penetrator.api.models import machine_text
 
 RESULTS_SUFFIX: Final = "-results"
 RESULTS_KEY: Final = "results.json"
@@ -128,8 +128,13 @@ class MachineResult(BaseModel):
     @classmethod
     def _short(cls, value: object) -> object:
         if isinstance(value, str):
-            return truncate_error(value, MAX_ERROR_LENGTH) or None
+            return machine_text(value, MAX_ERROR_LENGTH) or None
         return value
+
+    @field_validator("warnings", mode="after")
+    @classmethod
+    def _clean_warnings(cls, value: list[str]) -> list[str]:
+        return [machine_text(w) for w in value]
 
     @field_serializer("durations")
     def _ser_durations(self, value: dict[str, float]) -> dict[str, float]:
@@ -167,6 +172,11 @@ class ResultsDoc(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     """The Job's warnings about the whole run (e.g. host keys not checked)."""
     machines: dict[str, MachineResult] = Field(default_factory=dict)
+
+    @field_validator("warnings", mode="after")
+    @classmethod
+    def _clean_warnings(cls, value: list[str]) -> list[str]:
+        return [machine_text(w) for w in value]
 
     @field_validator("started", "finished", "updated")
     @classmethod

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from penetrator.api import MachinePhase, truncate_error
+from penetrator.api import MachinePhase, machine_text, truncate_error
 from penetrator.api.jobconfig import (
     UNAME_TO_ARCH,
     Distribution,
@@ -220,7 +220,7 @@ async def step_transfer(
     if got.method is not None:
         r.transferred, r.delivery = True, got.method
     if got.note and got.note not in r.warnings:
-        r.warnings.append(truncate_error(got.note))
+        r.warnings.append(machine_text(got.note))
     return got.directory
 
 
