@@ -31,7 +31,7 @@ from penetrator.job.cluster import Cluster, ClusterError
 from penetrator.job.credentials import Credentials
 from penetrator.job.hostkeys import HostKeyStore
 from penetrator.job.package import Package, RemotePaths, ensure_package, parse_probe, probe_script
-from penetrator.job.pkgserver import PackageServer
+from penetrator.job.pkgserver import PackageServer, source_addresses
 from penetrator.job.report import Reporter, run_results
 from penetrator.job.template import (
     RenderedInstall,
@@ -343,7 +343,9 @@ async def run_job(
 
     started_server = False
     if ctx.cfg.distribution is Distribution.HTTP and ctx.packages and ctx.server is None:
-        ctx.server = PackageServer(ctx.packages, port=ctx.cfg.http_port)
+        hosts = source_addresses(m.ip for m in ctx.cfg.machines)
+        cap = 2 * ctx.cfg.transfer_concurrency  # a pull and its retry per transfer slot
+        ctx.server = PackageServer(ctx.packages, hosts, ctx.cfg.http_port, cap)
         await ctx.server.start()
         started_server = True
     try:
