@@ -20,9 +20,8 @@ The ledger is the task's per-machine record across rounds:
   every machine of the round ``attempts`` already counting this round, phase
   ``pending``), and when it observes the round's Job finished (``finished``, phases
   folded to ``pending`` / ``failed``). Between rounds no Job exists, so the two
-  writers never overlap. It keeps every machine's ``host_key``: at the next round's
-  start it adds them to the task's Secret, where a pin is never replaced
-  (``penetrator.api.hostkeys``).
+  writers never overlap. It keeps every machine's ``host_key`` (shown to people;
+  the pins themselves are kept per proxy node, ``penetrator.api.hostkeys``).
 * The **Job** (``penetrator.job.report_api.ResultsWriter``) reads the document once
   at start, then rewrites it (batched) with the ``phase``, ``error`` and ``host_key``
   of each machine it runs and the document's ``updated``; it keeps ``round``,
