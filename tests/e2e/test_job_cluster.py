@@ -413,7 +413,7 @@ async def test_an_unreadable_or_missing_store_is_an_error_naming_it(
 ) -> None:
     patch = json.dumps({"data": {"pins": f"10.0.0.1 {FP_A}\n10.0.0.2 not-a-fingerprint\n"}})
     cluster.kubectl("-n", "edge-system", "patch", "configmap", store, "-p", patch)
-    with pytest.raises(PinStoreError, match=rf"{store}, key pins: pins line 2: not a SHA256"):
+    with pytest.raises(PinStoreError, match=rf"{store}: key pins: pins line 2: not a SHA256"):
         await PinStore(api, store, "edge-system", 5).load()
     with pytest.raises(PinStoreError, match="404"):
         await PinStore(api, store + "-gone", "edge-system", 5).load()

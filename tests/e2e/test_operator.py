@@ -692,3 +692,25 @@ def test_a_host_key_pinned_in_one_round_holds_in_the_next_and_for_a_later_task(
     assert new_fp in m["lastError"]
     assert env.get("configmap", "-n", NS, store)["data"]["pins"] == store_cm["data"]["pins"]
     env.kubectl("delete", "nt", "pinned2", "--wait=true", "--timeout=60s")
+    # a store that cannot be parsed is never read as empty: no Job, the line named
+    bad = json.dumps({"data": {"pins": store_cm["data"]["pins"] + "10.1.2.3 junk\n"}})
+    env.kubectl("-n", NS, "patch", "configmap", store, "--type=merge", "-p", bad)
+    try:
+        env.kubectl("apply", "-f", "-", input=add_task_yaml("pinned3", [ip], proxy))
+
+        def cannot_start() -> str | None:
+            t = env.get("nt", "pinned3") or {}
+            for c in (t.get("status") or {}).get("conditions") or []:
+                if c.get("reason") == "CannotStart":
+                    return str(c.get("message"))
+            return None
+
+        message = wait_for(cannot_start, "the task stopped by the unreadable store", 120)
+        assert f"{store}: key pins: pins line" in str(message)
+        assert "not a SHA256 fingerprint; correct or delete that line" in str(message)
+        job3 = annotated(env, "pinned3")["metadata"]["annotations"]["app.superedge.io/job-name"]
+        assert env.get("job", "-n", NS, job3) is None
+    finally:
+        fix = json.dumps({"data": {"pins": store_cm["data"]["pins"]}})
+        env.kubectl("-n", NS, "patch", "configmap", store, "--type=merge", "-p", fix)
+        env.kubectl("delete", "nt", "pinned3", "--wait=true", "--timeout=60s")

@@ -17,6 +17,7 @@ from penetrator.api.hostkeys import (
     merge_pins,
     parse_pins,
     store_name,
+    store_problem,
 )
 from penetrator.api.jobconfig import HostKeyPolicy
 
@@ -130,3 +131,16 @@ def test_a_full_store_refuses_a_new_pin_but_not_a_known_one() -> None:
 def test_a_known_hosts_makes_the_check_strict(policy: HostKeyPolicy) -> None:
     assert effective_policy(policy, has_known_hosts=True) is HostKeyPolicy.STRICT
     assert effective_policy(policy, has_known_hosts=False) is policy
+
+
+def test_an_unparsable_store_is_a_problem_naming_the_line() -> None:
+    assert store_problem(None) is None
+    assert store_problem({"pins": ""}) is None
+    assert store_problem({"pins": f"10.0.0.1 {FP_A}\n"}) is None
+    problem = store_problem({"pins": f"10.0.0.1 {FP_A}\n10.0.0.2 junk\n"})
+    assert problem == (
+        "key pins: pins line 2: not a SHA256 fingerprint; correct or delete that line"
+    )
+    twice = store_problem({"pins": f"10.0.0.1 {FP_A}\n10.0.0.1 {FP_B}\n"})
+    assert twice is not None
+    assert "pinned twice" in twice

@@ -113,6 +113,15 @@ def store_name(proxy_node_uid: str | None) -> str:
     return STORE_PREFIX + proxy_node_uid
 
 
+def store_problem(data: Mapping[str, str] | None) -> str | None:
+    """What is wrong with a store's ``data`` (the first bad line and the fix), or None."""
+    try:
+        parse_pins((data or {}).get(STORE_PINS_KEY, ""))
+    except ValueError as e:
+        return f"key {STORE_PINS_KEY}: {e}; correct or delete that line"
+    return None
+
+
 def add_pin(pins: Mapping[str, str], host: str, fp: str) -> dict[str, str]:
     """``pins`` with ``host`` pinned to ``fp``. The same pin again changes nothing; a
     different one for a pinned host is refused (another Job pinned first: the key

@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from lightkube.resources.core_v1 import ConfigMap
 from lightkube.types import PatchType
 
-from penetrator.api.hostkeys import STORE_PINS_KEY, PinRefused, add_pin, format_pins, parse_pins
+from penetrator.api.hostkeys import (
+    STORE_PINS_KEY,
+    PinRefused,
+    add_pin,
+    format_pins,
+    parse_pins,
+    store_problem,
+)
 from penetrator.job.cluster import Cluster, ClusterError
 
 CONFLICT_RETRIES = 20
@@ -62,12 +69,10 @@ class PinStore:
             cm = await self.cluster.call(f"get {self.where}", get, self.budget)
         except ClusterError as e:
             raise PinStoreError(str(e)) from None
-        try:
-            pins = parse_pins((cm.data or {}).get(STORE_PINS_KEY, ""))
-        except ValueError as e:
-            raise PinStoreError(
-                f"{self.where}, key {STORE_PINS_KEY}: {e}; correct or delete that line"
-            ) from None
+        problem = store_problem(cm.data)
+        if problem:  # never read as empty: every pin in it must still hold
+            raise PinStoreError(f"{self.where}: {problem}")
+        pins = parse_pins((cm.data or {}).get(STORE_PINS_KEY, ""))
         return pins, cm.metadata.resourceVersion if cm.metadata else None
 
     async def load(self) -> dict[str, str]:

@@ -36,7 +36,7 @@ from penetrator.api import (
     NodeTask,
     NodeTaskStatus,
 )
-from penetrator.api.hostkeys import store_name
+from penetrator.api.hostkeys import store_name, store_problem
 from penetrator.api.results import ResultsDoc
 from penetrator.api.settings import Settings
 from penetrator.k8s.admission import nodes_exist
@@ -289,11 +289,17 @@ class Runtime:
                 )
             uid = node.metadata.uid
         name = store_name(uid)
-        try:
-            await self.client.create(build_host_key_store(name, proxy))
-        except ApiError as e:
-            if e.status.code != 409:  # there already: pins are never reset
-                raise
+        store = await self._get_optional(ConfigMap, name, NAMESPACE)
+        if store is None:
+            try:
+                await self.client.create(build_host_key_store(name, proxy))
+            except ApiError as e:
+                if e.status.code != 409:  # made meanwhile: pins are never reset
+                    raise
+            return name
+        problem = store_problem(store.data)
+        if problem:  # never dropped: no Job starts without the pins it must check
+            raise UserError(f"host-key store ConfigMap {NAMESPACE}/{name}: {problem}")
         return name
 
     async def cluster_info(self) -> ClusterInfo:
