@@ -14,12 +14,15 @@ from typing import Any
 import pytest
 
 from penetrator.api import NODE_LABEL, MachinePhase
+from penetrator.api.hostkeys import PinRefused, store_name
 from penetrator.api.jobconfig import HostKeyPolicy, JobConfig
 from penetrator.api.results import MachineResult
 from penetrator.job.cluster import Cluster
 from penetrator.job.credentials import Credentials
 from penetrator.job.hostkeys import HostKeyStore
+from penetrator.job.pinstore import PinStore, PinStoreError
 from penetrator.job.runner import JobContext, install_machine
+from penetrator.k8s.builders import build_host_key_store
 from penetrator_dev.testenv.controlplane import ControlPlane
 from support import free_port
 
@@ -350,3 +353,67 @@ async def test_an_api_server_out_of_reach_is_retried_within_the_budget(
         await c.close()
         if server is not None:
             server.close()
+
+
+# ------------------------------------------------ the proxy node's host-key store
+
+FP_A = "SHA256:" + "A" * 43
+FP_B = "SHA256:" + "B" * 43
+
+
+@pytest.fixture
+def store(cluster: ControlPlane) -> Iterator[str]:
+    """An empty store ConfigMap (as the operator creates it), deleted afterwards."""
+    name = store_name(None) + "-" + format(random.getrandbits(32), "08x")
+    cm = build_host_key_store(name, None).to_dict()
+    cluster.kubectl("create", "namespace", "edge-system", check=False)
+    cluster.kubectl("create", "-f", "-", input=json.dumps(cm))
+    try:
+        yield name
+    finally:
+        cluster.kubectl("-n", "edge-system", "delete", "configmap", name, "--ignore-not-found")
+
+
+def stored(cp: ControlPlane, name: str) -> str:
+    out = cp.kubectl("-n", "edge-system", "get", "configmap", name, "-o", "json").stdout
+    text: str = json.loads(out)["data"]["pins"]
+    return text
+
+
+async def test_pins_are_durable_when_add_returns_and_never_replaced(
+    cluster: ControlPlane, api: Cluster, store: str
+) -> None:
+    """Two Jobs of one proxy node pin at once (conflicting writes are merged, not lost);
+    each ``add`` returns only once its pin is in the object; a later Job sees them all
+    and cannot replace one."""
+    one, two = (PinStore(api, store, "edge-system", 10) for _ in range(2))
+    assert await one.load() == {}
+    assert await two.load() == {}
+    hosts = [f"10.77.{i // 250}.{i % 250 + 1}" for i in range(60)]
+    written: list[str] = []
+
+    async def pin(s: PinStore, host: str) -> None:
+        await s.add(host, FP_A)
+        written.append(host)
+        assert f"{host} {FP_A}" in stored(cluster, store)  # durable when add returns
+
+    await asyncio.gather(*(pin(one if i % 2 else two, h) for i, h in enumerate(hosts)))
+    assert sorted(written) == sorted(hosts)
+    assert one.writes + two.writes < len(hosts)  # batched
+    later = PinStore(api, store, "edge-system", 10)
+    assert await later.load() == dict.fromkeys(hosts, FP_A)
+    await later.add(hosts[0], FP_A)  # the same pin: nothing to do
+    with pytest.raises(PinRefused, match=r"pinned to .* by an earlier task"):
+        await later.add(hosts[0], FP_B)
+    assert stored(cluster, store).count(hosts[0] + " ") == 1
+
+
+async def test_an_unreadable_or_missing_store_is_an_error_naming_it(
+    cluster: ControlPlane, api: Cluster, store: str
+) -> None:
+    patch = json.dumps({"data": {"pins": f"10.0.0.1 {FP_A}\n10.0.0.2 not-a-fingerprint\n"}})
+    cluster.kubectl("-n", "edge-system", "patch", "configmap", store, "-p", patch)
+    with pytest.raises(PinStoreError, match=rf"{store}: key pins: pins line 2: not a SHA256"):
+        await PinStore(api, store, "edge-system", 5).load()
+    with pytest.raises(PinStoreError, match="404"):
+        await PinStore(api, store + "-gone", "edge-system", 5).load()

@@ -91,7 +91,8 @@ def mdir(sb: Sandbox, ip: str) -> Path:
     return sb.machine_dir(1, ip)
 
 
-def creds(sb: Sandbox, where: Path, *, key: bool = False, known_hosts: bool = False) -> Path:
+def creds(sb: Sandbox, where: Path, *, key: bool = False, known_hosts: bool | str = False) -> Path:
+    """``known_hosts``: True for the sandbox's, an address for the sandbox's without it."""
     where.mkdir(parents=True, exist_ok=True)
     st = sb.status()["ssh"]
     if key:
@@ -100,7 +101,9 @@ def creds(sb: Sandbox, where: Path, *, key: bool = False, known_hosts: bool = Fa
         shutil.copy(st["password_file"], where / "passwd")
     (where / "token").write_text(TOKEN + "\n")
     if known_hosts:
-        shutil.copy(st["known_hosts"]["1"], where / "known_hosts")
+        lines = Path(st["known_hosts"]["1"]).read_text().splitlines(keepends=True)
+        kept = [x for x in lines if x.split()[0] != known_hosts]
+        (where / "known_hosts").write_text("".join(kept))
     for f in where.iterdir():
         f.chmod(0o600)
     return where
@@ -114,7 +117,7 @@ def run_job(
     packages: dict[str, str],
     *,
     key: bool = False,
-    known_hosts: bool = False,
+    known_hosts: bool | str = False,
     pins: Path | None = None,
     **extra: Any,
 ) -> tuple[int, dict[str, dict[str, Any]], str]:
@@ -292,6 +295,13 @@ def test_strict_uses_only_the_users_known_hosts(
         sb, tmp_path / "s1", a, "t-strict", packages, known_hosts=True, hostKeyPolicy="strict"
     )
     assert rc == 0, out
+    # a known_hosts makes the check strict under the default policy too (no first use):
+    # a machine whose key it does not list is refused, never pinned
+    other = ips(sb)[-1]
+    rc, r, out = run_job(sb, tmp_path / "s3", [other], "t-strict3", packages, known_hosts=other)
+    assert rc == 1, out
+    assert "not in known_hosts" in r[other]["error"]
+    assert r[other]["host_key"] is None
     rc, r, out = run_job(sb, tmp_path / "s2", a, "t-strict2", packages, hostKeyPolicy="strict")
     assert rc == 1
     for ip in a:

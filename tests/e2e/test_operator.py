@@ -601,14 +601,15 @@ def host_key_fingerprint(sb: Sandbox, ip: str, role: str) -> str:
     return fp
 
 
-def test_a_host_key_pinned_in_one_round_holds_in_the_next(env: Env) -> None:
-    """Round 1 meets the machine (its result in the results document carries the
-    pinned key) and fails its install. Once the operator has folded round 1 and its
-    Job is gone (the task backs off, which the operator decides only when no Job of
-    the task exists), the operator is stopped and the machine starts presenting
-    another host key; round 2, a new Job in a new pod, refuses it, naming both keys."""
-    import base64
-
+def test_a_host_key_pinned_in_one_round_holds_in_the_next_and_for_a_later_task(
+    env: Env,
+) -> None:
+    """Round 1 meets the machine (its key pinned in the proxy node's store before the
+    join, its result carrying the key) and fails its install. Once the operator has
+    folded round 1 and its Job is gone (the task backs off, which the operator
+    decides only when no Job of the task exists), the operator is stopped and the
+    machine starts presenting another host key; round 2, a new Job in a new pod,
+    refuses it, naming both keys, and so does another task of the same proxy node."""
     from penetrator_dev.sandbox.machines import ROLE_MAIN, ROLE_NEW_HOST_KEY
     from penetrator_dev.sandbox.topology import Fault
 
@@ -626,6 +627,8 @@ def test_a_host_key_pinned_in_one_round_holds_in_the_next(env: Env) -> None:
         cm_name = task["metadata"]["annotations"]["app.superedge.io/configmap-name"]
         job_name = task["metadata"]["annotations"]["app.superedge.io/job-name"]
         old_fp = host_key_fingerprint(env.sb, ip, ROLE_MAIN)
+        proxy = env.info.proxy_nodes[1]
+        store = "penetrator-hostkeys-" + env.get("node", proxy)["metadata"]["uid"]
 
         def backing_off() -> bool:
             t = env.get("nt", "pinned") or {}
@@ -646,8 +649,9 @@ def test_a_host_key_pinned_in_one_round_holds_in_the_next(env: Env) -> None:
         (entry,) = doc["machines"].values()
         assert entry["attempts"] == 1
         assert entry["error"]
-        assert entry["host_key"] == old_fp  # the pin travels in the results document
-        assert env.get("configmap", "-n", NS, f"{cm_name}-hostkeys") is None
+        assert entry["host_key"] == old_fp  # reported in the results document
+        pins = env.get("configmap", "-n", NS, store)["data"]["pins"]
+        assert f"{ip} {old_fp}\n" in pins  # and kept per proxy node
         env.sb.fault(1, ip, Fault.NEW_HOST_KEY)  # also ends install-fails
         new_fp = host_key_fingerprint(env.sb, ip, ROLE_NEW_HOST_KEY)
         assert new_fp != old_fp
@@ -665,13 +669,48 @@ def test_a_host_key_pinned_in_one_round_holds_in_the_next(env: Env) -> None:
     assert "changed" in m["lastError"]
     assert old_fp in m["lastError"]
     assert new_fp in m["lastError"]
-    # the pin lives in the task's Secret (what round 2 mounted), and round 2 did not
-    # replace it anywhere
+    # the pin lives in the proxy node's store, not in the task's Secret, and round 2
+    # did not replace it anywhere
     secret = env.get("secret", "-n", NS, f"{cm_name}-credentials")
-    pins = base64.b64decode(secret["data"]["host_key_pins"]).decode()
-    assert pins == f"{ip} {old_fp}\n"
+    assert "host_key_pins" not in secret["data"]
+    store_cm = env.get("configmap", "-n", NS, store)
+    assert f"{ip} {old_fp}\n" in store_cm["data"]["pins"]
+    assert not store_cm["metadata"].get("ownerReferences")  # it outlives the task
     results = env.get("configmap", "-n", NS, f"{cm_name}-results")
     (entry,) = json.loads(results["data"]["results.json"])["machines"].values()
     assert entry["host_key"] == old_fp
-    assert env.get("configmap", "-n", NS, f"{cm_name}-hostkeys") is None
     env.kubectl("delete", "nt", "pinned", "--wait=true", "--timeout=60s")
+    # a later task of the same proxy node sees the same pin
+    env.sb.fault(1, ip, Fault.NEW_HOST_KEY)
+    try:
+        env.kubectl("apply", "-f", "-", input=add_task_yaml("pinned2", [ip], proxy))
+        later = wait_status(env, "pinned2", ("failed",), 300)
+    finally:
+        env.sb.fault(1, ip, None)
+    (m,) = later["status"]["machines"].values()
+    assert old_fp in m["lastError"]
+    assert new_fp in m["lastError"]
+    assert env.get("configmap", "-n", NS, store)["data"]["pins"] == store_cm["data"]["pins"]
+    env.kubectl("delete", "nt", "pinned2", "--wait=true", "--timeout=60s")
+    # a store that cannot be parsed is never read as empty: no Job, the line named
+    bad = json.dumps({"data": {"pins": store_cm["data"]["pins"] + "10.1.2.3 junk\n"}})
+    env.kubectl("-n", NS, "patch", "configmap", store, "--type=merge", "-p", bad)
+    try:
+        env.kubectl("apply", "-f", "-", input=add_task_yaml("pinned3", [ip], proxy))
+
+        def cannot_start() -> str | None:
+            t = env.get("nt", "pinned3") or {}
+            for c in (t.get("status") or {}).get("conditions") or []:
+                if c.get("reason") == "CannotStart":
+                    return str(c.get("message"))
+            return None
+
+        message = wait_for(cannot_start, "the task stopped by the unreadable store", 120)
+        assert f"{store}: key pins: pins line" in str(message)
+        assert "not a SHA256 fingerprint; correct or delete that line" in str(message)
+        job3 = annotated(env, "pinned3")["metadata"]["annotations"]["app.superedge.io/job-name"]
+        assert env.get("job", "-n", NS, job3) is None
+    finally:
+        fix = json.dumps({"data": {"pins": store_cm["data"]["pins"]}})
+        env.kubectl("-n", NS, "patch", "configmap", store, "--type=merge", "-p", fix)
+        env.kubectl("delete", "nt", "pinned3", "--wait=true", "--timeout=60s")

@@ -18,10 +18,20 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from penetrator.api import CONFIGMAP_NAME_ANNOTATION, JOB_NAME_ANNOTATION, NODE_LABEL
 from penetrator.api.models import is_generated_name
-from penetrator.k8s.webhook_tls import build_serving_cert, service_hosts, usable
+from penetrator.k8s.webhook_tls import (
+    RENEW_BEFORE,
+    SERVING_VALIDITY,
+    ServingCert,
+    service_hosts,
+    sign_serving,
+    usable,
+)
 from penetrator_dev.sandbox import cluster as cluster_mod
 from penetrator_dev.sandbox.deploy import deploy_penetrator
 from penetrator_dev.sandbox.join import heartbeat as hb
@@ -118,7 +128,7 @@ def deployed(sandbox_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> 
 def test_certificate_is_generated_and_ca_bundle_set(deployed: Deployed) -> None:
     d = deployed
     secret = d.get("secret", "-n", NS, "penetrator-webhook-tls")
-    assert set(secret["data"]) == {"ca.crt", "tls.crt", "tls.key"}
+    assert set(secret["data"]) == {"ca.crt", "ca.key", "tls.crt", "tls.key"}
     for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
         config = d.get(kind, "penetrator.nodetask.apps.superedge.io")
         for w in config["webhooks"]:
@@ -438,22 +448,35 @@ def test_cli_big_task_from_file(deployed: Deployed, tmp_path: Path) -> None:
     assert len(json.loads(p.stdout)["spec"]["nodeNamesOverride"]) == 500
 
 
-def test_certificate_near_its_end_is_renewed_and_ca_bundle_follows(deployed: Deployed) -> None:
+def test_certificate_near_its_end_is_renewed_and_ca_bundle_stays(deployed: Deployed) -> None:
+    """A serving certificate in its last days is replaced from the same CA: the
+    caBundle does not change, so the old certificate and the new one are both accepted
+    while replicas switch over."""
     d = deployed
     hosts = service_hosts("penetrator-webhook", NS)
-    old = build_serving_cert(hosts, now=datetime.now(UTC) - timedelta(days=350))
+    data = d.get("secret", "-n", NS, "penetrator-webhook-tls")["data"]
+    ca_pem, ca_key_pem = (base64.b64decode(data[k]) for k in ("ca.crt", "ca.key"))
+    ca = x509.load_pem_x509_certificates(ca_pem)[0]
+    ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    born = datetime.now(UTC) - (SERVING_VALIDITY - RENEW_BEFORE) - timedelta(days=1)
+    cert_pem, key_pem = sign_serving(ca, ca_key, hosts, born)
+    old = ServingCert(ca_pem, cert_pem, key_pem, ca_key_pem)
     assert not usable(old, hosts)
-    data = old.as_secret_data()
-    patch = json.dumps({"data": data})
+    patch = json.dumps({"data": old.as_secret_data()})
     d.kubectl("-n", NS, "patch", "secret", "penetrator-webhook-tls", "--type=merge", "-p", patch)
 
     def renewed() -> bool:
         now = d.get("secret", "-n", NS, "penetrator-webhook-tls")["data"]
-        config = d.get("validatingwebhookconfiguration", "penetrator.nodetask.apps.superedge.io")
-        bundle = config["webhooks"][0]["clientConfig"]["caBundle"]
-        return now["ca.crt"] != data["ca.crt"] and bundle == now["ca.crt"]
+        return now["tls.crt"] != old.as_secret_data()["tls.crt"]
 
-    wait_for(renewed, "a fresh certificate and caBundle", 60)
+    wait_for(renewed, "a fresh serving certificate", 60)
+    now = d.get("secret", "-n", NS, "penetrator-webhook-tls")["data"]
+    assert now["ca.crt"] == data["ca.crt"]
+    assert now["ca.key"] == data["ca.key"]
+    config = d.get("validatingwebhookconfiguration", "penetrator.nodetask.apps.superedge.io")
+    assert config["webhooks"][0]["clientConfig"]["caBundle"] == data["ca.crt"]
+    x509.load_pem_x509_certificate(base64.b64decode(now["tls.crt"])).verify_directly_issued_by(ca)
     wait_for(lambda: webhook_ready(d), "the webhook to serve the new certificate", 60)
 
 

@@ -1,4 +1,4 @@
-"""penetrator.api.hostkeys: the pins carried between a task's rounds."""
+"""penetrator.api.hostkeys: the pins kept per proxy node, across rounds and tasks."""
 
 from __future__ import annotations
 
@@ -7,14 +7,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from penetrator.api.hostkeys import (
+    MAX_STORE_PINS,
+    PinRefused,
+    add_pin,
     check_host_pattern,
+    effective_policy,
     format_pins,
     host_pattern,
-    learned_pins,
     merge_pins,
     parse_pins,
+    store_name,
+    store_problem,
 )
-from penetrator.api.results import MachineResult, ResultsDoc
+from penetrator.api.jobconfig import HostKeyPolicy
 
 FP_A = "SHA256:" + "A" * 43
 FP_B = "SHA256:" + "b/+9" * 10 + "xyz"
@@ -91,15 +96,51 @@ def test_host_patterns_of_a_port() -> None:
     assert host_pattern("fd00::1", 2222) == "[fd00::1]:2222"
 
 
-def test_pins_are_learned_from_a_results_document() -> None:
-    doc = ResultsDoc(
-        machines={
-            "a": MachineResult(ip="10.0.0.1", host_key=FP_A),
-            "b": MachineResult(ip="10.0.0.2"),  # never connected: nothing to pin
-            "c": MachineResult(ip="10.0.0.3", host_key="SHA256:short"),  # never guessed
-            "d": MachineResult(ip="not-an-ip", host_key=FP_A),
-        }
+def test_a_store_is_named_by_the_proxy_nodes_uid_never_by_its_name() -> None:
+    uid = "0f8c2a54-3f7e-4d1b-9e4e-2b1f0c9d8a7e"
+    assert store_name(uid) == "penetrator-hostkeys-" + uid
+    assert store_name(None) == "penetrator-hostkeys-direct"
+    for bad in ["", "../x", "Node-A", "a" * 64, "x.y"]:
+        with pytest.raises(ValueError, match="not a Node uid"):
+            store_name(bad)
+
+
+def test_add_pin_adds_keeps_and_never_replaces() -> None:
+    pins = add_pin({}, "10.0.0.1", FP_A)
+    assert pins == {"10.0.0.1": FP_A}
+    assert add_pin(pins, "10.0.0.1", FP_A) == pins  # the same pin again: nothing new
+    assert add_pin(pins, "[10.0.0.1]:2222", FP_B) == {"10.0.0.1": FP_A, "[10.0.0.1]:2222": FP_B}
+    with pytest.raises(PinRefused, match=r"pinned to SHA256:A+ by an earlier task"):
+        add_pin(pins, "10.0.0.1", FP_B)
+    for host, fp in [("10.0.0.1;x", FP_A), ("10.0.0.1", "SHA256:short")]:
+        with pytest.raises(PinRefused, match="not a pin"):
+            add_pin({}, host, fp)
+
+
+def test_a_full_store_refuses_a_new_pin_but_not_a_known_one() -> None:
+    full = {f"10.{i // 65536}.{i // 256 % 256}.{i % 256}": FP_A for i in range(MAX_STORE_PINS)}
+    with pytest.raises(PinRefused, match="store is full"):
+        add_pin(full, "11.0.0.1", FP_A)
+    assert add_pin(full, "10.0.0.0", FP_A) == full
+    # bounded: the biggest lines still fit a ConfigMap
+    worst = {f"[fd00::{i:x}:ffff:ffff:ffff]:65535": FP_B for i in range(MAX_STORE_PINS)}
+    assert len(format_pins(worst).encode()) < 900 * 1024
+
+
+@pytest.mark.parametrize("policy", list(HostKeyPolicy))
+def test_a_known_hosts_makes_the_check_strict(policy: HostKeyPolicy) -> None:
+    assert effective_policy(policy, has_known_hosts=True) is HostKeyPolicy.STRICT
+    assert effective_policy(policy, has_known_hosts=False) is policy
+
+
+def test_an_unparsable_store_is_a_problem_naming_the_line() -> None:
+    assert store_problem(None) is None
+    assert store_problem({"pins": ""}) is None
+    assert store_problem({"pins": f"10.0.0.1 {FP_A}\n"}) is None
+    problem = store_problem({"pins": f"10.0.0.1 {FP_A}\n10.0.0.2 junk\n"})
+    assert problem == (
+        "key pins: pins line 2: not a SHA256 fingerprint; correct or delete that line"
     )
-    assert learned_pins(doc, 22) == {"10.0.0.1": FP_A}
-    assert learned_pins(doc, 2222) == {"[10.0.0.1]:2222": FP_A}
-    assert learned_pins(ResultsDoc(), 22) == {}
+    twice = store_problem({"pins": f"10.0.0.1 {FP_A}\n10.0.0.1 {FP_B}\n"})
+    assert twice is not None
+    assert "pinned twice" in twice

@@ -22,6 +22,7 @@ from penetrator.api import (
     NODE_LABEL,
     NodeTask,
 )
+from penetrator.api.hostkeys import STORE_PROXY_ANNOTATION, store_name
 from penetrator.api.jobconfig import InstallTemplate, JobConfig, JobDefaults
 from penetrator.api.results import MachineResult, ResultsDoc, results_configmap_name
 from penetrator.api.settings import Settings
@@ -31,6 +32,7 @@ from penetrator.k8s.builders import (
     BuildError,
     ClusterInfo,
     build_configmap,
+    build_host_key_store,
     build_job,
     build_job_config,
     build_job_role,
@@ -141,36 +143,30 @@ def test_secret_holds_token_credential_and_known_hosts() -> None:
     assert s.stringData is None
 
 
-def test_secret_carries_the_host_key_pins() -> None:
+def test_pins_are_the_proxy_nodes_not_the_tasks() -> None:
+    """The task's Secret holds no pins; the proxy node's store (named by its uid) is
+    owned by no task, named in the job config, and the Job may get and patch it."""
     t = task()
     token = BootstrapToken("abcdef", "0123456789abcdef", NOW)
-    fp = "SHA256:" + "A" * 43
-    s = build_secret(t, token, {"sshkey": b"KEY"}, pins={"10.0.0.2": fp, "10.0.0.1": fp})
-    decoded = {k: base64.b64decode(v).decode() for k, v in s.data.items()}
-    assert decoded["host_key_pins"] == f"10.0.0.1 {fp}\n10.0.0.2 {fp}\n"
     assert "host_key_pins" not in build_secret(t, token, {"sshkey": b"KEY"}).data
-
-
-def test_no_host_key_configmap_is_built() -> None:
-    """The pins travel in the results document: no builder, object, argument or Role
-    name of a separate host-key ConfigMap."""
-    import penetrator.k8s.builders as builders
-
-    assert [n for n in dir(builders) if "hostkey" in n.lower()] == []
-    t = task()
-    token = BootstrapToken("abcdef", "0123456789abcdef", NOW)
-    config = build_job_config(t, {"edge-aaaaaa": "10.0.0.1"}, CLUSTER, DEFAULTS)
-    objects = [
-        build_configmap(t, config, 1),
-        build_results_configmap(t, ResultsDoc()),
-        build_secret(t, token, {"sshkey": b"KEY"}),
-        build_job(t, settings(), 1),
-        build_job_role(t),
-        build_job_role_binding(t, settings()),
-    ]
-    text = json.dumps([o.to_dict() for o in objects])
-    assert "hostkeys" not in text
-    assert "pins-configmap" not in text
+    name = store_name("0f8c2a54-3f7e-4d1b-9e4e-2b1f0c9d8a7e")
+    store = build_host_key_store(name, "proxy-1")
+    assert store.metadata.name == name
+    assert store.metadata.namespace == "edge-system"
+    assert not store.metadata.ownerReferences  # pins outlive tasks
+    assert store.metadata.annotations == {STORE_PROXY_ANNOTATION: "proxy-1"}
+    assert store.data == {"pins": ""}
+    assert build_host_key_store(store_name(None), None).metadata.annotations == {
+        STORE_PROXY_ANNOTATION: "direct"
+    }
+    config = build_job_config(t, {"edge-aaaaaa": "10.0.0.1"}, CLUSTER, DEFAULTS, name)
+    assert config.host_key_store == name
+    assert (
+        build_job_config(t, {"edge-aaaaaa": "10.0.0.1"}, CLUSTER, DEFAULTS).host_key_store is None
+    )
+    (rule,) = build_job_role(t, name).rules
+    assert rule.resourceNames == [results_name(t), name]
+    assert rule.verbs == ["get", "patch"]
 
 
 def test_results_configmap_name_and_content() -> None:

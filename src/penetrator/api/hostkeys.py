@@ -1,22 +1,26 @@
-"""Host-key pins carried from one round of a task to the next (pure).
+"""Host-key pins kept cluster-wide, per proxy node (pure: names, format, decisions).
 
 Trust on first use means: the first key a machine presents is the one every later
-connection of the task must present, across retries *and* rounds. A round's Job
-dies with its pod, so what it learned travels through the cluster:
+connection must present, across retries, rounds *and tasks*. So pins are not a
+task's: they are kept per (proxy node, address, port), where the address means one
+machine, in one ConfigMap per proxy node in the operator's namespace
+(``store_name``: named by the proxy Node's uid, never by a string a user writes;
+``direct`` for Jobs in the control plane). Host keys are public; a ConfigMap is
+enough, and it stays bounded (``MAX_STORE_PINS`` fingerprints, under 800 KiB).
 
-* the **Job** reports each machine's accepted host key in its results document
-  (``MachineResult.host_key`` in ``penetrator.api.results``);
-* at the next round's start the **operator** takes them from that document
-  (``learned_pins``) and merges them into the task's Secret, key ``host_key_pins``,
-  where a pin once written is never replaced (``merge_pins``: a writer of the
-  results document can add pins for machines never seen, which trust on first use
-  would accept anyway, but cannot change a pinned key);
-* the next **Job** mounts the Secret and refuses a machine whose key differs.
+* The **operator** creates the store (empty) before a round's Job and names it in
+  the job config (``JobConfig.host_key_store``); the Job's Role may get and patch
+  that one object.
+* The **Job** reads it at start (a store it cannot parse fails the task with the
+  line named: a pin is never dropped) and, when it pins a key on first sight, adds
+  the pin (``add_pin``: never replacing one) with a write conditioned on the
+  object's resourceVersion, and sends a machine the join token only after that
+  write succeeded (``penetrator.job.pinstore``, ``penetrator.job.runner``).
+* A ``known_hosts`` key in the task's credential Secret makes the check strict for
+  that task (``effective_policy``): only the user's keys, no first use.
 
-Fingerprints, not whole keys: 5,000 of them stay far under an object's size limit
-whatever the key type (an RSA key line is ~600 bytes, a fingerprint 50), and a
-SHA-256 fingerprint pins the key as well as the key itself. Host keys are public:
-the pins are kept in the Secret for its tighter access, not for secrecy.
+Fingerprints, not whole keys: a SHA-256 fingerprint pins the key as well as the key
+itself, and 50 bytes keep thousands of them in one object.
 """
 
 from __future__ import annotations
@@ -25,11 +29,21 @@ import re
 from collections.abc import Mapping
 from typing import Final
 
-from penetrator.api.results import ResultsDoc
+from penetrator.api.jobconfig import HostKeyPolicy
 from penetrator.api.validation import check_ip
 
 SECRET_PINS_KEY: Final = "host_key_pins"  # noqa: S105 - a key name
-"""Key of the task's Secret (and so the file in the Job's credentials directory)."""
+"""Key of pins in a credentials directory (``penetrator job`` outside a cluster)."""
+STORE_PREFIX: Final = "penetrator-hostkeys-"
+STORE_PINS_KEY: Final = "pins"
+"""Data key of a store ConfigMap: ``host SHA256:fingerprint`` lines (``format_pins``)."""
+STORE_PROXY_ANNOTATION: Final = "penetrator.superedge.io/proxy-node"
+"""On a store: the proxy node's name, for people (the name is by uid)."""
+DIRECT: Final = "direct"
+MAX_STORE_PINS: Final = 8000
+"""Pins per store: 8,000 lines of at most 99 bytes (an IPv6 host on a port and a
+fingerprint) stay under 800 KiB, far from a ConfigMap's 1 MiB."""
+_UID_RE: Final = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 FINGERPRINT_RE: Final = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}$")
 _BRACKETED_RE: Final = re.compile(r"^\[([^\]]+)\]:([0-9]{1,5})$")
 
@@ -85,16 +99,48 @@ def merge_pins(kept: Mapping[str, str], learned: Mapping[str, str]) -> dict[str,
     return merged
 
 
-def learned_pins(doc: ResultsDoc, port: int) -> dict[str, str]:
-    """host pattern -> fingerprint of the host keys a results document reports (the
-    machines' addresses on ``port``). An entry that is not a usable pin is left out:
-    a pin is never guessed."""
-    pins: dict[str, str] = {}
-    for name in sorted(doc.machines):
-        entry = doc.machines[name]
-        if entry.host_key is None or not FINGERPRINT_RE.fullmatch(entry.host_key):
-            continue
-        host = host_pattern(entry.ip, port)
-        if check_host_pattern(host) is None:
-            pins.setdefault(host, entry.host_key)
-    return pins
+class PinRefused(ValueError):
+    """A pin cannot be added (the message says why and what to do)."""
+
+
+def store_name(proxy_node_uid: str | None) -> str:
+    """The store of a proxy node, by its Node's uid (None: the Job runs in the control
+    plane, ``direct``)."""
+    if proxy_node_uid is None:
+        return STORE_PREFIX + DIRECT
+    if not _UID_RE.fullmatch(proxy_node_uid):
+        raise ValueError(f"not a Node uid: {proxy_node_uid!r}")
+    return STORE_PREFIX + proxy_node_uid
+
+
+def store_problem(data: Mapping[str, str] | None) -> str | None:
+    """What is wrong with a store's ``data`` (the first bad line and the fix), or None."""
+    try:
+        parse_pins((data or {}).get(STORE_PINS_KEY, ""))
+    except ValueError as e:
+        return f"key {STORE_PINS_KEY}: {e}; correct or delete that line"
+    return None
+
+
+def add_pin(pins: Mapping[str, str], host: str, fp: str) -> dict[str, str]:
+    """``pins`` with ``host`` pinned to ``fp``. The same pin again changes nothing; a
+    different one for a pinned host is refused (another Job pinned first: the key
+    changed between the two looks), as is a pin beyond ``MAX_STORE_PINS``."""
+    problem = check_host_pattern(host)
+    if problem or not FINGERPRINT_RE.fullmatch(fp):
+        raise PinRefused(f"not a pin: {host} {fp}")
+    old = pins.get(host)
+    if old is not None and old != fp:
+        raise PinRefused(f"host key of {host} is pinned to {old} by an earlier task, got {fp}")
+    if old is None and len(pins) >= MAX_STORE_PINS:
+        raise PinRefused(
+            f"the proxy node's host-key store is full ({MAX_STORE_PINS} pins): remove the "
+            "lines of machines that are gone from its ConfigMap"
+        )
+    return merge_pins(pins, {host: fp})
+
+
+def effective_policy(policy: HostKeyPolicy, has_known_hosts: bool) -> HostKeyPolicy:
+    """A task whose credential Secret has a ``known_hosts`` is checked strictly: its
+    machines must present a key the user listed (first use is not trusted)."""
+    return HostKeyPolicy.STRICT if has_known_hosts else policy

@@ -349,6 +349,17 @@ class JobConfig(JobDefaults):
     ca_cert_hash: str = Field(alias="caCertHash")
     namespace: str = NAMESPACE
     """Where the task's results ConfigMap lives (the operator's namespace)."""
+    host_key_store: str | None = Field(default=None, alias="hostKeyStore")
+    """The ConfigMap in ``namespace`` with the proxy node's host-key pins
+    (``penetrator.api.hostkeys``); None: pins stay in the Job's run (and
+    ``--known-hosts-out``)."""
+
+    @field_validator("host_key_store")
+    @classmethod
+    def _store(cls, v: str | None) -> str | None:
+        if v is not None:
+            _require(check_dns1123_subdomain(v), "hostKeyStore ")
+        return v
 
     @field_validator("task_label")
     @classmethod

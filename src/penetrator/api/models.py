@@ -307,6 +307,30 @@ def user_spec_problems(spec: NodeTaskSpec) -> list[str]:
 # --- status -------------------------------------------------------------------
 
 _WHITESPACE = re.compile(r"\s+")
+_TERMINAL_ESCAPE = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves, screen clears
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: window titles, hyperlinks
+    r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"  # DCS, SOS, PM, APC strings
+    r"|\x1b.?",  # any other escape (and a lone ESC)
+    re.DOTALL,
+)
+_UNSAFE_CHARS = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f"  # C0 but tab and newline, DEL, C1
+    "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"  # bidi marks: text that reads reversed
+)
+
+
+def strip_control(text: str) -> str:
+    """What a machine said, made safe to show: terminal escape sequences removed whole,
+    every other control character (C0 but tab and newline, DEL, C1, bidi overrides)
+    removed. Tabs and newlines stay (``truncate_error`` folds them into spaces)."""
+    return _UNSAFE_CHARS.sub("", _TERMINAL_ESCAPE.sub("", text))
+
+
+def machine_text(text: str, limit: int = MAX_ERROR_LENGTH) -> str:
+    """Text from a machine (its stderr in an error, a warning) as it enters a result:
+    control characters stripped (``strip_control``), then one line (``truncate_error``)."""
+    return truncate_error(strip_control(text), limit)
 
 
 def truncate_error(text: str, limit: int = MAX_ERROR_LENGTH) -> str:
@@ -331,7 +355,7 @@ class MachineStatus(_Model):
     @classmethod
     def _short(cls, value: object) -> object:
         if isinstance(value, str):
-            return truncate_error(value) or None
+            return machine_text(value) or None
         return value
 
 

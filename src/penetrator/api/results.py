@@ -20,9 +20,8 @@ The ledger is the task's per-machine record across rounds:
   every machine of the round ``attempts`` already counting this round, phase
   ``pending``), and when it observes the round's Job finished (``finished``, phases
   folded to ``pending`` / ``failed``). Between rounds no Job exists, so the two
-  writers never overlap. It keeps every machine's ``host_key``: at the next round's
-  start it adds them to the task's Secret, where a pin is never replaced
-  (``penetrator.api.hostkeys``).
+  writers never overlap. It keeps every machine's ``host_key`` (shown to people;
+  the pins themselves are kept per proxy node, ``penetrator.api.hostkeys``).
 * The **Job** (``penetrator.job.report_api.ResultsWriter``) reads the document once
   at start, then rewrites it (batched) with the ``phase``, ``error`` and ``host_key``
   of each machine it runs and the document's ``updated``; it keeps ``round``,
@@ -52,7 +51,7 @@ from pydantic import (
 )
 
 from penetrator.api.constants import MAX_ERROR_LENGTH, MAX_OBJECT_NAME_LENGTH, MachinePhase
-from penetrator.api.models import truncate_error
+from penetrator.api.models import machine_text
 
 RESULTS_SUFFIX: Final = "-results"
 RESULTS_KEY: Final = "results.json"
@@ -128,8 +127,13 @@ class MachineResult(BaseModel):
     @classmethod
     def _short(cls, value: object) -> object:
         if isinstance(value, str):
-            return truncate_error(value, MAX_ERROR_LENGTH) or None
+            return machine_text(value, MAX_ERROR_LENGTH) or None
         return value
+
+    @field_validator("warnings", mode="after")
+    @classmethod
+    def _clean_warnings(cls, value: list[str]) -> list[str]:
+        return [machine_text(w) for w in value]
 
     @field_serializer("durations")
     def _ser_durations(self, value: dict[str, float]) -> dict[str, float]:
@@ -167,6 +171,11 @@ class ResultsDoc(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     """The Job's warnings about the whole run (e.g. host keys not checked)."""
     machines: dict[str, MachineResult] = Field(default_factory=dict)
+
+    @field_validator("warnings", mode="after")
+    @classmethod
+    def _clean_warnings(cls, value: list[str]) -> list[str]:
+        return [machine_text(w) for w in value]
 
     @field_validator("started", "finished", "updated")
     @classmethod

@@ -22,12 +22,14 @@ from typing import IO, Any
 import yaml
 from pydantic import ValidationError
 
+from penetrator.api.hostkeys import effective_policy
 from penetrator.api.jobconfig import JobConfig
 from penetrator.api.results import ResultsDoc
 from penetrator.job.cluster import Cluster
-from penetrator.job.credentials import CredentialError, load_credentials
+from penetrator.job.credentials import CredentialError, Credentials, load_credentials
 from penetrator.job.hostkeys import HostKeyStore, write_pins
 from penetrator.job.package import load_packages
+from penetrator.job.pinstore import PinStore, PinStoreError
 from penetrator.job.report import Reporter, run_results, summary
 from penetrator.job.report_api import ResultsWriter
 from penetrator.job.runner import JobContext, all_joined, run_job
@@ -92,6 +94,31 @@ def raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 1 << 20)), hard))
 
 
+async def host_keys(
+    cfg: JobConfig, creds: Credentials, files: JobFiles, cluster: Cluster | None
+) -> tuple[HostKeyStore, PinStore | None]:
+    """The host-key check of this run: the policy (strict when the user gave a
+    known_hosts), the user's keys, and the pins of the proxy node's store (in a
+    cluster) or of ``--known-hosts-out``. Unparsable pins stop the Job, naming where."""
+    policy = effective_policy(cfg.host_key_policy, creds.known_hosts is not None)
+    pins_file: str | None = None
+    if files.known_hosts_out is not None and files.known_hosts_out.is_file():
+        pins_file = files.known_hosts_out.read_text()
+    pin_store: PinStore | None = None
+    stored: dict[str, str] = {}
+    if cluster is not None and cfg.host_key_store is not None:
+        pin_store = PinStore(cluster, cfg.host_key_store, cfg.namespace, cfg.timeouts.command)
+        try:
+            stored = await pin_store.load()
+        except PinStoreError as e:
+            raise JobSetupError(str(e)) from None
+    try:
+        store = HostKeyStore(policy, creds.known_hosts, pins_file, {**creds.pins, **stored})
+    except (ValueError, TypeError) as e:
+        raise JobSetupError(f"cannot parse known_hosts or pins: {type(e).__name__}") from None
+    return store, pin_store
+
+
 async def run_from_files(
     files: JobFiles,
     out: IO[str] | None = None,
@@ -102,13 +129,6 @@ async def run_from_files(
         creds = load_credentials(files.credentials)
     except CredentialError as e:
         raise JobSetupError(str(e)) from None
-    pins: str | None = None
-    if files.known_hosts_out is not None and files.known_hosts_out.is_file():
-        pins = files.known_hosts_out.read_text()
-    try:
-        store = HostKeyStore(cfg.host_key_policy, creds.known_hosts, pins, creds.pins)
-    except (ValueError, TypeError) as e:
-        raise JobSetupError(f"cannot parse known_hosts or pins: {type(e).__name__}") from None
     try:
         packages = await load_packages(cfg)
     except OSError as e:
@@ -119,6 +139,12 @@ async def run_from_files(
             cluster = Cluster.from_kubeconfig(files.kubeconfig)
         except Exception as e:
             raise JobSetupError(f"cannot load cluster access: {type(e).__name__}: {e}") from None
+    try:
+        store, pin_store = await host_keys(cfg, creds, files, cluster)
+    except JobSetupError:
+        if cluster is not None:
+            await cluster.close()
+        raise
     raise_nofile()
     writer: ResultsWriter | None = None
     ledger = ResultsDoc()
@@ -139,7 +165,7 @@ async def run_from_files(
     reporter = Reporter(
         results, out=out, results_path=files.results, live=live, sink=writer, ledger=ledger
     )
-    ctx = JobContext(cfg, creds, store, packages, cluster, reporter)
+    ctx = JobContext(cfg, creds, store, packages, cluster, reporter, pins=pin_store)
     try:
         await run_job(ctx, results)
     finally:

@@ -5,8 +5,9 @@ credential is sent, so an impostor never sees the password. Pins learned in
 this run are kept in memory (every retry must match them) and written out with
 ``pins_text`` (a known_hosts file for ``--known-hosts-out``). In a cluster each
 machine's result reports the key accepted for it (``Verdict.fingerprint``); the
-operator keeps those in the task's Secret, and the next round's Job gets them as
-``fingerprints`` (see ``penetrator.api.hostkeys``).
+Job stores a first-sight pin in the proxy node's store before the join
+(``penetrator.job.pinstore``), and every later Job of that proxy node gets the
+store's pins as ``fingerprints`` (see ``penetrator.api.hostkeys``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The job: every planned machine, concurrently (bounded), each over one SSH
-connection: skip if already labelled -> connect (host key) -> arch -> package ->
-files -> reset -> join -> wait Ready -> label.
+connection: skip if already labelled -> connect (host key) -> pin stored -> arch ->
+package -> files -> reset -> join -> wait Ready -> label.
 
 ``run_job`` is what ``penetrator job`` calls; ``install_machine`` is one machine
 with retries; ``attempt`` is one try. Tests call each directly.
@@ -17,7 +17,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from penetrator.api import MachinePhase, truncate_error
+from penetrator.api import MachinePhase, machine_text, truncate_error
+from penetrator.api.hostkeys import PinRefused, host_pattern
 from penetrator.api.jobconfig import (
     UNAME_TO_ARCH,
     Distribution,
@@ -29,9 +30,10 @@ from penetrator.api.jobconfig import (
 from penetrator.api.results import MachineResult, ResultsDoc
 from penetrator.job.cluster import Cluster, ClusterError
 from penetrator.job.credentials import Credentials
-from penetrator.job.hostkeys import HostKeyStore
+from penetrator.job.hostkeys import HostKeyError, HostKeyStore
 from penetrator.job.package import Package, RemotePaths, ensure_package, parse_probe, probe_script
-from penetrator.job.pkgserver import PackageServer
+from penetrator.job.pinstore import PinStore, PinStoreError
+from penetrator.job.pkgserver import PackageServer, source_addresses
 from penetrator.job.report import Reporter, run_results
 from penetrator.job.template import (
     RenderedInstall,
@@ -67,6 +69,7 @@ class JobContext:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     transfers: asyncio.Semaphore | None = None  # made by run_job from the config
     server: PackageServer | None = None  # distribution http: started by run_job
+    pins: PinStore | None = None  # the proxy node's host-key store (in a cluster)
 
 
 class _Skip(Exception):
@@ -157,6 +160,7 @@ async def attempt(ctx: JobContext, m: Machine, r: MachineResult) -> None:
     async with _timed(r, "connect"):
         s = await connect(cfg, m, ctx.creds, ctx.store)
     try:
+        await step_pin(ctx, s, m)
         prep, arch = await step_probe(ctx, s, r, t.command)
         pkg_dir = await step_transfer(ctx, s, r, prep, arch, t.transfer)
         _phase(ctx, r, MachinePhase.INSTALLING)
@@ -179,6 +183,21 @@ async def attempt(ctx: JobContext, m: Machine, r: MachineResult) -> None:
         await step_ready_and_label(ctx, ctx.cluster, m, r, t.wait_ready)
     finally:
         s.close()
+
+
+async def step_pin(ctx: JobContext, s: Session, m: Machine) -> None:
+    """Trust on first use: the key accepted for the machine is in the proxy node's
+    store before anything else is done there, so before the join token is sent (and
+    a later task expects the same key). A key that cannot be stored fails the
+    machine: no token goes to a machine whose pin could be lost."""
+    if ctx.pins is None or s.verdict.insecure or ctx.store.policy is not HostKeyPolicy.TOFU:
+        return
+    try:
+        await ctx.pins.add(host_pattern(m.ip, ctx.cfg.ssh_port), s.verdict.fingerprint)
+    except PinRefused as e:
+        raise HostKeyError(f"{m.name} ({m.ip}): {e}") from None
+    except PinStoreError as e:
+        raise MachineError(f"host key not stored, so no join: {e}") from None
 
 
 async def step_probe(
@@ -220,7 +239,7 @@ async def step_transfer(
     if got.method is not None:
         r.transferred, r.delivery = True, got.method
     if got.note and got.note not in r.warnings:
-        r.warnings.append(truncate_error(got.note))
+        r.warnings.append(machine_text(got.note))
     return got.directory
 
 
@@ -343,7 +362,9 @@ async def run_job(
 
     started_server = False
     if ctx.cfg.distribution is Distribution.HTTP and ctx.packages and ctx.server is None:
-        ctx.server = PackageServer(ctx.packages, port=ctx.cfg.http_port)
+        hosts = source_addresses(m.ip for m in ctx.cfg.machines)
+        cap = 2 * ctx.cfg.transfer_concurrency  # a pull and its retry per transfer slot
+        ctx.server = PackageServer(ctx.packages, hosts, ctx.cfg.http_port, cap)
         await ctx.server.start()
         started_server = True
     try:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import asyncssh
 
-from penetrator.api import truncate_error
+from penetrator.api import machine_text
 from penetrator.api.jobconfig import JobConfig, Machine
 from penetrator.job.credentials import Credentials
 from penetrator.job.hostkeys import HostKeyError, HostKeyStore, Verdict
@@ -111,7 +111,7 @@ def describe(exc: BaseException, port: int, redactor: Redactor) -> str:
         text = "timed out"
     else:
         text = f"{type(exc).__name__}: {exc}"
-    return truncate_error(redactor.scrub(text))
+    return machine_text(redactor.scrub(text))
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:

@@ -8,12 +8,14 @@ garbage-collects it. Names come from the task's annotations (compat.md):
 * ConfigMap ``<configmap-name>-results``: the results document (no secret; with
   each machine's pinned host-key fingerprint, ``penetrator.api.results``);
 * Secret ``<configmap-name>-credentials``: ``token`` (bootstrap token), a copy of the
-  SSH credential (``passwd`` or ``sshkey``), if given ``known_hosts``, and the host
-  keys pinned by earlier rounds (``host_key_pins``);
+  SSH credential (``passwd`` or ``sshkey``) and, if given, ``known_hosts``;
 * Job ``<job-name>``: one pod running ``penetrator job`` on the proxy node (or on
   the control plane in direct mode);
 * Role and RoleBinding ``<job-name>``: the Job's ServiceAccount may get and patch
-  exactly the task's results ConfigMap (no other ConfigMap).
+  exactly the task's results ConfigMap and its proxy node's host-key store.
+
+Not a task's: ConfigMap ``penetrator-hostkeys-<proxy node uid>`` (or ``-direct``),
+the proxy node's host-key pins (``build_host_key_store``, ``penetrator.api.hostkeys``).
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ from penetrator.api import (
     NODE_LABEL,
     NodeTask,
 )
-from penetrator.api.hostkeys import SECRET_PINS_KEY, format_pins
+from penetrator.api.hostkeys import DIRECT, STORE_PINS_KEY, STORE_PROXY_ANNOTATION
 from penetrator.api.jobconfig import Distribution, JobConfig, JobDefaults
 from penetrator.api.results import RESULTS_KEY, ResultsDoc, results_configmap_name
 from penetrator.api.settings import Settings
@@ -199,9 +201,11 @@ def build_job_config(
     machines: Mapping[str, str],
     cluster: ClusterInfo,
     defaults: JobDefaults | None = None,
+    host_key_store: str | None = None,
 ) -> JobConfig:
     """The job config for ``machines`` (name -> IP): the settings' ``job`` defaults
-    (packages, template, hostKeyPolicy, concurrency, ...), then the task's facts."""
+    (packages, template, hostKeyPolicy, concurrency, ...), then the task's facts and
+    the proxy node's host-key store."""
     _, _, label, _ = _require(task)
     data: dict[str, Any] = (defaults or JobDefaults()).model_dump(by_alias=True)
     data.update(
@@ -209,6 +213,7 @@ def build_job_config(
         taskLabel=label,
         apiServer=cluster.endpoint,
         caCertHash=cluster.ca_cert_hash,
+        hostKeyStore=host_key_store,
     )
     if task.spec.join_template is not None:  # the task's choice wins over the settings'
         data["template"] = named_template(task.spec.join_template)
@@ -250,20 +255,17 @@ def build_secret(
     token: BootstrapToken,
     credential: Mapping[str, bytes] | None = None,
     known_hosts: str | None = None,
-    pins: Mapping[str, str] | None = None,
 ) -> Secret:
     """The task's Secret: the bootstrap token, a copy of the SSH credential (``passwd``
-    or ``sshkey`` from the user's Secret, as raw bytes; other keys are not copied), the
-    host keys the user trusts and those pinned by earlier rounds (host -> fingerprint).
-    ``repr`` of the result holds the secret: never log it."""
+    or ``sshkey`` from the user's Secret, as raw bytes; other keys are not copied) and
+    the host keys the user trusts (pins are the proxy node's, not the task's:
+    ``build_host_key_store``). ``repr`` of the result holds the secret: never log it."""
     data = {TOKEN_KEY: _b64(token.value)}
     for key in (CREDENTIAL_PASSWORD_KEY, CREDENTIAL_SSHKEY_KEY):
         if credential is not None and key in credential:
             data[key] = _b64(credential[key])
     if known_hosts:
         data[KNOWN_HOSTS_KEY] = _b64(known_hosts)
-    if pins:
-        data[SECRET_PINS_KEY] = _b64(format_pins(pins))
     return Secret(
         apiVersion="v1",
         kind="Secret",
@@ -455,10 +457,12 @@ def build_job(
 # --- what the Job may write ---------------------------------------------------------------
 
 
-def build_job_role(task: NodeTask) -> Role:
-    """Get and patch on the task's results ConfigMap, by name: a Job cannot touch
-    another task's results, nor any other ConfigMap."""
+def build_job_role(task: NodeTask, host_key_store: str | None = None) -> Role:
+    """Get and patch on the task's results ConfigMap and its proxy node's host-key
+    store, by name: a Job cannot touch another task's results, nor any other
+    ConfigMap."""
     job_name, _, _, _ = _require(task)
+    names = [results_name(task)] + ([host_key_store] if host_key_store else [])
     return Role(
         apiVersion="rbac.authorization.k8s.io/v1",
         kind="Role",
@@ -467,10 +471,26 @@ def build_job_role(task: NodeTask) -> Role:
             PolicyRule(
                 apiGroups=[""],
                 resources=["configmaps"],
-                resourceNames=[results_name(task)],
+                resourceNames=names,
                 verbs=["get", "patch"],
             )
         ],
+    )
+
+
+def build_host_key_store(name: str, proxy_node: str | None) -> ConfigMap:
+    """A proxy node's host-key store, empty (``penetrator.api.hostkeys``): the
+    operator's, owned by no task (pins outlive tasks)."""
+    return ConfigMap(
+        apiVersion="v1",
+        kind="ConfigMap",
+        metadata=ObjectMeta(
+            name=name,
+            namespace=NAMESPACE,
+            labels=dict(MANAGED_BY),
+            annotations={STORE_PROXY_ANNOTATION: proxy_node or DIRECT},
+        ),
+        data={STORE_PINS_KEY: ""},
     )
 
 

@@ -1,10 +1,21 @@
-"""The webhook's serving certificate: generated at start-up, never shipped.
+"""The webhook's TLS: a long-lived CA and short-lived serving certificates, made at
+run time, never shipped.
 
-A small CA and a serving certificate for the webhook Service's DNS names are made
-with ``cryptography`` and kept in one Secret (``edge-system/penetrator-webhook-tls``)
-so that every replica behind the Service serves the same certificate; the first
-replica creates it, the others read it, and a certificate near its end (or for other
-names) is replaced. The CA goes into the webhook configurations' ``caBundle``.
+One Secret (``edge-system/penetrator-webhook-tls``) keeps them so that every replica
+behind the Service serves the same certificate: ``ca.crt`` (the caBundle: the current
+CA first, then an older CA while it is still valid), ``ca.key``, ``tls.crt``,
+``tls.key``. The first replica creates it, the others read it.
+
+Rollover without a moment of refusal (``next_tls`` decides, pure):
+
+* a **serving certificate** lives ``SERVING_VALIDITY`` and is renewed in its last
+  ``RENEW_BEFORE``, or at once for other names: signed by the same CA, so the caBundle
+  does not change and the API server accepts the old certificate (still valid) and the
+  new one alike while replicas switch over;
+* the **CA** lives ``CA_VALIDITY`` and is replaced in its last ``CA_RENEW_BEFORE``
+  (or when its key is missing, e.g. a Secret from before the key was kept): the new
+  CA goes *in front of* the old one in the caBundle, which keeps the old one until it
+  expires, so certificates of either CA are accepted.
 """
 
 from __future__ import annotations
@@ -14,6 +25,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -27,105 +39,180 @@ from lightkube.resources.admissionregistration_v1 import (
 from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
 
-VALIDITY = dt.timedelta(days=365)
+CA_VALIDITY = dt.timedelta(days=3650)
+CA_RENEW_BEFORE = dt.timedelta(days=365)
+SERVING_VALIDITY = dt.timedelta(days=90)
 RENEW_BEFORE = dt.timedelta(days=30)
+VALIDITY = SERVING_VALIDITY  # the serving certificate's (the name the tests used)
+BACKDATE = dt.timedelta(minutes=5)  # clocks of the API server and ours differ a little
 CA_KEY = "ca.crt"
+CA_PRIVATE_KEY = "ca.key"
 CERT_KEY = "tls.crt"
 KEY_KEY = "tls.key"
+CA_NAME = "penetrator-webhook-ca"
 
 
 @dataclass(frozen=True)
 class ServingCert:
     ca_pem: bytes
+    """The caBundle: one or more CA certificates, the current (signing) one first."""
     cert_pem: bytes
     key_pem: bytes
+    ca_key_pem: bytes = b""
+    """The current CA's key (empty: unknown, so the CA is replaced at the next look)."""
 
     def as_secret_data(self) -> dict[str, str]:
-        return {
-            CA_KEY: base64.b64encode(self.ca_pem).decode(),
-            CERT_KEY: base64.b64encode(self.cert_pem).decode(),
-            KEY_KEY: base64.b64encode(self.key_pem).decode(),
-        }
+        data = {CA_KEY: self.ca_pem, CERT_KEY: self.cert_pem, KEY_KEY: self.key_pem}
+        if self.ca_key_pem:
+            data[CA_PRIVATE_KEY] = self.ca_key_pem
+        return {k: base64.b64encode(v).decode() for k, v in data.items()}
 
 
 def service_hosts(service: str, namespace: str) -> list[str]:
     return [service, f"{service}.{namespace}", f"{service}.{namespace}.svc"]
 
 
-def build_serving_cert(hosts: list[str], now: dt.datetime | None = None) -> ServingCert:
-    """A fresh CA (P-256) and a serving certificate for ``hosts`` signed by it."""
-    now = now or dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "penetrator-webhook-ca")])
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def build_ca(now: dt.datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A fresh CA (P-256), valid ``CA_VALIDITY``; its name carries its start, so the
+    certificates of two CAs in one bundle are never confused."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, CA_NAME),
+            x509.NameAttribute(NameOID.SERIAL_NUMBER, str(int(now.timestamp()))),
+        ]
+    )
+    usage = x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=True,
+        crl_sign=True,
+        encipher_only=False,
+        decipher_only=False,
+    )
     ca = (
         x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + VALIDITY)
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + CA_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
+        .add_extension(usage, critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+        .sign(key, hashes.SHA256())
     )
+    return ca, key
+
+
+def sign_serving(
+    ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, hosts: list[str], now: dt.datetime
+) -> tuple[bytes, bytes]:
+    """A serving certificate for ``hosts`` from ``ca`` (PEM certificate, PEM key), valid
+    ``SERVING_VALIDITY`` and never beyond the CA."""
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[-1])]))
-        .issuer_name(ca_name)
+        .issuer_name(ca.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + VALIDITY)
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(min(now + SERVING_VALIDITY, ca.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in hosts]), False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
         .sign(ca_key, hashes.SHA256())
     )
-    return ServingCert(
-        ca_pem=ca.public_bytes(serialization.Encoding.PEM),
-        cert_pem=cert.public_bytes(serialization.Encoding.PEM),
-        key_pem=key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
+    return _pem(cert), _pem_key(key)
+
+
+def build_serving_cert(hosts: list[str], now: dt.datetime | None = None) -> ServingCert:
+    """A fresh CA and a serving certificate for ``hosts`` signed by it."""
+    now = now or dt.datetime.now(dt.UTC)
+    ca, ca_key = build_ca(now)
+    cert_pem, key_pem = sign_serving(ca, ca_key, hosts, now)
+    return ServingCert(_pem(ca), cert_pem, key_pem, _pem_key(ca_key))
+
+
+def _ca_of(cert: ServingCert) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None:
+    """The bundle's first CA with its key, if the key is there and is that CA's."""
+    try:
+        ca = x509.load_pem_x509_certificates(cert.ca_pem)[0]
+        key = serialization.load_pem_private_key(cert.ca_key_pem, password=None)
+    except (ValueError, TypeError, IndexError):
+        return None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != ca.public_key():
+        return None
+    return ca, key
 
 
 def usable(cert: ServingCert, hosts: list[str], now: dt.datetime | None = None) -> bool:
-    """Valid for ``hosts`` for at least ``RENEW_BEFORE`` more."""
+    """The serving certificate is signed by the bundle's first CA, matches its key and
+    is valid for ``hosts`` for at least ``RENEW_BEFORE`` more."""
     now = now or dt.datetime.now(dt.UTC)
     try:
         leaf = x509.load_pem_x509_certificate(cert.cert_pem)
-        x509.load_pem_x509_certificate(cert.ca_pem)
-        serialization.load_pem_private_key(cert.key_pem, password=None)
+        ca = x509.load_pem_x509_certificates(cert.ca_pem)[0]
+        key = serialization.load_pem_private_key(cert.key_pem, password=None)
         sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (ValueError, x509.ExtensionNotFound):
-        return False
-    return leaf.not_valid_after_utc - now > RENEW_BEFORE and set(hosts) <= set(
-        sans.get_values_for_type(x509.DNSName)
+        leaf.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, IndexError, x509.ExtensionNotFound, InvalidSignature):
+        return False  # unreadable, or signed by another CA
+    return (
+        key.public_key() == leaf.public_key()
+        and leaf.not_valid_after_utc - now > RENEW_BEFORE
+        and set(hosts) <= set(sans.get_values_for_type(x509.DNSName))
     )
+
+
+def still_valid_cas(bundle: bytes, now: dt.datetime) -> list[x509.Certificate]:
+    """The CAs of a bundle that have not expired (an unreadable bundle: none)."""
+    try:
+        cas = x509.load_pem_x509_certificates(bundle)
+    except ValueError:
+        return []
+    return [c for c in cas if c.not_valid_after_utc > now]
+
+
+def next_tls(current: ServingCert | None, hosts: list[str], now: dt.datetime) -> ServingCert | None:
+    """What the Secret should hold next, or None when it is fine as it is (see the
+    module doc): a new serving certificate from the same CA, or a new CA in front of
+    the bundle's still valid ones."""
+    if current is None:
+        return build_serving_cert(hosts, now)
+    ca = _ca_of(current)
+    if ca is None or ca[0].not_valid_after_utc - now <= CA_RENEW_BEFORE:
+        fresh = build_serving_cert(hosts, now)
+        older = still_valid_cas(current.ca_pem, now)
+        bundle = fresh.ca_pem + b"".join(_pem(c) for c in older)
+        return ServingCert(bundle, fresh.cert_pem, fresh.key_pem, fresh.ca_key_pem)
+    bundle = b"".join(_pem(c) for c in still_valid_cas(current.ca_pem, now))
+    if usable(current, hosts, now) and bundle == current.ca_pem:
+        return None
+    cert_pem, key_pem = sign_serving(ca[0], ca[1], hosts, now)
+    return ServingCert(bundle, cert_pem, key_pem, current.ca_key_pem)
 
 
 def _from_secret(secret: Secret) -> ServingCert | None:
     data = secret.data or {}
     try:
-        return ServingCert(*(base64.b64decode(data[k]) for k in (CA_KEY, CERT_KEY, KEY_KEY)))
+        ca, cert, key = (base64.b64decode(data[k]) for k in (CA_KEY, CERT_KEY, KEY_KEY))
+        return ServingCert(ca, cert, key, base64.b64decode(data.get(CA_PRIVATE_KEY, "")))
     except (KeyError, ValueError):
         return None
 
@@ -143,9 +230,10 @@ async def ensure_serving_cert(
                 raise
             secret = None
         current = _from_secret(secret) if secret is not None else None
-        if current is not None and usable(current, hosts):
+        fresh = next_tls(current, hosts, dt.datetime.now(dt.UTC))
+        if fresh is None and current is not None:
             return current
-        fresh = build_serving_cert(hosts)
+        fresh = fresh or build_serving_cert(hosts)
         try:
             if secret is None:
                 await client.create(

@@ -36,7 +36,7 @@ from penetrator.api import (
     NodeTask,
     NodeTaskStatus,
 )
-from penetrator.api.hostkeys import SECRET_PINS_KEY, learned_pins, merge_pins, parse_pins
+from penetrator.api.hostkeys import store_name, store_problem
 from penetrator.api.results import ResultsDoc
 from penetrator.api.settings import Settings
 from penetrator.k8s.admission import nodes_exist
@@ -44,6 +44,7 @@ from penetrator.k8s.builders import (
     KNOWN_HOSTS_KEY,
     ClusterInfo,
     build_configmap,
+    build_host_key_store,
     build_job,
     build_job_config,
     build_job_role,
@@ -51,7 +52,6 @@ from penetrator.k8s.builders import (
     build_results_configmap,
     build_secret,
     results_name,
-    secret_name,
 )
 from penetrator.k8s.client import NodeTaskResource
 from penetrator.k8s.clusterinfo import read_cluster_info
@@ -121,7 +121,7 @@ class Runtime:
 
     # --- observe --------------------------------------------------------------------------
 
-    async def _get_optional(self, res: Any, name: str, namespace: str) -> Any | None:
+    async def _get_optional(self, res: Any, name: str, namespace: str | None) -> Any | None:
         try:
             return await self.client.get(res, name, namespace=namespace)
         except ApiError as e:
@@ -218,12 +218,14 @@ class Runtime:
 
     async def _apply_configmap(self, task: NodeTask, action: ApplyConfigMap) -> None:
         cluster = await self.cluster_info()
-        cm = job_configmap(task, action, cluster, self.settings)
+        store = await self._host_key_store(task)
+        cm = job_configmap(task, action, cluster, self.settings, store)
         await self.client.apply(cm, field_manager=self.settings.field_manager, force=True)
 
     async def _create_job(self, task: NodeTask, action: CreateJob) -> None:
         # The Job's rights on its task's ConfigMaps come with it (owned by the task).
-        role, binding, job = job_objects(task, action, self.settings)
+        store = await self._host_key_store(task)
+        role, binding, job = job_objects(task, action, self.settings, store)
         fm = self.settings.field_manager
         await self.client.apply(role, field_manager=fm, force=True)
         await self.client.apply(binding, field_manager=fm, force=True)
@@ -268,29 +270,37 @@ class Runtime:
             margin=timedelta(hours=self.settings.token.margin_hours),
             field_manager=self.settings.field_manager,
         )
-        pins = await self._host_key_pins(task)
         secret = build_secret(
-            task, token, raw, known_hosts.decode(errors="replace") if known_hosts else None, pins
+            task, token, raw, known_hosts.decode(errors="replace") if known_hosts else None
         )
         await self.client.apply(secret, field_manager=self.settings.field_manager, force=True)
 
-    async def _host_key_pins(self, task: NodeTask) -> dict[str, str]:
-        """The pins of the task's Secret plus the host keys the results document reports
-        (written just before, at the round's start); a pin already in the Secret is
-        never replaced (api.hostkeys)."""
-        ns = NAMESPACE
-        ours = await self._get_optional(Secret, secret_name(task), ns)
-        results = await self._get_optional(ConfigMap, results_name(task), ns)
-        kept: dict[str, str] = {}
-        try:
-            raw = ((ours.data or {}) if ours is not None else {}).get(SECRET_PINS_KEY)
-            if raw:
-                kept = parse_pins(base64.b64decode(raw).decode())
-        except ValueError:
-            log.warning("task %s: the pins in its Secret are unreadable; kept none", task.name)
-        doc = ResultsDoc.from_configmap_data(results.data) if results is not None else None
-        learned = learned_pins(doc, task.spec.ssh_port) if doc is not None else {}
-        return merge_pins(kept, learned)
+    async def _host_key_store(self, task: NodeTask) -> str:
+        """The name of the task's proxy node's host-key store, created (empty) when
+        missing: by the proxy Node's uid, not by the name in the task (api.hostkeys)."""
+        proxy = task.spec.proxy_node or None
+        uid: str | None = None
+        if proxy is not None:
+            node = await self._get_optional(Node, proxy, None)
+            if node is None or node.metadata is None or not node.metadata.uid:
+                raise UserError(
+                    f"spec.proxyNode: there is no Node {proxy!r} in the cluster; name a Node "
+                    "of the cluster, or leave it out to run the Job in the control plane"
+                )
+            uid = node.metadata.uid
+        name = store_name(uid)
+        store = await self._get_optional(ConfigMap, name, NAMESPACE)
+        if store is None:
+            try:
+                await self.client.create(build_host_key_store(name, proxy))
+            except ApiError as e:
+                if e.status.code != 409:  # made meanwhile: pins are never reset
+                    raise
+            return name
+        problem = store_problem(store.data)
+        if problem:  # never dropped: no Job starts without the pins it must check
+            raise UserError(f"host-key store ConfigMap {NAMESPACE}/{name}: {problem}")
+        return name
 
     async def cluster_info(self) -> ClusterInfo:
         if self._cluster is None:
@@ -369,12 +379,16 @@ class Runtime:
 
 
 def job_configmap(
-    task: NodeTask, action: ApplyConfigMap, cluster: ClusterInfo, settings: Settings
+    task: NodeTask,
+    action: ApplyConfigMap,
+    cluster: ClusterInfo,
+    settings: Settings,
+    host_key_store: str | None = None,
 ) -> ConfigMap:
     """The ConfigMap ``action`` becomes: the job config for its machines (pure).
     ``UserError`` naming the fields when the operator's job defaults make it invalid."""
     try:
-        config = build_job_config(task, action.machines, cluster, settings.job)
+        config = build_job_config(task, action.machines, cluster, settings.job, host_key_store)
     except ValidationError as e:
         where = "; ".join(
             f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()[:5]
@@ -384,12 +398,12 @@ def job_configmap(
 
 
 def job_objects(
-    task: NodeTask, action: CreateJob, settings: Settings
+    task: NodeTask, action: CreateJob, settings: Settings, host_key_store: str | None = None
 ) -> tuple[Role, RoleBinding, Job]:
     """What ``action`` becomes, in the order they are written (pure): the Job's Role
     and RoleBinding, then the Job."""
     return (
-        build_job_role(task),
+        build_job_role(task, host_key_store),
         build_job_role_binding(task, settings),
         build_job(task, settings, action.round),
     )

@@ -73,9 +73,11 @@ def _api() -> AsyncClient:
 class ServiceWebhookServer(kopf.WebhookServer):
     """Kopf's HTTPS server with our certificate (no files on disk: memfd), keeping the
     configurations' caBundle in step with it each time it (re)starts serving. Every
-    ``renew_check_seconds`` the Secret is looked at again: a certificate near its end is
-    replaced there, written into the memfds, and Kopf (which re-reads its files every
-    minute at most) restarts serving with it, which writes the new caBundle."""
+    ``renew_check_seconds`` the Secret is looked at again: a serving certificate near
+    its end is replaced there (same CA: the caBundle stays), written into the memfds,
+    and Kopf (which re-reads its files every minute at most) restarts serving with it.
+    When the CA itself was replaced, the new caBundle (new CA in front of the old one)
+    is written before this replica serves a certificate of the new CA."""
 
     def __init__(self, settings: WebhookSettings, cert_pem: bytes, key_pem: bytes, ca: bytes):
         self._fds = [_memfd("webhook-cert", cert_pem), _memfd("webhook-key", key_pem)]
@@ -90,6 +92,7 @@ class ServiceWebhookServer(kopf.WebhookServer):
         )
         self.settings = settings
         self.ca = ca
+        self._serving = cert_pem
 
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:
         renewer = asyncio.create_task(self._renew_forever())
@@ -131,12 +134,15 @@ class ServiceWebhookServer(kopf.WebhookServer):
         cert = await ensure_serving_cert(
             _api(), ws.tls_secret, NAMESPACE, service_hosts(ws.service, NAMESPACE)
         )
-        if cert.ca_pem == self.ca:
+        if cert.cert_pem == self._serving:
             return False
+        if cert.ca_pem != self.ca:
+            self.ca = self.cadata = cert.ca_pem
+            await self._write_ca_bundle()
         for fd, data in zip(self._fds, (cert.cert_pem, cert.key_pem), strict=True):
             os.ftruncate(fd, 0)
             os.pwrite(fd, data, 0)
-        self.ca = self.cadata = cert.ca_pem
+        self._serving = cert.cert_pem
         log.info("webhook certificate renewed; serving it within a minute")
         return True
 
