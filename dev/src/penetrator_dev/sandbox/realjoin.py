@@ -229,7 +229,13 @@ def mounts_script(d: Path) -> str:
     lines = ["set -e"]
     for target, sub in BINDS.items():
         lines.append(f"mount --bind {d / sub} {target}")
-    lines += [f"mount --bind {d / 'resolv.conf'} /etc/resolv.conf", "exec sleep infinity"]
+    lines += [
+        f"mount --bind {d / 'resolv.conf'} /etc/resolv.conf",
+        # `kubeadm reset` empties /var/lib/etcd when it finds no kubeadm config: never
+        # the host's (when it has one)
+        f"if [ -d /var/lib/etcd ]; then mount --bind {d / 'var-lib-etcd'} /var/lib/etcd; fi",
+        "exec sleep infinity",
+    ]
     return "\n".join(lines)
 
 
@@ -326,7 +332,7 @@ def _read_sysctl(key: str) -> str:
 def prepare_machine(name: str, m: Machine, binaries: Path) -> None:
     """Write the machine's node/ directory and bin/ tools; make its cgroup."""
     d = node_dir(name, m)
-    for sub in [*BINDS.values(), "cni", "containerd"]:
+    for sub in [*BINDS.values(), "var-lib-etcd", "cni", "containerd"]:
         (d / sub).mkdir(parents=True, exist_ok=True)
     _write(d / "containerd.toml", containerd_config(d))
     _write(d / "cni" / "10-edge.conflist", cni_config(m))
