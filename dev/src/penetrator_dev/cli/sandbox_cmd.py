@@ -150,6 +150,14 @@ def sandbox() -> None:
 @click.option("--arm-every", type=int, default=0, help="Every n-th machine answers aarch64.")
 @click.option("--slow-delay-ms", type=int, default=300, show_default=True)
 @click.option(
+    "--real-join",
+    type=int,
+    default=0,
+    metavar="N",
+    help="The first N machines of intranet 1 get a real join stack (containerd, kubelet, "
+    "kubeadm, a systemctl shim): the kubeadm template joins them for real. Layout netns.",
+)
+@click.option(
     "--fault",
     "faults",
     multiple=True,
@@ -174,6 +182,7 @@ def up(
     forward_port: int,
     arm_every: int,
     slow_delay_ms: int,
+    real_join: int,
     faults: tuple[str, ...],
     cluster: bool,
     output: str,
@@ -190,6 +199,7 @@ def up(
         forward_port=forward_port,
         arm_every=arm_every,
         slow_delay_ms=slow_delay_ms,
+        real_join=real_join,
     )
     try:
         spec.validate()

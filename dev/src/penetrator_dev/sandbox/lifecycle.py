@@ -26,7 +26,7 @@ from typing import Any
 from penetrator_dev.sandbox import faults as faults_mod
 from penetrator_dev.sandbox import machines as mach
 from penetrator_dev.sandbox import network as net
-from penetrator_dev.sandbox import preflight
+from penetrator_dev.sandbox import preflight, realjoin
 from penetrator_dev.sandbox.forward import ROLE_FORWARD, start_forwarder
 from penetrator_dev.sandbox.state import (
     ProcessRecord,
@@ -176,6 +176,9 @@ class Sandbox:
                     started.append((rec, SSH_PORT))
             save_state(name, st)
             mach.wait_listening(started, timeout=120, log_dir=state_dir(name) / "logs")
+            if topo.spec.real_join:
+                st.processes += realjoin.start_real_join(name, topo, topo.spec.real_join)
+                save_state(name, st)
             rec, port = start_forwarder(
                 name,
                 topo.cloud.namespace,
@@ -424,6 +427,7 @@ def down(name: str = "pn") -> DownReport:
 
 def _down_unlocked(name: str) -> DownReport:
     rep = DownReport()
+    rep.killed += realjoin.kill_cgroup_processes(name)  # pods: in no namespace of ours
     for _ in range(3):  # a process may fork while we kill; bounded retries
         pids = leftover_pids(name)
         if not pids:
@@ -444,6 +448,8 @@ def _down_unlocked(name: str) -> DownReport:
     for ns in namespaces:
         with contextlib.suppress(OSError):
             (NETNS_DIR / ns).unlink()
+    realjoin.remove_cgroups(name)
+    realjoin.restore_host(name)
     d = state_dir(name)
     if d.exists():
         # keep the lock file while we hold it; remove everything else

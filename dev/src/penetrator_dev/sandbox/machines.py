@@ -68,6 +68,12 @@ HOME=$d/home
 PATH="$d/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 export EDGE_MACHINE_IP EDGE_MACHINE_DIR HOME PATH
 cd "$HOME" 2>/dev/null || cd /
+if [ -f "$d/node/holder.pid" ]; then
+  # a real-join machine (realjoin.py): the session lives in the machine's own mount
+  # namespace, with its /etc/kubernetes, /var/lib/kubelet, containerd socket...
+  exec nsenter --mount=/proc/$(cat "$d/node/holder.pid")/ns/mnt -- /bin/sh -c \
+    'cd "$HOME" 2>/dev/null || cd /; exec /bin/sh "$@"' edge-shell "$@"
+fi
 if [ -e "$d/no-downloader" ]; then
   # fault no-downloader: this session's own mount namespace has no curl, no wget
   exec unshare --mount --propagation private -- /bin/sh -c '

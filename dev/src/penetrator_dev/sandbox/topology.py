@@ -85,6 +85,9 @@ class SandboxSpec:
     forward_port: int = 0  # host 127.0.0.1 port of the forwarder; 0 = any free port
     slow_delay_ms: int = 300  # one-way delay of the "slow" fault
     arm_every: int = 0  # every n-th machine of each intranet answers aarch64 (0: none)
+    # the first n machines of intranet 1 join with the real kubeadm, kubelet and
+    # containerd (realjoin.py); the others keep the stand-in join
+    real_join: int = 0
 
     def __post_init__(self) -> None:
         if self.layout is not None and not isinstance(self.layout, Layout):
@@ -120,6 +123,8 @@ class SandboxSpec:
             raise ValueError("slow_delay_ms must be 0..10000")
         if self.arm_every < 0:
             raise ValueError("arm_every must be >= 0")
+        if not 0 <= self.real_join <= self.machines:
+            raise ValueError(f"real_join must be 0..{self.machines} (the machines of intranet 1)")
 
 
 @dataclass(frozen=True)

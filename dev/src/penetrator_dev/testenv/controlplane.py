@@ -190,6 +190,8 @@ class ControlPlane:
                 f"--cert-dir={self.workdir / 'apiserver-certs'}",
                 "--profiling=false",
                 "--event-ttl=1h",
+                # kubectl logs/exec reach a kubelet with this identity at its InternalIP
+                *_kubelet_client_flags(self.pki),
                 # The `kubernetes` Service may not point at loopback; in the
                 # sandbox the apiserver binds a real address and keeps it.
                 *(["--endpoint-reconciler-type=none"] if _is_loopback(opts.bind_address) else []),
@@ -346,6 +348,15 @@ class ControlPlane:
 
     def env(self) -> dict[str, str]:
         return {"KUBECONFIG": str(self.kubeconfig)}
+
+
+def _kubelet_client_flags(pki: ControlPlanePKI) -> list[str]:
+    crt, key = pki.client("apiserver-kubelet-client")
+    return [
+        f"--kubelet-client-certificate={crt}",
+        f"--kubelet-client-key={key}",
+        "--kubelet-preferred-address-types=InternalIP",
+    ]
 
 
 def _is_loopback(address: str) -> bool:

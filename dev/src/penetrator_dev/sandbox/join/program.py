@@ -230,5 +230,5 @@ def main(argv: list[str] | None = None) -> int:
         return run_join(a)
     if a.command == "reset":
         return run_reset(a)
-    print("edgeadm version: penetrator-sandbox (kubeadm join at the API level)")
+    print("edgeadm version: penetrator-sandbox stand-in (kubeadm join at the API level)")
     return 0
