@@ -1,7 +1,9 @@
 """Kopf wiring (no decisions here): one daemon per NodeTask runs the reconcile
 loop of ``Runtime.step``; Job events wake the task's daemon early; an index of all
-tasks gives the machines held by older unfinished tasks (``plan.claims``). Only
-the holder of the Lease acts; the other replicas' daemons wait.
+tasks gives the machines held by older unfinished tasks (``plan.claims``); kubelet
+client CSRs are reviewed as they come (``Runtime.review_csr``: one event per CSR,
+whatever the size of the cluster). Only the holder of the Lease acts; the other
+replicas' daemons wait.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from penetrator.api import GROUP, NAMESPACE, PLURAL, VERSION, NodeTask
 from penetrator.api.settings import Settings
 from penetrator.k8s.builders import MANAGED_BY, TASK_NAME_LABEL
 from penetrator.k8s.client import load_config, make_client
+from penetrator.k8s.csr import KUBELET_CLIENT_SIGNER
 from penetrator.operator.lease import LeaseElector
 from penetrator.operator.metrics import Metrics
 from penetrator.operator.runtime import Runtime, _clean
@@ -180,6 +183,30 @@ def job_event(labels: Mapping[str, str], **_: Any) -> None:
     task = labels.get(TASK_NAME_LABEL)
     if task and task in STATE.wakeups:
         STATE.wakeups[task].set()
+
+
+def _kubelet_client(spec: Mapping[str, Any], status: Mapping[str, Any], **_: Any) -> bool:
+    """A pending CSR for the kubelet client signer (others are never ours)."""
+    return spec.get("signerName") == KUBELET_CLIENT_SIGNER and not status.get("certificate")
+
+
+@kopf.on.event("certificates.k8s.io", "v1", "certificatesigningrequests", when=_kubelet_client)
+async def csr_event(
+    body: kopf.Body,
+    type: str | None,
+    tasks_index: kopf.Index[Any, Any] | None = None,
+    **_: Any,
+) -> None:
+    """A kubelet's CSR: approved when a task's token asks for a node of its plan."""
+    runtime, elector = STATE.runtime, STATE.elector
+    if type == "DELETED" or runtime is None or elector is None or not elector.is_leader:
+        return
+    tasks = [t for store in (tasks_index or {}).values() for t in store]
+    try:
+        await runtime.review_csr(_clean(body), tasks)
+    except Exception as e:
+        STATE.metrics.api_errors.labels(operation="ApproveCSR").inc()
+        log.warning("CSR %s: review failed: %s", body.get("metadata", {}).get("name"), _what(e))
 
 
 def run(settings: Settings) -> None:
