@@ -110,6 +110,18 @@ async def test_get(cluster: ControlPlane, nodes: list[str], api: Cluster) -> Non
     assert [n.name for n in await api.nodes_with_ip("10.99.0.2")] == ["jt-plain"]
 
 
+async def test_nodes_left_by_a_rename_are_reported_not_deleted(
+    cluster: ControlPlane, nodes: list[str], api: Cluster
+) -> None:
+    create(cluster, nodes, "jt-same-name", "10.99.1.9")
+    create(cluster, nodes, "jt-old-name", "10.99.1.1")  # the machine's IP, another name
+    create(cluster, nodes, "jt-keep", "10.99.1.2")  # neither
+    create(cluster, nodes, "jt-ours", "10.99.1.3", LABEL)  # already this task's
+    assert await api.stale_by_address("jt-same-name", "10.99.1.1", LABEL) == ["jt-old-name"]
+    assert await api.stale_by_address("jt-new", "10.99.1.3", LABEL) == []
+    assert exists(cluster, "jt-old-name")  # the operator deletes it, not the job
+
+
 async def test_wait_ready(cluster: ControlPlane, nodes: list[str], api: Cluster) -> None:
     waiter = asyncio.create_task(api.wait_ready("jt-late", 30))
     await asyncio.sleep(0.5)

@@ -1,6 +1,7 @@
 """The job's view of the cluster (lightkube, async, read only): is a machine
-already a labelled Node, wait for Ready. Writing Nodes (a stale one removed, the
-task label) is the operator's: the job's account may only read them.
+already a labelled Node, which Nodes of other names have its address, wait for
+Ready. Writing Nodes (a stale one removed, the task label) is the operator's: the
+job's account may only read them.
 
 Waiting for many Nodes shares one list call per interval (1,000 machines
 waiting make one request every ``interval`` seconds, not 1,000).
@@ -280,6 +281,36 @@ class Cluster:
             if self._list_error is not None:
                 raise self._list_error
             return self._snapshot
+
+    async def stale_by_address(
+        self, name: str, ip: str, task_label: str, budget: float = DEFAULT_BUDGET
+    ) -> list[str]:
+        """Nodes of other names that have ``ip`` and lack this task's label: what a
+        renamed machine leaves behind. The job only reports them (the operator deletes
+        them once the machine joined). Uses the shared snapshot (at most ``interval``
+        old, from a list that succeeded): 1,000 machines do not list all Nodes 1,000
+        times."""
+        deadline = self.clock() + budget
+        snap = await self._fresh_snapshot(deadline, budget)
+        return sorted(
+            n.name
+            for n in snap.values()
+            if n.name != name and ip in n.addresses and not n.labelled(task_label)
+        )
+
+    async def _fresh_snapshot(self, deadline: float, budget: float) -> dict[str, NodeInfo]:
+        """The shared snapshot once the last list succeeded (waiting out failed
+        lists until ``deadline``)."""
+        while True:
+            snap = await self._refresh()
+            if self._list_failures == 0:
+                return snap
+            left = deadline - self.clock()
+            wait = max(self._next_list_at - self.clock(), 0.0)
+            if wait >= left:
+                assert self._list_answer is not None
+                raise ClusterError("list nodes", self._list_answer, self._list_failures, budget)
+            await self.sleep(max(wait, 0.01))
 
     async def wait_ready(self, name: str, limit: float) -> NodeInfo:
         """Until the Node exists and is Ready; TimeoutError after ``limit`` seconds

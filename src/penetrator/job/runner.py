@@ -28,7 +28,7 @@ from penetrator.api.jobconfig import (
     Machine,
     check_safe_path,
 )
-from penetrator.api.results import MachineResult, ResultsDoc
+from penetrator.api.results import MAX_REPLACED, MachineResult, ResultsDoc
 from penetrator.job.cluster import Cluster, ClusterError
 from penetrator.job.credentials import Credentials
 from penetrator.job.hostkeys import HostKeyStore
@@ -251,13 +251,17 @@ async def step_join(
     limit: float,
 ) -> None:
     """The join files (they may hold the token: written just before the join, removed
-    after it, also when it fails), the join commands, each within ``limit``."""
+    after it, also when it fails), the Nodes of other names with this address
+    reported (a rename leaves one), the join commands, each within ``limit``."""
     cfg, command = ctx.cfg, ctx.cfg.timeouts.command
     _phase(ctx, r, MachinePhase.JOINING)
     try:
         async with _timed(r, "join"):
             for f in rendered.files:
                 await s.run("join", write_file_command(f.path), command, input=f.content)
+            if ctx.cluster is not None:  # reported, for the operator to remove once joined
+                old = await ctx.cluster.stale_by_address(m.name, m.ip, cfg.task_label, command)
+                r.replaces = old[:MAX_REPLACED] or None
             for line in rendered.join:
                 await s.run("join", line, limit)
     except Exception:

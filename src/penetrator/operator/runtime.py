@@ -179,7 +179,34 @@ class Runtime:
                 continue
             out[name] = plan[name]
             log.info("task %s: node %s labelled", task.name, name)
+            for old in doc.machines[name].replaces or []:
+                await self.remove_renamed_node(task, old, plan[name])
         return out
+
+    async def remove_renamed_node(self, task: NodeTask, name: str, ip: str) -> bool:
+        """Delete the Node ``name`` a machine of the plan left behind under its old name:
+        only when it is no name of the plan, still has the machine's address ``ip`` and
+        lacks the task's label (checked here, not taken from the job's word)."""
+        if name in task.spec.plan():
+            return False
+        try:
+            node = await self.client.get(Node, name)
+        except ApiError as e:
+            if e.status.code == 404:
+                return False
+            raise
+        labels = (node.metadata.labels if node.metadata else None) or {}
+        addresses = {a.address for a in (node.status.addresses or [])} if node.status else set()
+        if labels.get(NODE_LABEL) == task.task_label or ip not in addresses:
+            return False
+        try:
+            await self.client.delete(Node, name)
+        except ApiError as e:
+            if e.status.code == 404:
+                return False
+            raise
+        log.info("task %s: node %s (the old name of %s) deleted", task.name, name, ip)
+        return True
 
     # --- the step ---------------------------------------------------------------------------
 
