@@ -164,9 +164,12 @@ def approved(csr: CertificateSigningRequest, message: str, now: datetime) -> dic
     return body
 
 
-async def approve(client: AsyncClient, name: str, message: str) -> None:
-    """Read the CSR and add the Approved condition (a conflict is the caller's retry)."""
-    csr = await client.get(CertificateSigningRequest, name)
+async def approve(client: AsyncClient, csr: CertificateSigningRequest, message: str) -> None:
+    """Add the Approved condition to ``csr`` as read (its resourceVersion: a CSR
+    changed meanwhile is a 409, the caller's cue to read it again)."""
+    name = csr.metadata.name if csr.metadata is not None else None
+    if not name:
+        raise ValueError("the CSR has no name")
     body = approved(csr, message, datetime.now(UTC))
     obj = cast(CertificateSigningRequestApproval, CertificateSigningRequestApproval.from_dict(body))
     await client.replace(obj, name)

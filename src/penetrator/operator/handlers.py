@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 MAX_SLEEP = 60.0
 """Level-triggered: every task is looked at least this often."""
 ERROR_SLEEP = 10.0
+CSR_PATIENCE = 600.0
+"""Seconds a replica waits for the Lease to review a CSR it saw (a join waits longer
+for its certificate than a failover takes)."""
+CSR_TRIES = 5
 
 
 @dataclass
@@ -197,16 +201,32 @@ async def csr_event(
     tasks_index: kopf.Index[Any, Any] | None = None,
     **_: Any,
 ) -> None:
-    """A kubelet's CSR: approved when a task's token asks for a node of its plan."""
-    runtime, elector = STATE.runtime, STATE.elector
-    if type == "DELETED" or runtime is None or elector is None or not elector.is_leader:
+    """A kubelet's CSR: approved when a task's token asks for a node of its plan. A
+    replica that does not hold the Lease waits for it (a CSR seen just before a
+    failover is still reviewed, read afresh: one decided meanwhile is left alone); a
+    failed review is tried again a few times (an event comes once)."""
+    if type == "DELETED":
         return
-    tasks = [t for store in (tasks_index or {}).values() for t in store]
-    try:
-        await runtime.review_csr(_clean(body), tasks)
-    except Exception as e:
-        STATE.metrics.api_errors.labels(operation="ApproveCSR").inc()
-        log.warning("CSR %s: review failed: %s", body.get("metadata", {}).get("name"), _what(e))
+    name = body.get("metadata", {}).get("name")
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + CSR_PATIENCE
+    tries = 0
+    while loop.time() < give_up:
+        runtime, elector = STATE.runtime, STATE.elector
+        if runtime is None or elector is None or not elector.is_leader:
+            await asyncio.sleep(1.0)
+            continue
+        tasks = [t for store in (tasks_index or {}).values() for t in store]
+        try:
+            await runtime.review_csr(str(name), tasks)
+            return
+        except Exception as e:
+            tries += 1
+            STATE.metrics.api_errors.labels(operation="ApproveCSR").inc()
+            log.warning("CSR %s: review failed (try %d): %s", name, tries, _what(e))
+            if tries >= CSR_TRIES:
+                return
+            await asyncio.sleep(2.0 * tries)
 
 
 def run(settings: Settings) -> None:

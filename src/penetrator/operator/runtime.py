@@ -28,6 +28,7 @@ from typing import Any, assert_never
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.resources.batch_v1 import Job
+from lightkube.resources.certificates_v1 import CertificateSigningRequest
 from lightkube.resources.core_v1 import ConfigMap, Node, Secret, ServiceAccount
 from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 from lightkube.types import CascadeType, PatchType
@@ -373,12 +374,18 @@ class Runtime:
 
     # --- kubelet CSRs ------------------------------------------------------------------------
 
-    async def review_csr(
-        self, body: Mapping[str, Any], tasks: Iterable[NodeTask]
-    ) -> Verdict | None:
-        """Approve a machine's kubelet client CSR when ``k8s.csr.csr_verdict`` says so,
-        after removing a stale Node of that name; None: none of ours."""
-        facts = csr_facts(body)
+    async def review_csr(self, name: str, tasks: Iterable[NodeTask]) -> Verdict | None:
+        """Approve the kubelet client CSR ``name`` when ``k8s.csr.csr_verdict`` says
+        so, after removing a stale Node of that name; None: none of ours, or decided.
+        The CSR is read afresh: an event may be old (a replica that waited for the
+        Lease), and a decided CSR's Node must not be touched."""
+        try:
+            csr = await self.client.get(CertificateSigningRequest, name)
+        except ApiError as e:
+            if e.status.code == 404:
+                return None
+            raise
+        facts = csr_facts(csr)
         uid = task_uid_of(facts)
         if uid is None or facts.decided:
             return None
@@ -387,11 +394,11 @@ class Runtime:
         if verdict is None:
             return None
         if not verdict.approve or task is None or verdict.node is None:
-            log.warning("CSR %s left pending: %s", facts.name, verdict.reason)
+            log.warning("CSR %s left pending: %s", name, verdict.reason)
             return verdict
         await self.remove_stale_node(task, verdict.node)
-        await approve(self.client, facts.name, f"penetrator: {verdict.reason}")
-        log.info("CSR %s approved: %s", facts.name, verdict.reason)
+        await approve(self.client, csr, f"penetrator: {verdict.reason}")
+        log.info("CSR %s approved: %s", name, verdict.reason)
         return verdict
 
     async def _task_facts(self, task: NodeTask) -> TaskFacts:
