@@ -117,7 +117,7 @@ def test_deployed_operator_installs_a_task(
     approved = [
         c.get("reason")
         for csr in get(info, "csr")["items"]
-        if csr["spec"].get("username", "").startswith("system:bootstrap:")
+        if "system:bootstrappers:penetrator" in csr["spec"].get("groups", [])
         for c in (csr.get("status") or {}).get("conditions", [])
         if c["type"] == "Approved"
     ]
