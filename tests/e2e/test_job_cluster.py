@@ -1,5 +1,5 @@
-"""penetrator.job.cluster against the real apiserver: skip-if-labelled, label,
-delete a stale Node (by name or by IP), wait for Ready."""
+"""penetrator.job.cluster against the real apiserver: skip-if-labelled, Nodes by IP,
+wait for Ready (the job only reads Nodes: the operator writes them)."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def exists(cp: ControlPlane, name: str) -> bool:
     return bool(cp.kubectl("get", "node", name, "--ignore-not-found", "-o", "name").stdout.strip())
 
 
-async def test_get_and_label(cluster: ControlPlane, nodes: list[str], api: Cluster) -> None:
+async def test_get(cluster: ControlPlane, nodes: list[str], api: Cluster) -> None:
     create(cluster, nodes, "jt-labelled", "10.99.0.1", LABEL, ready=True)
     create(cluster, nodes, "jt-plain", "10.99.0.2")
     got = await api.get_node("jt-labelled")
@@ -110,26 +110,19 @@ async def test_get_and_label(cluster: ControlPlane, nodes: list[str], api: Clust
     assert plain is not None
     assert not plain.labelled(LABEL)
     assert await api.get_node("jt-missing") is None
-    await api.label_node("jt-plain", LABEL)
-    assert labels_of(cluster, "jt-plain")[NODE_LABEL] == LABEL
     assert [n.name for n in await api.nodes_with_ip("10.99.0.2")] == ["jt-plain"]
 
 
-async def test_delete_stale_by_name_and_by_ip(
+async def test_nodes_left_by_a_rename_are_reported_not_deleted(
     cluster: ControlPlane, nodes: list[str], api: Cluster
 ) -> None:
     create(cluster, nodes, "jt-same-name", "10.99.1.9")
     create(cluster, nodes, "jt-old-name", "10.99.1.1")  # the machine's IP, another name
     create(cluster, nodes, "jt-keep", "10.99.1.2")  # neither
     create(cluster, nodes, "jt-ours", "10.99.1.3", LABEL)  # already this task's
-    gone = await api.delete_stale("jt-same-name", "10.99.1.1", LABEL)
-    assert sorted(gone) == ["jt-old-name", "jt-same-name"]
-    assert not exists(cluster, "jt-same-name")
-    assert not exists(cluster, "jt-old-name")
-    assert exists(cluster, "jt-keep")
-    assert await api.delete_stale("jt-ours", "10.99.1.3", LABEL) == []
-    assert exists(cluster, "jt-ours")
-    assert await api.delete_node("jt-never") is False
+    assert await api.stale_by_address("jt-same-name", "10.99.1.1", LABEL) == ["jt-old-name"]
+    assert await api.stale_by_address("jt-new", "10.99.1.3", LABEL) == []
+    assert exists(cluster, "jt-old-name")  # the operator deletes it, not the job
 
 
 async def test_wait_ready(cluster: ControlPlane, nodes: list[str], api: Cluster) -> None:
@@ -235,8 +228,8 @@ def test_cli_reports_into_the_results_configmap(cluster: ControlPlane, tmp_path:
 
 @pytest.fixture
 def limited(cluster: ControlPlane, tmp_path: Path) -> Iterator[Path]:
-    """The kubeconfig of a service account allowed to get/list/patch Nodes but
-    not to delete them; everything removed afterwards."""
+    """The kubeconfig of a service account allowed to get Nodes but not to list
+    them; everything removed afterwards."""
     import yaml
 
     tag = f"jobtest-rbac-{os.getpid()}"
@@ -246,7 +239,7 @@ def limited(cluster: ControlPlane, tmp_path: Path) -> Iterator[Path]:
          "metadata": {"name": "job", "namespace": tag}},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
          "metadata": {"name": tag},
-         "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "patch"]}]},
+         "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
          "metadata": {"name": tag},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": tag},
@@ -285,12 +278,11 @@ async def test_a_403_is_final_at_once_with_the_answer_named(
     try:
         assert await c.get_node("jt-rbac", 5) is not None  # the account works
         with pytest.raises(ClusterError) as denied:
-            await c.delete_stale("jt-rbac", "10.99.3.9", LABEL, 20)
+            await c.wait_ready("jt-rbac", 20)
         assert denied.value.tries == 1  # not retried for 20 s
         assert denied.value.answer.code == 403
-        assert str(denied.value).startswith("Kubernetes API: delete node jt-rbac refused: 403 ")
-        assert "cannot delete resource" in str(denied.value)
-        assert exists(cluster, "jt-rbac")
+        assert str(denied.value).startswith("Kubernetes API: list nodes refused: 403 ")
+        assert "cannot list resource" in str(denied.value)
     finally:
         await c.close()
 
@@ -340,15 +332,14 @@ async def test_an_api_server_out_of_reach_is_retried_within_the_budget(
         assert "still failing after" in str(gone.value)
         assert "cannot reach the API server" in str(gone.value)
 
-        label = asyncio.create_task(c.label_node("jt-late-api", LABEL, 30))
+        got = asyncio.create_task(c.get_node("jt-late-api", 30))
         ready = asyncio.create_task(c.wait_ready("jt-late-api", 30))
         await asyncio.sleep(1.5)
-        assert not label.done()
+        assert not got.done()
         assert not ready.done()
         server = await asyncio.start_server(relay, "127.0.0.1", port)
-        await asyncio.wait_for(label, 30)
+        assert (await asyncio.wait_for(got, 30)) is not None
         assert (await asyncio.wait_for(ready, 30)).ready
-        assert labels_of(cluster, "jt-late-api")[NODE_LABEL] == LABEL
     finally:
         await c.close()
         if server is not None:

@@ -112,6 +112,22 @@ def test_deployed_operator_installs_a_task(
         "get", "nt", "nodes", "-o", "custom-columns=STATUS:status.nodetaskStatus"
     ).stdout
     assert status_column.split() == ["STATUS", "ready"]
+    # the machines joined through CSRs the operator approved (its tasks' tokens are
+    # not in kubeadm's auto-approved group), and the Job's account is the task's own
+    approved = [
+        c.get("reason")
+        for csr in get(info, "csr")["items"]
+        if "system:bootstrappers:penetrator" in csr["spec"].get("groups", [])
+        for c in (csr.get("status") or {}).get("conditions", [])
+        if c["type"] == "Approved"
+    ]
+    assert approved.count("PenetratorApproved") >= len(ips), approved
+    assert "AutoApproved" not in approved
+    # no Job needs the root login any more: the task's copy of it is gone
+    cm = installed["metadata"]["annotations"]["app.superedge.io/configmap-name"]
+    secret = get(info, "secret", "-n", NS, f"{cm}-credentials")
+    assert "token" in secret["data"]
+    assert not {"passwd", "sshkey"} & set(secret["data"])
 
 
 def scrape(sb: Sandbox, port: int, path: str) -> tuple[int, str]:
@@ -252,7 +268,8 @@ def test_a_refused_api_request_is_counted(
         info.kubectl("delete", "resourcequota", "-n", NS, "e2e-no-jobs", "--ignore-not-found")
 
 
-@pytest.mark.parametrize("account", ["penetrator-operator", "penetrator-job"])
+# a task's Jobs run as the task's own account: any account of the namespace stands for it
+@pytest.mark.parametrize("account", ["penetrator-operator", "a-tasks-job"])
 def test_service_accounts_can_do_no_wildcard(deployed: tuple[Sandbox, Any], account: str) -> None:
     _, info = deployed
     for ns in (NS, "kube-system", "kube-public"):

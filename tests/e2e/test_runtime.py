@@ -149,3 +149,128 @@ async def test_a_task_without_webhook_is_planned_then_its_round_applied(
         assert all(j.metadata and j.metadata.deletionTimestamp for j in left)
     finally:
         edge.kubectl("delete", "nt", name, "--ignore-not-found", "--wait=false")
+
+
+def _token_kubeconfig(cp: ControlPlane, token: str, path: Path) -> Path:
+    """A kubeconfig that authenticates with ``token`` only (a machine's join)."""
+    import yaml
+
+    admin = yaml.safe_load(Path(cp.kubeconfig).read_text())
+    kc = {
+        "apiVersion": "v1", "kind": "Config", "clusters": admin["clusters"],
+        "users": [{"name": "machine", "user": {"token": token}}],
+        "contexts": [{"name": "machine", "context": {
+            "cluster": admin["clusters"][0]["name"], "user": "machine"}}],
+        "current-context": "machine",
+    }  # fmt: skip
+    path.write_text(yaml.safe_dump(kc))
+    path.chmod(0o600)
+    return path
+
+
+def _csr(name: str, node: str) -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:nodes"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"system:node:{node}"),
+        ]
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
+    import base64
+
+    request = base64.b64encode(pem.public_bytes(serialization.Encoding.PEM)).decode()
+    return json.dumps(
+        {
+            "apiVersion": "certificates.k8s.io/v1",
+            "kind": "CertificateSigningRequest",
+            "metadata": {"name": name},
+            "spec": {
+                "request": request,
+                "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+                "usages": ["digital signature", "client auth"],
+            },
+        }
+    )
+
+
+async def test_the_operator_approves_its_tasks_csrs_for_planned_names_only(
+    edge: ControlPlane, runtime: Runtime, tmp_path: Path
+) -> None:
+    """A round's token (the real one, from the task's Secret) creates two kubelet
+    CSRs: the planned name's is approved by the operator (not by kubeadm's
+    auto-approval: ours is the only Approved condition), after the stale Node of that
+    name is deleted; the other name's stays pending. Once no Job needs it, the
+    task's Secret keeps the token but not the credential copy."""
+    from lightkube.resources.certificates_v1 import CertificateSigningRequest
+    from lightkube.resources.core_v1 import Node
+
+    from penetrator.plan.reconcile import StripCredential
+    from support import wait_for
+
+    edge.kubectl("apply", "--server-side", "-f", "-", input=foundation(("ClusterRoleBinding",)))
+    name = "rt-csr"
+    task = {
+        "apiVersion": "nodetask.apps.superedge.io/v1beta1",
+        "kind": "NodeTask",
+        "metadata": {"name": name},
+        "spec": {
+            "nodeNamePrefix": "csr",
+            "targetMachines": ["10.78.0.1"],
+            "sshCredential": "rt-login",
+        },
+    }
+    edge.kubectl("create", "-f", "-", input=json.dumps(task))
+    csrs = ["rt-csr-planned", "rt-csr-other"]
+    made_nodes: list[str] = []
+    try:
+        await runtime.step(await _task(runtime, name), {})  # the plan
+        await runtime.step(await _task(runtime, name), {})  # round 1: token, Secret, Job
+        t = NodeTask.from_dict(await _task(runtime, name))
+        (planned,) = t.spec.plan()
+        secret = await runtime.client.get(Secret, secret_name(t), namespace=NS)
+        data = secret.data or {}
+        assert "passwd" in data
+        import base64
+
+        token = base64.b64decode(data["token"]).decode()
+        stale = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": planned}}
+        made_nodes.append(planned)
+        edge.kubectl("create", "-f", "-", input=json.dumps(stale))  # an older install
+        kc = _token_kubeconfig(edge, token, tmp_path / "machine.kubeconfig")
+        edge.kubectl(f"--kubeconfig={kc}", "create", "-f", "-", input=_csr(csrs[0], planned))
+        edge.kubectl(f"--kubeconfig={kc}", "create", "-f", "-", input=_csr(csrs[1], "rt-control"))
+
+        for csr_name, approve in ((csrs[0], True), (csrs[1], False)):
+            verdict = await runtime.review_csr(csr_name, [t])
+            assert verdict is not None
+            assert verdict.approve is approve, verdict
+        after = await runtime.client.get(CertificateSigningRequest, csrs[0])
+        conds = list(after.status.conditions or []) if after.status else []
+        assert [(c.type, c.reason) for c in conds] == [("Approved", "PenetratorApproved")]
+        other = await runtime.client.get(CertificateSigningRequest, csrs[1])
+        assert not (other.status and other.status.conditions)
+        nodes = [n async for n in runtime.client.list(Node, fields={"metadata.name": planned})]
+        assert nodes == []  # the stale Node went before the approval
+        assert await runtime.review_csr(csrs[0], [t]) is None  # decided: left alone
+
+        def signed() -> bool:
+            got = edge.kubectl("get", "csr", csrs[0], "-o", "jsonpath={.status.certificate}")
+            return bool(got.stdout.strip())
+
+        wait_for(signed, "the approved CSR signed by the controller manager", 60)
+
+        await runtime.apply(t, Decision((StripCredential(),), t.status))
+        secret = await runtime.client.get(Secret, secret_name(t), namespace=NS)
+        assert set(secret.data or {}) == {"token"}
+    finally:
+        edge.kubectl("delete", "csr", *csrs, "--ignore-not-found")
+        made = [n for n in made_nodes if n]
+        if made:
+            edge.kubectl("delete", "node", "--ignore-not-found", *made)
+        edge.kubectl("delete", "nt", name, "--ignore-not-found", "--wait=false")

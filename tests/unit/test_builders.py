@@ -1,4 +1,4 @@
-"""k8s.builders, k8s.clusterinfo, k8s.tokens, k8s.observe: pure parts."""
+"""k8s.builders, k8s.clusterinfo, k8s.observe: pure parts."""
 
 from __future__ import annotations
 
@@ -27,7 +27,12 @@ from penetrator.api.jobconfig import InstallTemplate, JobConfig, JobDefaults
 from penetrator.api.results import MachineResult, ResultsDoc, results_configmap_name
 from penetrator.api.settings import Settings
 from penetrator.api.templates import DEFAULT_JOIN_TEMPLATE, JoinTemplate, named_template
-from penetrator.k8s.bootstrap_token import BootstrapToken
+from penetrator.k8s.bootstrap_token import (
+    BOOTSTRAP_GROUP,
+    PENETRATOR_GROUP,
+    BootstrapToken,
+    task_group,
+)
 from penetrator.k8s.builders import (
     BuildError,
     ClusterInfo,
@@ -37,14 +42,16 @@ from penetrator.k8s.builders import (
     build_job_config,
     build_job_role,
     build_job_role_binding,
+    build_job_service_account,
     build_results_configmap,
     build_secret,
+    build_token_secret,
     results_name,
     secret_name,
+    strip_credential_patch,
 )
 from penetrator.k8s.clusterinfo import ClusterInfoError, ca_cert_hash, parse_cluster_info
 from penetrator.k8s.observe import installed_nodes, observe_job
-from penetrator.k8s.tokens import RECORD_NAME, still_valid, token_from_record, token_record
 from support import nodetask
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -191,7 +198,7 @@ def test_job_on_the_proxy_node() -> None:
     assert spec.activeDeadlineSeconds == 900
     pod = spec.template.spec
     assert pod.restartPolicy == "Never"
-    assert pod.serviceAccountName == "penetrator-job"
+    assert pod.serviceAccountName == "nodes-job"  # the task's own (one per task)
     # by the Node's name, which a node cannot change (a node may set its own labels)
     (term,) = (
         pod.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms
@@ -351,12 +358,29 @@ def test_a_tasks_job_role_names_its_results_configmap() -> None:
     assert rule.resources == ["configmaps"]
     assert rule.resourceNames == ["nodes-cm-results"]
     assert rule.verbs == ["get", "patch"]
-    binding = build_job_role_binding(t, settings(jobPod={"serviceAccount": "sa-1"}))
+    binding = build_job_role_binding(t)
     owner_ok(binding, t)
     assert (binding.roleRef.kind, binding.roleRef.name) == ("Role", "nodes-job")
     assert [(s.kind, s.name, s.namespace) for s in binding.subjects] == [
-        ("ServiceAccount", "sa-1", "edge-system")
+        ("ServiceAccount", "nodes-job", "edge-system")
     ]
+
+
+def test_each_task_has_its_own_service_account() -> None:
+    t = task()
+    account = build_job_service_account(t)
+    owner_ok(account, t)  # owned by the task: removed with it
+    assert (account.metadata.name, account.metadata.namespace) == ("nodes-job", "edge-system")
+    assert account.automountServiceAccountToken is False  # the Job projects a short one
+    other = task(
+        name="other",
+        uid="uid-other",
+        annotations={JOB_NAME_ANNOTATION: "other-job", CONFIGMAP_NAME_ANNOTATION: "other-cm"},
+    )
+    assert build_job_service_account(other).metadata.name != account.metadata.name
+    assert build_job(other, settings()).spec.template.spec.serviceAccountName == (
+        build_job_service_account(other).metadata.name
+    )
 
 
 def test_builders_refuse_an_unprepared_task() -> None:
@@ -400,27 +424,38 @@ def test_cluster_info_server_and_ca_pin() -> None:
         parse_cluster_info("clusters: []")
 
 
-def test_token_record_round_trip_and_validity() -> None:
-    good = BootstrapToken("abcdef", "0123456789abcdef", NOW + dt.timedelta(hours=10))
-    made = NOW - dt.timedelta(hours=1)
-    rec = token_record(good, made, "edge-system")
-    assert (rec.metadata.name, rec.metadata.namespace) == (RECORD_NAME, "edge-system")
-    assert token_from_record(rec.data) == (good, made)
-    assert token_from_record(None) is None
-    assert token_from_record({**rec.data, "expiration": base64.b64encode(b"soon").decode()}) is None
-    assert token_from_record({k: v for k, v in rec.data.items() if k != "token-id"}) is None
-    margin = dt.timedelta(hours=2)
-    signed = {"kubeconfig": "...", "jws-kubeconfig-abcdef": "sig"}
-    assert still_valid(good, made, signed, NOW, margin)
-    # gone from the cluster (deleted, or expired and cleaned): its signature is gone
-    assert not still_valid(good, made, {"kubeconfig": "..."}, NOW, margin)
-    assert not still_valid(good, made, None, NOW, margin)
-    # too young for the signer to have signed it: still counts
-    assert still_valid(good, NOW - dt.timedelta(seconds=30), {}, NOW, margin)
-    # expires within the margin
-    soon = BootstrapToken("abcdef", "0123456789abcdef", NOW + dt.timedelta(minutes=30))
-    assert not still_valid(soon, made, signed, NOW, margin)
-    assert "0123456789abcdef" not in repr(good)
+def test_a_rounds_token_lives_as_long_as_its_job_and_a_margin() -> None:
+    s = settings(jobPod={"deadlineSeconds": 900}, token={"marginSeconds": 300})
+    assert s.token.ttl_seconds(s.job_pod.deadline_seconds) == 1200
+    assert Settings().token.ttl_seconds(Settings().job_pod.deadline_seconds) == 3600 + 600
+    t = task()
+    token = BootstrapToken.generate(NOW, dt.timedelta(seconds=1200))
+    secret = build_token_secret(t, token)
+    assert (secret.metadata.name, secret.metadata.namespace) == (
+        f"bootstrap-token-{token.token_id}",
+        "kube-system",
+    )
+    (ref,) = secret.metadata.ownerReferences  # removed with the task
+    assert (ref.kind, ref.name, ref.uid, ref.controller) == ("NodeTask", "nodes", "1234-uid", True)
+    data = secret.stringData
+    assert data["expiration"] == "2026-01-01T00:20:00Z"
+    groups = data["auth-extra-groups"].split(",")
+    # never kubeadm's auto-approved group; the task's own names its CSRs
+    assert groups == [PENETRATOR_GROUP, task_group("1234-uid")]
+    assert BOOTSTRAP_GROUP not in groups
+    assert token.token_secret not in repr(token)
+
+
+def test_the_credential_copy_is_stripped_but_token_and_pins_stay() -> None:
+    t = task()
+    token = BootstrapToken("abcdef", "0123456789abcdef", NOW)
+    full = build_secret(t, token, {"passwd": b"pw", "other": b"x"}, "h ssh-ed25519 AAAA")
+    patch = strip_credential_patch()
+    assert patch == {"data": {"passwd": None, "sshkey": None}}
+    # as the API server applies a merge patch: null removes the key
+    data = {k: v for k, v in (full.data or {}).items() if k not in patch["data"]}
+    assert set(data) == {"token", "known_hosts"}
+    assert set(full.data or {}) == {"token", "known_hosts", "passwd"}
 
 
 def test_observe_job_conditions() -> None:

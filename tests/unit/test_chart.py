@@ -75,7 +75,7 @@ def test_values_reach_the_objects(helm: Path) -> None:
     docs = render(
         helm,
         "--set", "image.repository=registry.example/penetrator", "--set", "image.tag=9.9.9",
-        "--set", "replicas=2", "--set", "serviceAccount.job.name=edge-installer",
+        "--set", "replicas=2",
         "--set", "nodeSelector.zone=a", "--set", "settings.reconcile.maxAttempts=5",
         "--set", "rbac.create=false", "--set", "serviceAccount.create=false",
     )  # fmt: skip
@@ -89,9 +89,9 @@ def test_values_reach_the_objects(helm: Path) -> None:
     (cm,) = [d for d in docs if d["kind"] == "ConfigMap"]
     settings = yaml.safe_load(cm["data"]["settings.yaml"])
     assert settings["reconcile"]["maxAttempts"] == 5
-    # the Job runs the operator's image under the Job's ServiceAccount: one home each
+    # the Job runs the operator's image (one home); its account is the task's own
     assert settings["jobPod"]["image"] == "registry.example/penetrator:9.9.9"
-    assert settings["jobPod"]["serviceAccount"] == "edge-installer"
+    assert "serviceAccount" not in settings["jobPod"]
 
 
 def test_default_image_is_the_chart_app_version(helm: Path) -> None:

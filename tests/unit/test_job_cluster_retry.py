@@ -280,14 +280,18 @@ async def test_wait_ready_final_list_answer_is_raised_to_every_waiter_once() -> 
     assert ft.sleeps == []
 
 
-async def test_delete_stale_waits_for_a_list_that_succeeded() -> None:
+async def test_stale_by_address_waits_for_a_list_that_succeeded() -> None:
     ft = FakeTime()
-    c = ListingCluster(ft, [api_error(503), api_error(504), [NodeInfo("other")]])
-    assert await c.delete_stale("edge-1", "10.0.0.1", "task", 30) == []
+    listed = [
+        NodeInfo("other", addresses=("10.0.0.1",)),
+        NodeInfo("edge-1", addresses=("10.0.0.1",)),
+    ]
+    c = ListingCluster(ft, [api_error(503), api_error(504), listed])
+    assert await c.stale_by_address("edge-1", "10.0.0.1", "task", 30) == ["other"]
     assert len(c.lists) == 3
     # and gives up, naming the answer, when the lists keep failing past its budget
     ft2 = FakeTime()
     c2 = ListingCluster(ft2, [api_error(503, "overloaded")])
     with pytest.raises(ClusterError, match=r"list nodes still failing .*503 Service Unavailable"):
-        await c2.delete_stale("edge-1", "10.0.0.1", "task", 10)
+        await c2.stale_by_address("edge-1", "10.0.0.1", "task", 10)
     assert ft2.now - 1000.0 < 10

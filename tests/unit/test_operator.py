@@ -128,27 +128,45 @@ def test_no_wildcard_in_any_rbac_rule() -> None:
             assert all("*" not in str(v) for v in rule.get(key, [])), (name, rule)
 
 
-def test_job_service_account_has_only_what_the_job_needs() -> None:
+def test_jobs_may_only_read_nodes() -> None:
     by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs()}
     cluster = by_name[("ClusterRole", "penetrator-job")]["rules"]
-    assert cluster == [
-        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "patch", "delete"]}
+    assert cluster == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list"]}]
+    # no shared account of the Jobs: each task has its own (made by the operator)
+    assert ("ServiceAccount", "penetrator-job") not in by_name
+    binding = by_name[("ClusterRoleBinding", "penetrator-job")]
+    assert binding["subjects"] == [
+        {
+            "kind": "Group",
+            "apiGroup": "rbac.authorization.k8s.io",
+            "name": "system:serviceaccounts:edge-system",
+        }
     ]
-    # no ConfigMap rights of its own: each task's Role grants its two, by name
-    assert ("Role", "penetrator-job") not in by_name
-    bound = [
+    # nothing else is granted to the namespace's accounts
+    groups = [
         d for d in docs()
         if d["kind"] in ("RoleBinding", "ClusterRoleBinding")
-        and any(s["name"] == "penetrator-job" for s in d["subjects"])
+        and any(s["name"] == "system:serviceaccounts:edge-system" for s in d["subjects"])
     ]  # fmt: skip
-    assert [d["roleRef"]["name"] for d in bound] == ["penetrator-job"]
+    assert [d["roleRef"]["name"] for d in groups] == ["penetrator-job"]
 
 
-def test_operator_cannot_touch_nodes_beyond_listing() -> None:
+def test_operator_writes_nodes_and_approves_only_kubelet_client_csrs() -> None:
     by_name = {(d["kind"], d["metadata"]["name"]): d for d in docs()}
     rules = by_name[("ClusterRole", "penetrator-operator")]["rules"]
     nodes = [r for r in rules if "nodes" in r["resources"]]
-    assert nodes == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]}]
+    assert nodes == [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "patch", "delete"]}
+    ]
+    signers = [r for r in rules if "signers" in r["resources"]]
+    assert signers == [
+        {
+            "apiGroups": ["certificates.k8s.io"],
+            "resources": ["signers"],
+            "resourceNames": ["kubernetes.io/kube-apiserver-client-kubelet"],
+            "verbs": ["approve"],
+        }
+    ]
     secrets = [
         (d["metadata"]["namespace"], r["verbs"])
         for d in docs()
@@ -158,6 +176,18 @@ def test_operator_cannot_touch_nodes_beyond_listing() -> None:
     ]
     assert ("kube-system", ["create"]) in secrets  # never read: tokens live there
     assert all("delete" not in verbs for _, verbs in secrets)
+
+
+def test_bootstrap_tokens_may_create_csrs_but_are_never_auto_approved() -> None:
+    bound = {
+        d["roleRef"]["name"]
+        for d in docs()
+        if d["kind"] in ("RoleBinding", "ClusterRoleBinding")
+        for s in d["subjects"]
+        if s["name"] == "system:bootstrappers:penetrator"
+    }
+    assert "system:node-bootstrapper" in bound
+    assert not any("nodeclient" in r for r in bound)
 
 
 def test_operator_deployment() -> None:
@@ -265,17 +295,26 @@ def test_apply_configmap_becomes_the_job_config_of_exactly_its_machines() -> Non
     assert [(m["name"], m["ip"]) for m in config["machines"]] == [("edge-b", "10.0.0.2")]
 
 
-def test_create_job_becomes_role_binding_then_job_of_its_round() -> None:
+def test_create_job_becomes_account_role_binding_then_job_of_its_round() -> None:
     from lightkube.resources.batch_v1 import Job
+    from lightkube.resources.core_v1 import ServiceAccount
     from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 
     from penetrator.api.settings import Settings
     from penetrator.operator.runtime import job_objects
     from penetrator.plan.reconcile import CreateJob
 
-    role, binding, job = job_objects(_prepared_task(), CreateJob(3), Settings())
-    assert (type(role), type(binding), type(job)) == (Role, RoleBinding, Job)
-    for obj in (role, binding, job):
+    account, role, binding, job = job_objects(_prepared_task(), CreateJob(3), Settings())
+    assert (type(account), type(role), type(binding), type(job)) == (
+        ServiceAccount,
+        Role,
+        RoleBinding,
+        Job,
+    )
+    assert job.spec is not None
+    assert job.spec.template.spec is not None
+    assert job.spec.template.spec.serviceAccountName == "nodes-job"
+    for obj in (account, role, binding, job):
         assert obj.metadata is not None
         assert obj.metadata.name == "nodes-job"
 

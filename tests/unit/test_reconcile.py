@@ -183,9 +183,11 @@ def test_finished_job_is_folded_then_deleted() -> None:
     reasons = [a.reason for a in d.actions if isinstance(a, EmitEvent)]
     assert reasons[0] == "RoundFinished"
     assert "MachinesJoined" in reasons
-    # the same job seen again after the fold: only delete
+    # the credential copy goes before the Job: no Job needs it any more
+    assert kinds(d)[-3:] == ["StripCredential", "DeleteJob", "RequeueAfter"]
+    # the same job seen again after the fold: only strip (idempotent) and delete
     d2 = reconcile(task, installed, job, folded, t1 + timedelta(seconds=1), S)
-    assert kinds(d2) == ["DeleteJob", "RequeueAfter"]
+    assert kinds(d2) == ["StripCredential", "DeleteJob", "RequeueAfter"]
 
 
 def test_backoff_grows_and_next_round_retries_only_the_rest() -> None:
@@ -658,7 +660,7 @@ def test_rows_3_4_finished_job_folded_once_then_deleted() -> None:
     assert d.round_finished == 1
     folded = only(d, WriteResults).doc
     again = row_job_finished(observed(task, folded), job)
-    assert kinds(again) == ["DeleteJob", "RequeueAfter"]
+    assert kinds(again) == ["StripCredential", "DeleteJob", "RequeueAfter"]
     assert again.round_finished is None
 
 
@@ -690,6 +692,7 @@ def test_row_6_fold_without_job_only_for_an_open_round() -> None:
     assert o.doc == ResultsDoc()
     o, prefix = row_fold_without_job(observed(task, _round_one(task)))
     assert kinds(prefix)[0] == "WriteResults"
+    assert kinds(prefix)[-1] == "StripCredential"  # the Job is gone: so is the credential
     assert prefix.round_finished == 1
     assert o.doc.finished == T0
 

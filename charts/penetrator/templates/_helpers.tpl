@@ -17,7 +17,7 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 {{/* The settings tree with what the chart decides filled in (one home each). */}}
 {{- define "penetrator.settings" -}}
 {{- $s := deepCopy .Values.settings -}}
-{{- $jobPod := merge (dict "image" (include "penetrator.image" .) "imagePullPolicy" .Values.image.pullPolicy "serviceAccount" .Values.serviceAccount.job.name) ($s.jobPod | default dict) -}}
+{{- $jobPod := merge (dict "image" (include "penetrator.image" .) "imagePullPolicy" .Values.image.pullPolicy) ($s.jobPod | default dict) -}}
 {{- $_ := set $s "jobPod" $jobPod -}}
 {{- $webhook := merge (dict "enabled" .Values.webhook.enabled) ($s.webhook | default dict) -}}
 {{- $_ := set $s "webhook" $webhook -}}

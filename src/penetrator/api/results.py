@@ -53,6 +53,8 @@ from pydantic import (
 from penetrator.api.constants import MAX_ERROR_LENGTH, MAX_OBJECT_NAME_LENGTH, MachinePhase
 from penetrator.api.models import machine_text
 
+MAX_REPLACED: Final = 8
+"""Old Nodes reported per machine (one in practice: its name before a rename)."""
 RESULTS_SUFFIX: Final = "-results"
 RESULTS_KEY: Final = "results.json"
 """Data key of the results ConfigMap."""
@@ -109,6 +111,10 @@ class MachineResult(BaseModel):
     host_key: str | None = Field(default=None, max_length=128)
     """``SHA256:...`` fingerprint of the host key the Job accepted (tofu: pinned;
     never one it refused, never one accepted unchecked under policy insecure)."""
+    replaces: list[str] | None = Field(default=None, max_length=MAX_REPLACED)
+    """Nodes of other names that had this machine's address without the task's label
+    just before its join (a rename): the operator deletes them once it joined, after
+    checking that address again (the job may not write Nodes)."""
     # --- the details of one Job's run (``DETAILS``) ---
     tries: int = Field(default=0, ge=0)
     """Connections tried in this run (transient errors are retried)."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final, Literal, Self
+from typing import Any, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -25,7 +25,6 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
-    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -123,21 +122,17 @@ class ReconcileSettings(_Group):
 
 
 class TokenSettings(_Group):
-    """The bootstrap token the machines join with (kept in the operator's Secret)."""
+    """The bootstrap tokens the machines join with: one per task and round, made when
+    the round starts, valid for the Job's deadline and ``marginSeconds``, removed with
+    the task (ownerReference) and by the token cleaner when expired."""
 
-    ttl_hours: float = Field(default=24.0, gt=0.1, le=24 * 30)
-    """A new token's lifetime."""
-    margin_hours: float = Field(default=2.0, ge=0)
-    """A token with less than this left is replaced before a round starts."""
+    margin_seconds: int = Field(default=600, ge=60, le=24 * 3600)
+    """How long a token outlives its round's Job deadline (a join that started just
+    before the deadline still finishes its TLS bootstrap)."""
 
-    @model_validator(mode="after")
-    def _margin(self) -> Self:
-        if self.margin_hours >= self.ttl_hours:
-            raise ValueError(
-                f"marginHours ({self.margin_hours:g}) must be less than ttlHours "
-                f"({self.ttl_hours:g}): every token would be replaced at once"
-            )
-        return self
+    def ttl_seconds(self, deadline_seconds: int) -> int:
+        """A round's token lifetime: the Job's deadline and the margin."""
+        return deadline_seconds + self.margin_seconds
 
 
 class JobPodSettings(_Group):
@@ -148,8 +143,6 @@ class JobPodSettings(_Group):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     command: tuple[str, ...] = Field(default=("penetrator",), min_length=1, max_length=16)
     """argv before ``job ...``: the image's ``penetrator``."""
-    service_account: str = "penetrator-job"
-    """The Job's ServiceAccount (the chart's serviceAccount.job)."""
     deadline_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
     """The Job's activeDeadlineSeconds: a round that runs longer is stopped."""
     report: bool = True
@@ -190,12 +183,6 @@ class JobPodSettings(_Group):
         """The CPU request for a task of ``machines`` machines (millicores)."""
         wanted = self.cpu_base_millicores + self.cpu_per_machine_millicores * max(machines, 0)
         return min(self.cpu_max_millicores, round(wanted))
-
-    @field_validator("service_account")
-    @classmethod
-    def _account(cls, v: str) -> str:
-        _check(check_dns1123_subdomain(v))
-        return v
 
     @field_validator("command")
     @classmethod

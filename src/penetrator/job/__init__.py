@@ -9,7 +9,7 @@ Modules (each usable on its own; the CLI only wires them, see ``entry``):
     template     install template -> quoted command lines and 0600 files
     package      packages by SHA-256: probe, SFTP push or HTTP pull, verify, extract
     pkgserver    the HTTP package server on the proxy node
-    cluster      Nodes through the API: labelled?, stale, Ready, label
+    cluster      Nodes through the API, read only: labelled?, Ready
     runner       per machine steps with retries, the bounded-concurrency job
     report       results: JSON lines, results file, live summary
     report_api   results into the task's results ConfigMap (batched)

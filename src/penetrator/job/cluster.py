@@ -1,5 +1,7 @@
-"""The job's view of the cluster (lightkube, async): is a machine already a
-labelled Node, delete a stale Node, wait for Ready, add the task label.
+"""The job's view of the cluster (lightkube, async, read only): is a machine
+already a labelled Node, which Nodes of other names have its address, wait for
+Ready. Writing Nodes (a stale one removed, the task label) is the operator's: the
+job's account may only read them.
 
 Waiting for many Nodes shares one list call per interval (1,000 machines
 waiting make one request every ``interval`` seconds, not 1,000).
@@ -27,7 +29,6 @@ import httpx2
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.resources.core_v1 import Node
-from lightkube.types import PatchType
 
 from penetrator.api import NODE_LABEL, truncate_error
 from penetrator.job.transport import MachineError, backoff_delay
@@ -169,7 +170,7 @@ def node_info(node: Any) -> NodeInfo:
 
 
 DEFAULT_BUDGET = 60.0
-"""Seconds for one call (get, label, delete) when the caller gives none: the
+"""Seconds for one call (get) when the caller gives none: the
 job's ``timeouts.command``."""
 
 
@@ -250,47 +251,6 @@ class Cluster:
     async def nodes_with_ip(self, ip: str) -> list[NodeInfo]:
         return [n for n in await self.list_nodes() if ip in n.addresses]
 
-    async def delete_node(self, name: str, budget: float = DEFAULT_BUDGET) -> bool:
-        """Delete; False when it was already gone."""
-
-        async def delete() -> bool:
-            try:
-                await self.client.delete(Node, name)
-            except ApiError as e:
-                if e.status.code == 404:
-                    return False
-                raise
-            return True
-
-        gone = await self.call(f"delete node {name}", delete, budget)
-        self._snapshot.pop(name, None)  # a snapshot from before must not show it Ready
-        return gone
-
-    async def delete_stale(
-        self, name: str, ip: str, task_label: str, budget: float = DEFAULT_BUDGET
-    ) -> list[str]:
-        """Before a (re)install: remove a Node of this name or this IP that does not
-        carry this task's label. Returns the names deleted. Uses the shared snapshot
-        (at most ``interval`` old, from a list that succeeded): 1,000 machines do not
-        list all Nodes 1,000 times."""
-        deadline = self.clock() + budget
-        snap = await self._fresh_snapshot(deadline, budget)
-        gone: list[str] = []
-        for n in list(snap.values()):
-            stale = (n.name == name or ip in n.addresses) and not n.labelled(task_label)
-            left = max(deadline - self.clock(), 0.001)
-            if stale and await self.delete_node(n.name, left):
-                gone.append(n.name)
-        return gone
-
-    async def label_node(self, name: str, task_label: str, budget: float = DEFAULT_BUDGET) -> None:
-        patch = {"metadata": {"labels": {NODE_LABEL: task_label}}}
-
-        async def label() -> None:
-            await self.client.patch(Node, name, patch, patch_type=PatchType.MERGE)
-
-        await self.call(f"label node {name}", label, budget)
-
     async def _refresh(self) -> dict[str, NodeInfo]:
         """The shared snapshot; listed again when older than ``interval`` and not
         backing off. A transient failure keeps the previous snapshot and puts the
@@ -321,6 +281,22 @@ class Cluster:
             if self._list_error is not None:
                 raise self._list_error
             return self._snapshot
+
+    async def stale_by_address(
+        self, name: str, ip: str, task_label: str, budget: float = DEFAULT_BUDGET
+    ) -> list[str]:
+        """Nodes of other names that have ``ip`` and lack this task's label: what a
+        renamed machine leaves behind. The job only reports them (the operator deletes
+        them once the machine joined). Uses the shared snapshot (at most ``interval``
+        old, from a list that succeeded): 1,000 machines do not list all Nodes 1,000
+        times."""
+        deadline = self.clock() + budget
+        snap = await self._fresh_snapshot(deadline, budget)
+        return sorted(
+            n.name
+            for n in snap.values()
+            if n.name != name and ip in n.addresses and not n.labelled(task_label)
+        )
 
     async def _fresh_snapshot(self, deadline: float, budget: float) -> dict[str, NodeInfo]:
         """The shared snapshot once the last list succeeded (waiting out failed

@@ -1,6 +1,8 @@
 """The job: every planned machine, concurrently (bounded), each over one SSH
 connection: skip if already labelled -> connect (host key) -> pin stored -> arch ->
-package -> files -> reset -> join -> wait Ready -> label.
+package -> files -> reset -> join -> wait Ready. The job never writes Nodes: the
+operator approves the machine's CSR (removing a stale Node of its name first) and
+labels the Node once the results say it joined.
 
 ``run_job`` is what ``penetrator job`` calls; ``install_machine`` is one machine
 with retries; ``attempt`` is one try. Tests call each directly.
@@ -27,7 +29,7 @@ from penetrator.api.jobconfig import (
     Machine,
     check_safe_path,
 )
-from penetrator.api.results import MachineResult, ResultsDoc
+from penetrator.api.results import MAX_REPLACED, MachineResult, ResultsDoc
 from penetrator.job.cluster import Cluster, ClusterError
 from penetrator.job.credentials import Credentials
 from penetrator.job.hostkeys import HostKeyError, HostKeyStore
@@ -150,7 +152,7 @@ async def attempt(ctx: JobContext, m: Machine, r: MachineResult) -> None:
 
     Timed steps, each its own function with its own time limit from
     ``cfg.timeouts``: probe (command), transfer (transfer), reset (install per
-    command), join (install per command), ready + label (wait_ready)."""
+    command), join (install per command), ready (wait_ready)."""
     cfg, t = ctx.cfg, ctx.cfg.timeouts
     if ctx.cluster is not None:
         node = await ctx.cluster.get_node(m.name, t.command)
@@ -180,7 +182,7 @@ async def attempt(ctx: JobContext, m: Machine, r: MachineResult) -> None:
         if cleanup := _cleanup_command(rendered):
             await s.run("cleanup", cleanup, t.command)
         s.close()  # nothing more to do on the machine: free its sshd while we wait
-        await step_ready_and_label(ctx, ctx.cluster, m, r, t.wait_ready)
+        await step_ready(ctx.cluster, m, r, t.wait_ready)
     finally:
         s.close()
 
@@ -268,16 +270,17 @@ async def step_join(
     limit: float,
 ) -> None:
     """The join files (they may hold the token: written just before the join, removed
-    after it, also when it fails), a stale Node of the name removed, the join
-    commands, each within ``limit``."""
+    after it, also when it fails), the Nodes of other names with this address
+    reported (a rename leaves one), the join commands, each within ``limit``."""
     cfg, command = ctx.cfg, ctx.cfg.timeouts.command
     _phase(ctx, r, MachinePhase.JOINING)
     try:
         async with _timed(r, "join"):
             for f in rendered.files:
                 await s.run("join", write_file_command(f.path), command, input=f.content)
-            if ctx.cluster is not None:
-                await ctx.cluster.delete_stale(m.name, m.ip, cfg.task_label, command)
+            if ctx.cluster is not None:  # reported, for the operator to remove once joined
+                old = await ctx.cluster.stale_by_address(m.name, m.ip, cfg.task_label, command)
+                r.replaces = old[:MAX_REPLACED] or None
             for line in rendered.join:
                 await s.run("join", line, limit)
     except Exception:
@@ -289,21 +292,13 @@ async def step_join(
         raise
 
 
-async def step_ready_and_label(
-    ctx: JobContext, cluster: Cluster, m: Machine, r: MachineResult, limit: float
-) -> None:
-    """Wait for the Node to be Ready (within ``limit``), then label it."""
+async def step_ready(cluster: Cluster, m: Machine, r: MachineResult, limit: float) -> None:
+    """Wait for the Node to be Ready (within ``limit``); the operator labels it."""
     async with _timed(r, "wait_ready"):
         try:
             await cluster.wait_ready(m.name, limit)
         except (TimeoutError, ClusterError) as e:  # final, with what was seen
             raise MachineError(f"joined, but {e}") from None
-    # The machine is a Ready Node now: failing it over a slow apiserver would have
-    # the next round reinstall it, so the label gets wait-Ready's budget.
-    try:
-        await cluster.label_node(m.name, ctx.cfg.task_label, max(ctx.cfg.timeouts.command, limit))
-    except ClusterError as e:
-        raise MachineError(f"joined, but {e}") from None
 
 
 def _cleanup_command(rendered: RenderedInstall) -> str:

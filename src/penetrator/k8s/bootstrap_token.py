@@ -14,6 +14,12 @@ from typing import Any
 
 TOKEN_ALPHABET = string.ascii_lowercase + string.digits
 BOOTSTRAP_GROUP = "system:bootstrappers:kubeadm:default-node-token"
+"""kubeadm's group: its clusters bind it to CSR creation *and* auto-approval of any
+node name (``kubeadm:node-autoapprove-bootstrap``). The operator's tokens never
+carry it (``task_token_groups``)."""
+PENETRATOR_GROUP = "system:bootstrappers:penetrator"
+"""Every penetrator token's group: the chart lets it create CSRs and read what a join
+reads, never auto-approves its CSRs (the operator approves them, ``k8s.csr``)."""
 SECRET_TYPE = "bootstrap.kubernetes.io/token"  # noqa: S105 - a type name, not a secret
 
 
@@ -41,19 +47,42 @@ class BootstrapToken:
     __str__ = __repr__
 
 
+def task_group(task_uid: str) -> str:
+    """The group that names one task's tokens (a CSR's requester carries it)."""
+    return f"{PENETRATOR_GROUP}:{task_uid}"
+
+
+def task_token_groups(task_uid: str) -> tuple[str, ...]:
+    """A task's token: penetrator's group (may create CSRs) and the task's own."""
+    return (PENETRATOR_GROUP, task_group(task_uid))
+
+
+def token_username(token_id: str) -> str:
+    """How the API server names a request made with the token ``token_id``."""
+    return f"system:bootstrap:{token_id}"
+
+
 def bootstrap_token_secret(
-    token: BootstrapToken, description: str, labels: dict[str, str] | None = None
+    token: BootstrapToken,
+    description: str,
+    labels: dict[str, str] | None = None,
+    groups: tuple[str, ...] = (BOOTSTRAP_GROUP,),
+    owner: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The kube-system Secret that makes `token` valid, with kubeadm's usages and group."""
+    """The kube-system Secret that makes `token` valid, with kubeadm's usages and
+    ``groups`` (default: kubeadm's), owned by ``owner`` (an ownerReference) if given."""
+    meta: dict[str, Any] = {
+        "name": f"bootstrap-token-{token.token_id}",
+        "namespace": "kube-system",
+        "labels": dict(labels or {}),
+    }
+    if owner is not None:
+        meta["ownerReferences"] = [owner]
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "type": SECRET_TYPE,
-        "metadata": {
-            "name": f"bootstrap-token-{token.token_id}",
-            "namespace": "kube-system",
-            "labels": dict(labels or {}),
-        },
+        "metadata": meta,
         "stringData": {
             "description": description,
             "token-id": token.token_id,
@@ -61,6 +90,6 @@ def bootstrap_token_secret(
             "expiration": token.expires.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "usage-bootstrap-authentication": "true",
             "usage-bootstrap-signing": "true",
-            "auth-extra-groups": BOOTSTRAP_GROUP,
+            "auth-extra-groups": ",".join(groups),
         },
     }

@@ -11,11 +11,21 @@ garbage-collects it. Names come from the task's annotations (compat.md):
   SSH credential (``passwd`` or ``sshkey``) and, if given, ``known_hosts``;
 * Job ``<job-name>``: one pod running ``penetrator job`` on the proxy node (or on
   the control plane in direct mode);
-* Role and RoleBinding ``<job-name>``: the Job's ServiceAccount may get and patch
-  exactly the task's results ConfigMap and its proxy node's host-key store.
+* ServiceAccount ``<job-name>``: the task's own; its token is projected into the
+  Job's pod only (a short-lived one, ``_api_access``);
+* Role and RoleBinding ``<job-name>``: the task's ServiceAccount may get and patch
+  exactly the task's results ConfigMap and its proxy node's host-key store, for one
+  round;
+* the bootstrap token's Secret in kube-system (``build_token_secret``): one per
+  round, expiring with the round's Job, owned by the task too.
 
 Not a task's: ConfigMap ``penetrator-hostkeys-<proxy node uid>`` (or ``-direct``),
 the proxy node's host-key pins (``build_host_key_store``, ``penetrator.api.hostkeys``).
+
+The Job never writes Nodes (its account may only read them, the chart's
+``penetrator-job`` ClusterRole): the operator removes a stale Node and labels a
+joined one, after checking the name against the task's plan (``k8s.csr``,
+``operator.runtime``).
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 from urllib.parse import urlsplit
 
 from lightkube.models.batch_v1 import JobSpec
@@ -59,7 +69,7 @@ from lightkube.models.core_v1 import (
 from lightkube.models.meta_v1 import ObjectMeta, OwnerReference
 from lightkube.models.rbac_v1 import PolicyRule, RoleRef, Subject
 from lightkube.resources.batch_v1 import Job
-from lightkube.resources.core_v1 import ConfigMap, Secret
+from lightkube.resources.core_v1 import ConfigMap, Secret, ServiceAccount
 from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 
 from penetrator.api import (
@@ -77,7 +87,11 @@ from penetrator.api.jobconfig import Distribution, JobConfig, JobDefaults
 from penetrator.api.results import RESULTS_KEY, ResultsDoc, results_configmap_name
 from penetrator.api.settings import Settings
 from penetrator.api.templates import named_template
-from penetrator.k8s.bootstrap_token import BootstrapToken
+from penetrator.k8s.bootstrap_token import (
+    BootstrapToken,
+    bootstrap_token_secret,
+    task_token_groups,
+)
 
 CONFIG_KEY: Final = "config.json"
 CONFIG_DIR: Final = "/etc/penetrator/job"
@@ -275,6 +289,31 @@ def build_secret(
     )
 
 
+CREDENTIAL_KEYS: Final = (CREDENTIAL_PASSWORD_KEY, CREDENTIAL_SSHKEY_KEY)
+
+
+def strip_credential_patch() -> dict[str, Any]:
+    """A merge patch of the task's Secret that removes the SSH credential copy (the
+    token, known hosts and pins stay): applied as soon as no Job of the task needs
+    it; the next round copies the user's Secret afresh (a rotated one included)."""
+    return {"data": dict.fromkeys(CREDENTIAL_KEYS)}
+
+
+def build_token_secret(task: NodeTask, token: BootstrapToken) -> Secret:
+    """The kube-system Secret that makes ``token`` valid for this task only: its
+    groups are penetrator's (may create CSRs; never auto-approved) and the task's
+    (the operator approves a CSR only for a node of this task's plan), and it is
+    owned by the task (removed with it; it expires with the round anyway)."""
+    body = bootstrap_token_secret(
+        token,
+        f"penetrator: joins the machines of NodeTask {task.name}",
+        {**MANAGED_BY, TASK_NAME_LABEL: task.name[:63].rstrip("-.")},
+        groups=task_token_groups(task.metadata.uid or ""),
+        owner=owner_reference(task).to_dict(),
+    )
+    return cast(Secret, Secret.from_dict(body))
+
+
 # --- the Job ---------------------------------------------------------------------------------
 
 
@@ -354,7 +393,7 @@ def _security(settings: Settings) -> tuple[PodSecurityContext, SecurityContext]:
 def _api_access(settings: Settings) -> Volume:
     """The service-account token as the kubelet would mount it, but expiring with the
     round (the Job's deadline and a margin): the job only writes its results
-    ConfigMap and reads and labels Nodes, for this round only."""
+    ConfigMap and reads Nodes, for this round only."""
     seconds = max(MIN_TOKEN_SECONDS, settings.job_pod.deadline_seconds + TOKEN_MARGIN_SECONDS)
     return Volume(
         name="api-access",
@@ -421,7 +460,7 @@ def build_job(
     )
     pod = PodSpec(
         restartPolicy="Never",
-        serviceAccountName=pod_settings.service_account,
+        serviceAccountName=job_service_account_name(task),
         automountServiceAccountToken=False,  # ours is "api-access", short-lived
         enableServiceLinks=False,
         hostNetwork=host_network(settings) or None,
@@ -494,7 +533,24 @@ def build_host_key_store(name: str, proxy_node: str | None) -> ConfigMap:
     )
 
 
-def build_job_role_binding(task: NodeTask, settings: Settings) -> RoleBinding:
+def job_service_account_name(task: NodeTask) -> str:
+    job_name, _, _, _ = _require(task)
+    return job_name
+
+
+def build_job_service_account(task: NodeTask) -> ServiceAccount:
+    """The task's own ServiceAccount (no token mounted by default: the Job projects a
+    short-lived one). Its rights: the round's Role (the results ConfigMap) and, by
+    its namespace's group, reading Nodes (the chart); never writing them."""
+    return ServiceAccount(
+        apiVersion="v1",
+        kind="ServiceAccount",
+        metadata=_meta(task, job_service_account_name(task)),
+        automountServiceAccountToken=False,
+    )
+
+
+def build_job_role_binding(task: NodeTask) -> RoleBinding:
     job_name, _, _, _ = _require(task)
     return RoleBinding(
         apiVersion="rbac.authorization.k8s.io/v1",
@@ -502,8 +558,6 @@ def build_job_role_binding(task: NodeTask, settings: Settings) -> RoleBinding:
         metadata=_meta(task, job_name),
         roleRef=RoleRef(apiGroup="rbac.authorization.k8s.io", kind="Role", name=job_name),
         subjects=[
-            Subject(
-                kind="ServiceAccount", name=settings.job_pod.service_account, namespace=NAMESPACE
-            )
+            Subject(kind="ServiceAccount", name=job_service_account_name(task), namespace=NAMESPACE)
         ],
     )

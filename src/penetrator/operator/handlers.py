@@ -1,7 +1,9 @@
 """Kopf wiring (no decisions here): one daemon per NodeTask runs the reconcile
 loop of ``Runtime.step``; Job events wake the task's daemon early; an index of all
-tasks gives the machines held by older unfinished tasks (``plan.claims``). Only
-the holder of the Lease acts; the other replicas' daemons wait.
+tasks gives the machines held by older unfinished tasks (``plan.claims``); kubelet
+client CSRs are reviewed as they come (``Runtime.review_csr``: one event per CSR,
+whatever the size of the cluster). Only the holder of the Lease acts; the other
+replicas' daemons wait.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from penetrator.api import GROUP, NAMESPACE, PLURAL, VERSION, NodeTask
 from penetrator.api.settings import Settings
 from penetrator.k8s.builders import MANAGED_BY, TASK_NAME_LABEL
 from penetrator.k8s.client import load_config, make_client
+from penetrator.k8s.csr import KUBELET_CLIENT_SIGNER
 from penetrator.operator.lease import LeaseElector
 from penetrator.operator.metrics import Metrics
 from penetrator.operator.runtime import Runtime, _clean
@@ -28,6 +31,10 @@ log = logging.getLogger(__name__)
 MAX_SLEEP = 60.0
 """Level-triggered: every task is looked at least this often."""
 ERROR_SLEEP = 10.0
+CSR_PATIENCE = 600.0
+"""Seconds a replica waits for the Lease to review a CSR it saw (a join waits longer
+for its certificate than a failover takes)."""
+CSR_TRIES = 5
 
 
 @dataclass
@@ -180,6 +187,46 @@ def job_event(labels: Mapping[str, str], **_: Any) -> None:
     task = labels.get(TASK_NAME_LABEL)
     if task and task in STATE.wakeups:
         STATE.wakeups[task].set()
+
+
+def _kubelet_client(spec: Mapping[str, Any], status: Mapping[str, Any], **_: Any) -> bool:
+    """A pending CSR for the kubelet client signer (others are never ours)."""
+    return spec.get("signerName") == KUBELET_CLIENT_SIGNER and not status.get("certificate")
+
+
+@kopf.on.event("certificates.k8s.io", "v1", "certificatesigningrequests", when=_kubelet_client)
+async def csr_event(
+    body: kopf.Body,
+    type: str | None,
+    tasks_index: kopf.Index[Any, Any] | None = None,
+    **_: Any,
+) -> None:
+    """A kubelet's CSR: approved when a task's token asks for a node of its plan. A
+    replica that does not hold the Lease waits for it (a CSR seen just before a
+    failover is still reviewed, read afresh: one decided meanwhile is left alone); a
+    failed review is tried again a few times (an event comes once)."""
+    if type == "DELETED":
+        return
+    name = body.get("metadata", {}).get("name")
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + CSR_PATIENCE
+    tries = 0
+    while loop.time() < give_up:
+        runtime, elector = STATE.runtime, STATE.elector
+        if runtime is None or elector is None or not elector.is_leader:
+            await asyncio.sleep(1.0)
+            continue
+        tasks = [t for store in (tasks_index or {}).values() for t in store]
+        try:
+            await runtime.review_csr(str(name), tasks)
+            return
+        except Exception as e:
+            tries += 1
+            STATE.metrics.api_errors.labels(operation="ApproveCSR").inc()
+            log.warning("CSR %s: review failed (try %d): %s", name, tries, _what(e))
+            if tries >= CSR_TRIES:
+                return
+            await asyncio.sleep(2.0 * tries)
 
 
 def run(settings: Settings) -> None:

@@ -7,6 +7,12 @@ write is a server-side apply with our field manager, except the Job (create: a
 second Job of the same name is refused by the API server) and the status (apply on
 the status subresource).
 
+The Job may not write Nodes: the operator labels the Nodes its results report
+joined (names of the task's plan only; one patch per newly joined machine), and
+approves a machine's kubelet CSR (``k8s.csr``: requester is the task's token, name
+in its plan), first removing a Node of that name that lacks the task's label (the
+compat rule: a stale Node is deleted before the reinstall).
+
 Nothing secret is logged: exceptions are reported by type and HTTP status only.
 """
 
@@ -15,14 +21,15 @@ from __future__ import annotations
 import base64
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, assert_never
 
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.resources.batch_v1 import Job
-from lightkube.resources.core_v1 import ConfigMap, Node, Secret
+from lightkube.resources.certificates_v1 import CertificateSigningRequest
+from lightkube.resources.core_v1 import ConfigMap, Node, Secret, ServiceAccount
 from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 from lightkube.types import CascadeType, PatchType
 from pydantic import ValidationError
@@ -33,6 +40,7 @@ from penetrator.api import (
     NAMESPACE,
     NODE_LABEL,
     Condition,
+    MachinePhase,
     NodeTask,
     NodeTaskStatus,
 )
@@ -40,8 +48,10 @@ from penetrator.api.hostkeys import store_name, store_problem
 from penetrator.api.results import ResultsDoc
 from penetrator.api.settings import Settings
 from penetrator.k8s.admission import nodes_exist
+from penetrator.k8s.bootstrap_token import BootstrapToken
 from penetrator.k8s.builders import (
     KNOWN_HOSTS_KEY,
+    TOKEN_KEY,
     ClusterInfo,
     build_configmap,
     build_host_key_store,
@@ -49,15 +59,19 @@ from penetrator.k8s.builders import (
     build_job_config,
     build_job_role,
     build_job_role_binding,
+    build_job_service_account,
     build_results_configmap,
     build_secret,
+    build_token_secret,
     results_name,
+    secret_name,
+    strip_credential_patch,
 )
 from penetrator.k8s.client import NodeTaskResource
 from penetrator.k8s.clusterinfo import read_cluster_info
+from penetrator.k8s.csr import TaskFacts, Verdict, approve, csr_facts, csr_verdict, task_uid_of
 from penetrator.k8s.events import build_events, task_reference
 from penetrator.k8s.observe import installed_nodes, observe_job
-from penetrator.k8s.tokens import ensure_bootstrap_token
 from penetrator.operator.metrics import Metrics
 from penetrator.plan.prepare import needs_plan, plan_missing
 from penetrator.plan.reconcile import (
@@ -71,6 +85,7 @@ from penetrator.plan.reconcile import (
     EmitEvent,
     ObservedJob,
     RequeueAfter,
+    StripCredential,
     WriteResults,
     reconcile,
 )
@@ -140,7 +155,60 @@ class Runtime:
         job = observe_job(job_obj) if job_obj is not None else None
         cm = await self._get_optional(ConfigMap, results_name(task), NAMESPACE)
         doc = ResultsDoc.from_configmap_data(cm.data) if cm is not None else None
+        if doc is not None:
+            installed = await self.label_joined(task, installed, doc)
         return installed, job, doc
+
+    async def label_joined(
+        self, task: NodeTask, installed: dict[str, str], doc: ResultsDoc
+    ) -> dict[str, str]:
+        """Label the Nodes the results report joined that lack the task's label
+        (names of the task's plan only; one patch each, once): ``installed`` with them."""
+        plan = task.spec.plan()
+        new = [
+            n
+            for n, r in doc.machines.items()
+            if r.phase is MachinePhase.JOINED and n in plan and n not in installed
+        ]
+        patch = {"metadata": {"labels": {NODE_LABEL: task.task_label}}}
+        out = dict(installed)
+        for name in new:
+            try:
+                await self.client.patch(Node, name, patch, patch_type=PatchType.MERGE)
+            except ApiError as e:
+                if e.status.code != 404:  # gone again: the fold says so
+                    raise
+                continue
+            out[name] = plan[name]
+            log.info("task %s: node %s labelled", task.name, name)
+            for old in doc.machines[name].replaces or []:
+                await self.remove_renamed_node(task, old, plan[name])
+        return out
+
+    async def remove_renamed_node(self, task: NodeTask, name: str, ip: str) -> bool:
+        """Delete the Node ``name`` a machine of the plan left behind under its old name:
+        only when it is no name of the plan, still has the machine's address ``ip`` and
+        lacks the task's label (checked here, not taken from the job's word)."""
+        if name in task.spec.plan():
+            return False
+        try:
+            node = await self.client.get(Node, name)
+        except ApiError as e:
+            if e.status.code == 404:
+                return False
+            raise
+        labels = (node.metadata.labels if node.metadata else None) or {}
+        addresses = {a.address for a in (node.status.addresses or [])} if node.status else set()
+        if labels.get(NODE_LABEL) == task.task_label or ip not in addresses:
+            return False
+        try:
+            await self.client.delete(Node, name)
+        except ApiError as e:
+            if e.status.code == 404:
+                return False
+            raise
+        log.info("task %s: node %s (the old name of %s) deleted", task.name, name, ip)
+        return True
 
     # --- the step ---------------------------------------------------------------------------
 
@@ -197,6 +265,8 @@ class Runtime:
                 await self._write_results(task, action)
             case ApplySecret():
                 await self._apply_secret(task)
+            case StripCredential():
+                await self._strip_credential(task)
             case ApplyConfigMap():
                 await self._apply_configmap(task, action)
             case CreateJob():
@@ -225,8 +295,9 @@ class Runtime:
     async def _create_job(self, task: NodeTask, action: CreateJob) -> None:
         # The Job's rights on its task's ConfigMaps come with it (owned by the task).
         store = await self._host_key_store(task)
-        role, binding, job = job_objects(task, action, self.settings, store)
+        account, role, binding, job = job_objects(task, action, self.settings, store)
         fm = self.settings.field_manager
+        await self.client.apply(account, field_manager=fm, force=True)
         await self.client.apply(role, field_manager=fm, force=True)
         await self.client.apply(binding, field_manager=fm, force=True)
         await self.client.create(job)
@@ -262,14 +333,11 @@ class Runtime:
                 f"exactly one of the keys {CREDENTIAL_PASSWORD_KEY} and {CREDENTIAL_SSHKEY_KEY}"
             )
         known_hosts = raw.get(KNOWN_HOSTS_KEY)
-        token = await ensure_bootstrap_token(
-            self.client,
-            datetime.now(UTC),
-            ns,
-            ttl=timedelta(hours=self.settings.token.ttl_hours),
-            margin=timedelta(hours=self.settings.token.margin_hours),
-            field_manager=self.settings.field_manager,
-        )
+        # A token of this round only: valid for the Job's deadline and a margin, in
+        # the task's groups (its CSRs are approved by us, for its plan only).
+        ttl = self.settings.token.ttl_seconds(self.settings.job_pod.deadline_seconds)
+        token = BootstrapToken.generate(datetime.now(UTC), timedelta(seconds=ttl))
+        await self.client.create(build_token_secret(task, token))
         secret = build_secret(
             task, token, raw, known_hosts.decode(errors="replace") if known_hosts else None
         )
@@ -301,6 +369,78 @@ class Runtime:
         if problem:  # never dropped: no Job starts without the pins it must check
             raise UserError(f"host-key store ConfigMap {NAMESPACE}/{name}: {problem}")
         return name
+
+    async def _strip_credential(self, task: NodeTask) -> None:
+        try:
+            await self.client.patch(
+                Secret,
+                secret_name(task),
+                strip_credential_patch(),
+                namespace=NAMESPACE,
+                patch_type=PatchType.MERGE,
+            )
+        except ApiError as e:
+            if e.status.code != 404:
+                raise
+
+    # --- kubelet CSRs ------------------------------------------------------------------------
+
+    async def review_csr(self, name: str, tasks: Iterable[NodeTask]) -> Verdict | None:
+        """Approve the kubelet client CSR ``name`` when ``k8s.csr.csr_verdict`` says
+        so, after removing a stale Node of that name; None: none of ours, or decided.
+        The CSR is read afresh: an event may be old (a replica that waited for the
+        Lease), and a decided CSR's Node must not be touched."""
+        try:
+            csr = await self.client.get(CertificateSigningRequest, name)
+        except ApiError as e:
+            if e.status.code == 404:
+                return None
+            raise
+        facts = csr_facts(csr)
+        uid = task_uid_of(facts)
+        if uid is None or facts.decided:
+            return None
+        task = next((t for t in tasks if t.metadata.uid == uid), None)
+        verdict = csr_verdict(facts, await self._task_facts(task) if task else None)
+        if verdict is None:
+            return None
+        if not verdict.approve or task is None or verdict.node is None:
+            log.warning("CSR %s left pending: %s", name, verdict.reason)
+            return verdict
+        await self.remove_stale_node(task, verdict.node)
+        await approve(self.client, csr, f"penetrator: {verdict.reason}")
+        log.info("CSR %s approved: %s", name, verdict.reason)
+        return verdict
+
+    async def _task_facts(self, task: NodeTask) -> TaskFacts:
+        """The task's plan and current token id (from its Secret; no token: None)."""
+        token_id: str | None = None
+        ours = await self._get_optional(Secret, secret_name(task), NAMESPACE)
+        raw = ((ours.data or {}) if ours is not None else {}).get(TOKEN_KEY)
+        if raw:
+            token_id = base64.b64decode(raw).decode(errors="replace").partition(".")[0] or None
+        return TaskFacts(task.name, task.metadata.uid or "", token_id, frozenset(task.spec.plan()))
+
+    async def remove_stale_node(self, task: NodeTask, name: str) -> bool:
+        """Delete the Node ``name`` (of the task's plan) unless it carries the task's
+        label: a reinstalled machine registers afresh. True when one was deleted."""
+        try:
+            node = await self.client.get(Node, name)
+        except ApiError as e:
+            if e.status.code == 404:
+                return False
+            raise
+        labels = (node.metadata.labels if node.metadata else None) or {}
+        if labels.get(NODE_LABEL) == task.task_label:
+            return False
+        try:
+            await self.client.delete(Node, name)
+        except ApiError as e:
+            if e.status.code == 404:
+                return False
+            raise
+        log.info("task %s: stale node %s deleted before its reinstall", task.name, name)
+        return True
 
     async def cluster_info(self) -> ClusterInfo:
         if self._cluster is None:
@@ -399,12 +539,13 @@ def job_configmap(
 
 def job_objects(
     task: NodeTask, action: CreateJob, settings: Settings, host_key_store: str | None = None
-) -> tuple[Role, RoleBinding, Job]:
-    """What ``action`` becomes, in the order they are written (pure): the Job's Role
-    and RoleBinding, then the Job."""
+) -> tuple[ServiceAccount, Role, RoleBinding, Job]:
+    """What ``action`` becomes, in the order they are written (pure): the task's
+    ServiceAccount, the Job's Role and RoleBinding, then the Job."""
     return (
+        build_job_service_account(task),
         build_job_role(task, host_key_store),
-        build_job_role_binding(task, settings),
+        build_job_role_binding(task),
         build_job(task, settings, action.round),
     )
 

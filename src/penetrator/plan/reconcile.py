@@ -21,13 +21,15 @@ The decision table (first matching row wins):
 ===  =====================================  ==============================================
  0   no plan / label / annotations yet      none (status: WaitingForPreparation)
  1   Job being deleted                      RequeueAfter(deletion_poll)
- 2a  Job running, nothing written for       WriteResults(folded), events, DeleteJob
-     start_timeout since the round started
+ 2a  Job running, nothing written for       WriteResults(folded), events, StripCredential,
+     start_timeout since the round started  DeleteJob
  2   Job running                            RequeueAfter(poll) (status: live phases)
- 3   Job finished, round not folded         WriteResults(folded), events, DeleteJob, Requeue
- 4   Job finished, round folded             DeleteJob, RequeueAfter(deletion_poll)
+ 3   Job finished, round not folded         WriteResults(folded), events, StripCredential,
+                                            DeleteJob, Requeue
+ 4   Job finished, round folded             StripCredential, DeleteJob, RequeueAfter
  5   no Job, round started, never ran       ApplySecret, ApplyConfigMap, CreateJob (same round)
- 6   no Job, round ran, not folded          WriteResults(folded), events; go on with 7-10
+ 6   no Job, round ran, not folded          WriteResults(folded), events, StripCredential;
+                                            go on with 7-10
  7   nothing left to install                final status; Event Ready / Failed once
  8   left machines all busy in other tasks  RequeueAfter(poll) (status: WaitingForOtherTask)
  9   back-off since last round not over     RequeueAfter(rest of back-off)
@@ -39,6 +41,11 @@ The decision table (first matching row wins):
 Each row is one function (``row_*``: ``None`` when it does not match, else its
 decision): ``JOB_ROWS`` (1, 2a, 2, 3-4) when a Job exists, else row 5, row 6's fold
 and ``NO_JOB_ROWS`` (7-10) on the folded ledger.
+
+The copy of the SSH credential in the task's Secret lives only while a Job may need
+it: ``ApplySecret`` copies the user's Secret afresh when a round starts (a rotated
+credential reaches the next round) and ``StripCredential`` removes it whenever a
+round's Job is over (before the Job is deleted, and when the fold finds it gone).
 
 "Never two Jobs": ``CreateJob`` is only decided when no Job of the task is observed
 (also none being deleted), a Job is deleted after it finished, and deletion is
@@ -102,6 +109,11 @@ class ApplySecret:
 
 
 @dataclass(frozen=True)
+class StripCredential:
+    """Remove the SSH credential copy from the task's Secret (no Job needs it now)."""
+
+
+@dataclass(frozen=True)
 class ApplyConfigMap:
     """Apply the task's ConfigMap: the job config for exactly these machines."""
 
@@ -138,7 +150,14 @@ class RequeueAfter:
 
 
 Action = (
-    WriteResults | ApplySecret | ApplyConfigMap | CreateJob | DeleteJob | EmitEvent | RequeueAfter
+    WriteResults
+    | ApplySecret
+    | StripCredential
+    | ApplyConfigMap
+    | CreateJob
+    | DeleteJob
+    | EmitEvent
+    | RequeueAfter
 )
 
 
@@ -585,6 +604,7 @@ def row_job_not_started(o: Observed, job: ObservedJob) -> Decision | None:
         WriteResults(doc),
         *events,
         not_started,
+        StripCredential(),
         DeleteJob(job.name, job.uid),
         RequeueAfter(o.settings.deletion_poll),
     )
@@ -609,7 +629,11 @@ def row_job_finished(o: Observed, job: ObservedJob) -> Decision:
         o = o.with_doc(doc)
         actions += [WriteResults(doc), *events]
         round_finished = doc.round
-    actions += [DeleteJob(job.name, job.uid), RequeueAfter(o.settings.deletion_poll)]
+    actions += [
+        StripCredential(),
+        DeleteJob(job.name, job.uid),
+        RequeueAfter(o.settings.deletion_poll),
+    ]
     why: Progress = (
         "True",
         "WaitingForJobDeletion",
@@ -667,7 +691,8 @@ def row_fold_without_job(o: Observed) -> tuple[Observed, Decision]:
     if not _round_open(o.doc):
         return o, Decision((), o.task.status)
     doc, events = fold(o.doc, o.installed, None, o.now, o.settings)
-    return o.with_doc(doc), Decision((WriteResults(doc), *events), o.task.status, doc.round)
+    actions: tuple[Action, ...] = (WriteResults(doc), *events, StripCredential())
+    return o.with_doc(doc), Decision(actions, o.task.status, doc.round)
 
 
 # --- rows 7-10: no Job, no open round ---------------------------------------------------

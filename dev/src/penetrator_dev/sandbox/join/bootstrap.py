@@ -196,7 +196,8 @@ async def tls_bootstrap(
     params: JoinParams, info: disc.ClusterInfo, say: Say
 ) -> tuple[bytes, bytes, str]:
     """Create a CSR for system:node:<name> with the bootstrap token and wait
-    until the controller manager approves and signs it.
+    until it is approved (by kube-controller-manager for kubeadm's group, by the
+    penetrator operator for its tasks' tokens) and signed.
     Returns (key PEM, certificate PEM, CSR name)."""
     key = new_key()
     csr_pem = node_csr_pem(key, params.node_name)
