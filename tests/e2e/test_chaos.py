@@ -61,8 +61,8 @@ class Form:
 
 
 FORMS = {
-    "short": Form(machines=20, operator_kills=2, concurrency=2, timeout_s=900),
-    "long": Form(machines=100, operator_kills=5, concurrency=4, timeout_s=2400),
+    "short": Form(machines=20, operator_kills=2, concurrency=2, timeout_s=600),
+    "long": Form(machines=100, operator_kills=5, concurrency=3, timeout_s=900),
 }
 FORM_NAME = os.environ.get("PENETRATOR_CHAOS", "short")
 if FORM_NAME not in FORMS:
