@@ -28,6 +28,7 @@ import base64
 import json
 import os
 import random
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -143,6 +144,17 @@ def ready(info: SandboxCluster) -> dict[str, Any] | None:
     return task if ((task or {}).get("status") or {}).get("nodetaskStatus") == "ready" else None
 
 
+def keep_logs(sb: Sandbox, info: SandboxCluster) -> None:
+    """The logs (control plane, pods, sandbox processes, machines) copied out before
+    the sandbox goes: /tmp/penetrator-chaos-<sandbox>/."""
+    dest = Path(f"/tmp/penetrator-chaos-{sb.name}")
+    for i, path in enumerate(log_files(sb, info, check=False)):
+        target = dest / f"{i:04d}-{path.parent.name}-{path.name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    print(f"logs kept in {dest}")
+
+
 @pytest.fixture
 def job_watch(deployed: tuple[Sandbox, SandboxCluster]) -> Iterator[JobWatch]:
     _, info = deployed
@@ -160,6 +172,14 @@ def test_every_machine_joins_once_through_operator_kills_and_control_plane_resta
     deployed: tuple[Sandbox, SandboxCluster], job_watch: JobWatch
 ) -> None:
     sb, info = deployed
+    try:
+        run_chaos(sb, info, job_watch)
+    except BaseException:
+        keep_logs(sb, info)
+        raise
+
+
+def run_chaos(sb: Sandbox, info: SandboxCluster, job_watch: JobWatch) -> None:
     seed = int(os.environ.get("PENETRATOR_CHAOS_SEED") or random.SystemRandom().randrange(2**32))
     print(f"chaos form {FORM_NAME}: {FORM}; seed {seed} (PENETRATOR_CHAOS_SEED={seed} replays)")
     ips = [m.ip for m in sb.topology.intranet(1).machines]
@@ -271,7 +291,7 @@ def credential_leaks(sb: Sandbox, info: SandboxCluster) -> list[tuple[str, str]]
     return found
 
 
-def log_files(sb: Sandbox, info: SandboxCluster) -> list[Path]:
+def log_files(sb: Sandbox, info: SandboxCluster, check: bool = True) -> list[Path]:
     """Every log: the pods' (operator, Jobs), the control plane's, the sandbox's
     processes', and each machine's own."""
     roots: list[tuple[Path, str]] = [
@@ -281,5 +301,5 @@ def log_files(sb: Sandbox, info: SandboxCluster) -> list[Path]:
         (state_dir(sb.name) / "machines", "*/*/edgeadm.log"),
     ]
     files = [p for root, pattern in roots for p in root.glob(pattern)]
-    assert any(p.name == "container.log" for p in files), "no pod log found"
+    assert not check or any(p.name == "container.log" for p in files), "no pod log found"
     return files

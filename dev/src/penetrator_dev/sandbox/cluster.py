@@ -222,7 +222,7 @@ CONTROL_PLANE_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager",
 
 
 def restart_control_plane(
-    sb: Sandbox, component: str, kill_signal: int = signal.SIGTERM, ready_timeout_s: float = 120.0
+    sb: Sandbox, component: str, kill_signal: int = signal.SIGTERM, ready_timeout_s: float = 300.0
 ) -> None:
     """Restart one component of the sandbox's control plane (etcd, kube-apiserver,
     ...): ``kill_signal`` to its process, then the same command again; returns once
@@ -245,15 +245,19 @@ def restart_control_plane(
     while True:
         p = sb.exec_in(
             "cloud",
-            [*kubectl, "get", "--raw=/readyz", "--request-timeout=5s"],
+            [*kubectl, "get", "--raw=/readyz?verbose", "--request-timeout=5s"],
             check=False,
             timeout=15,
         )
         if p.returncode == 0:
             return
         if time.monotonic() > deadline:
+            log = workdir / "kube-apiserver.log"
+            tail = log.read_text(errors="replace").splitlines()[-30:] if log.exists() else []
             raise SandboxError(
-                f"the apiserver is not ready {ready_timeout_s:.0f}s after restarting {component}"
+                f"the apiserver is not ready {ready_timeout_s:.0f}s after restarting "
+                f"{component}: {p.stdout.strip()[-1500:]} {p.stderr.strip()[-300:]}\n"
+                + "\n".join(tail)
             )
         time.sleep(0.5)
 
