@@ -12,9 +12,12 @@ import pytest
 
 from penetrator_dev.sandbox import preflight
 from penetrator_dev.sandbox.cluster import SandboxCluster, start_cluster
+from penetrator_dev.sandbox.deploy import NAMESPACE, deploy_penetrator
+from penetrator_dev.sandbox.join import heartbeat as hb
 from penetrator_dev.sandbox.lifecycle import Sandbox, down
 from penetrator_dev.sandbox.sshprobe import run_probe
 from penetrator_dev.sandbox.topology import SandboxSpec
+from support import Deployment
 
 
 def require_sandbox() -> None:
@@ -111,3 +114,30 @@ def ssh_run(
         "repeat": repeat,
     }
     return run_probe(sb.topology.proxy_namespace(intranet), req, timeout=timeout * 10 + 60)
+
+
+LOGIN_SECRET = "login"
+"""The machines' root login (key ``passwd``), in edge-system."""
+
+
+@pytest.fixture(scope="module")
+def deployed(
+    sandbox_factory: Any, request: pytest.FixtureRequest
+) -> Iterator[tuple[Sandbox, SandboxCluster]]:
+    """A sandbox of the module's ``DEPLOYMENT`` with its cluster, the heartbeat
+    service, penetrator deployed from deploy/penetrator.yaml (operator and webhook)
+    and the login Secret ``login``; brought down after the module."""
+    spec: Deployment = getattr(request.module, "DEPLOYMENT", Deployment())
+    sb = sandbox_factory(machines=spec.machines, intranets=spec.intranets)
+    try:
+        info = start_cluster(sb)
+        hb.start_sandbox_heartbeats(Sandbox.load(sb.name))
+        deploy_penetrator(sb.name, info, dict(spec.settings))
+        ssh = sb.status()["ssh"]
+        info.kubectl(
+            "-n", NAMESPACE, "create", "secret", "generic", LOGIN_SECRET,
+            f"--from-file=passwd={ssh['password_file']}",
+        )  # fmt: skip
+        yield sb, info
+    finally:
+        down(sb.name)

@@ -7,6 +7,13 @@ after a dropped stream it resumes from the last resourceVersion it saw (bookmark
 included). "At once" is computed from the ADDED / DELETED events alone: a Job
 exists from its ADDED to its DELETED event (a Job being deleted in the foreground
 still exists).
+
+Through an apiserver restart the stream ends (restarted up to ``max_restarts``
+times, each after ``restart_delay`` s) and the new apiserver's watch cache may no
+longer have our resourceVersion (410 Gone, with ``relist_on_gone``): the Jobs are
+listed again and the difference to what the watch knew becomes events, the ADDED
+ones before the DELETED ones, so a gap can only make "at once" larger, never hide
+a second Job (``gaps`` counts them).
 """
 
 from __future__ import annotations
@@ -54,11 +61,16 @@ class JobWatch:
     events: list[JobEvent] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     restarts: int = 0
+    max_restarts: int = MAX_RESTARTS
+    restart_delay: float = 0.5
+    relist_on_gone: bool = False
+    gaps: int = 0
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
+        self._gone = False
         selector = f"{TASK_NAME_LABEL}={self.task}"
         self._path = f"/apis/batch/v1/namespaces/{self.namespace}/jobs"
         self._selector = urllib.parse.quote(selector, safe="")
@@ -102,17 +114,24 @@ class JobWatch:
                 return
             err = (proc.stderr.read() if proc.stderr else b"").decode(errors="replace")
             self.restarts += 1
-            if self.restarts > MAX_RESTARTS:
+            if self.restarts > self.max_restarts:
                 self.errors.append(f"watch ended {self.restarts} times; last: {err[-300:]}")
                 return
-            time.sleep(0.5)
+            if self.relist_on_gone and ("too old resource version" in err or "(Gone)" in err):
+                self._gone = True  # refused before streaming (HTTP 410)
+            self._stop.wait(self.restart_delay)
+            if self._gone:
+                self._relist()
 
     def _event(self, ev: dict[str, Any]) -> None:
         obj = ev.get("object") or {}
         meta = obj.get("metadata") or {}
         rv = str(meta.get("resourceVersion", ""))
         if ev.get("type") == "ERROR":
-            # e.g. 410 Gone: the events since our resourceVersion are lost; say so
+            if self.relist_on_gone and obj.get("code") == 410:
+                self._gone = True  # the stream ends; the next one starts from a list
+                return
+            # the events since our resourceVersion are lost; say so
             self.errors.append(f"watch error: {obj.get('message', obj)}")
             self._stop.set()
             return
@@ -120,17 +139,43 @@ class JobWatch:
             self._rv = rv
         if ev.get("type") == "BOOKMARK":
             return
-        self.events.append(
-            JobEvent(
-                str(ev.get("type")),
-                str(meta.get("name")),
-                str(meta.get("uid")),
-                rv,
-                dict(obj.get("status") or {}),
-                time.time(),
-                frozenset(str(f.get("manager")) for f in meta.get("managedFields") or []),
-            )
+        self.events.append(_job_event(str(ev.get("type")), obj, rv))
+
+    def _relist(self) -> None:
+        """After 410 Gone: list the Jobs, turn the difference into events, watch on
+        from the list. A failed list (the apiserver still starting) is tried again
+        after the next restart delay, counted as a restart."""
+        listed = subprocess.run(
+            [*self.kubectl, "get", "--raw", f"{self._path}?labelSelector={self._selector}"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
         )
+        if listed.returncode != 0:
+            return
+        doc = json.loads(listed.stdout)
+        live = self.live()
+        now = {str(j["metadata"]["uid"]): j for j in doc["items"]}
+        rv = str(doc["metadata"]["resourceVersion"])
+        for uid, j in now.items():
+            if uid not in live:
+                self.events.append(_job_event("ADDED", j, rv))
+        for uid, name in live.items():
+            if uid not in now:
+                self.events.append(JobEvent("DELETED", name, uid, rv, {}, time.time()))
+        self._rv, self._gone = rv, False
+        self.gaps += 1
+
+    def live(self) -> dict[str, str]:
+        """uid -> name of the Jobs that exist after the events seen so far."""
+        out: dict[str, str] = {}
+        for e in self.events:
+            if e.type == "ADDED":
+                out[e.uid] = e.name
+            elif e.type == "DELETED":
+                out.pop(e.uid, None)
+        return out
 
     def stop(self) -> None:
         """Idempotent; also the fixture's safety net when a test failed early."""
@@ -182,6 +227,19 @@ class JobWatch:
             f"finished={e.finished} at={e.at:.1f}"
             for e in self.events
         )
+
+
+def _job_event(type_: str, obj: dict[str, Any], rv: str) -> JobEvent:
+    meta = obj.get("metadata") or {}
+    return JobEvent(
+        type_,
+        str(meta.get("name")),
+        str(meta.get("uid")),
+        rv,
+        dict(obj.get("status") or {}),
+        time.time(),
+        frozenset(str(f.get("manager")) for f in meta.get("managedFields") or []),
+    )
 
 
 def joins(machine_dir: Path, skip: int = 0) -> list[dict[str, Any]]:

@@ -10,19 +10,15 @@ namespace, in core/v1 and in events.k8s.io/v1 alike."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from penetrator_dev.sandbox import cluster as cluster_mod
-from penetrator_dev.sandbox.deploy import deploy_penetrator
-from penetrator_dev.sandbox.join import heartbeat as hb
-from penetrator_dev.sandbox.lifecycle import Sandbox, down
+from penetrator_dev.sandbox.lifecycle import Sandbox
 from penetrator_dev.sandbox.topology import Fault
-from support import wait_for
+from support import Deployment, wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.cluster]
 
@@ -31,32 +27,16 @@ TASK = "refused"
 ROUND_AND_FAILURE = ("RoundStarted", "RoundFinished", "MachinesFailed", "Failed")
 
 
-@pytest.fixture(scope="module")
-def deployed(sandbox_factory: Any) -> Iterator[tuple[Sandbox, Any]]:
-    sb = sandbox_factory(machines=1, intranets=1)
-    try:
-        info = cluster_mod.start_cluster(sb)
-        hb.start_sandbox_heartbeats(Sandbox.load(sb.name))
-        deploy_penetrator(
-            sb.name,
-            info,
-            {
-                "reconcile": {
-                    "pollInterval": 2,
-                    "backoffBase": 2,
-                    "maxAttempts": 1,  # one round, then the task fails
-                },
-                "job": {"timeouts": {"connect": 8}, "retry": {"attempts": 1}},
-            },
-        )
-        ssh = sb.status()["ssh"]
-        info.kubectl(
-            "-n", NS, "create", "secret", "generic", "login",
-            f"--from-file=passwd={ssh['password_file']}",
-        )  # fmt: skip
-        yield sb, info
-    finally:
-        down(sb.name)
+DEPLOYMENT = Deployment(
+    settings={
+        "reconcile": {
+            "pollInterval": 2,
+            "backoffBase": 2,
+            "maxAttempts": 1,  # one round, then the task fails
+        },
+        "job": {"timeouts": {"connect": 8}, "retry": {"attempts": 1}},
+    },
+)
 
 
 def get(info: Any, *args: str) -> Any:

@@ -11,52 +11,32 @@ runs. Also records what the two ServiceAccounts may do (`kubectl auth can-i
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
 
 from penetrator.api import NODE_LABEL
-from penetrator_dev.sandbox import cluster as cluster_mod
-from penetrator_dev.sandbox.deploy import deploy_penetrator, webhook_answers
-from penetrator_dev.sandbox.join import heartbeat as hb
-from penetrator_dev.sandbox.lifecycle import Sandbox, down
-from support import add_task_yaml, wait_for
+from penetrator_dev.sandbox.deploy import webhook_answers
+from penetrator_dev.sandbox.lifecycle import Sandbox
+from support import Deployment, add_task_yaml, wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.cluster]
 
 NS = "edge-system"
 
 
-@pytest.fixture(scope="module")
-def deployed(
-    sandbox_factory: Any, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Sandbox, Any]]:
-    sb = sandbox_factory(machines=2, intranets=1)
-    try:
-        info = cluster_mod.start_cluster(sb)
-        hb.start_sandbox_heartbeats(Sandbox.load(sb.name))
-        deploy_penetrator(
-            sb.name,
-            info,
-            {
-                "reconcile": {
-                    "pollInterval": 2,
-                    "backoffBase": 2,
-                    "startTimeout": 60,  # a pod the node agent never starts
-                },
-                "job": {"timeouts": {"waitReady": 120}},
-            },
-        )
-        ssh = sb.status()["ssh"]
-        info.kubectl(
-            "-n", NS, "create", "secret", "generic", "login",
-            f"--from-file=passwd={ssh['password_file']}",
-        )  # fmt: skip
-        yield sb, info
-    finally:
-        down(sb.name)
+DEPLOYMENT = Deployment(
+    machines=2,
+    settings={
+        "reconcile": {
+            "pollInterval": 2,
+            "backoffBase": 2,
+            "startTimeout": 60,  # a pod the node agent never starts
+        },
+        "job": {"timeouts": {"waitReady": 120}},
+    },
+)
 
 
 def get(info: Any, *args: str) -> Any:

@@ -13,7 +13,6 @@ the new task's."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,11 +20,8 @@ import yaml
 
 from penetrator.api import CONFIGMAP_NAME_ANNOTATION, NODE_LABEL
 from penetrator.api.results import ResultsDoc, results_configmap_name
-from penetrator_dev.sandbox import cluster as cluster_mod
-from penetrator_dev.sandbox.deploy import deploy_penetrator
-from penetrator_dev.sandbox.join import heartbeat as hb
-from penetrator_dev.sandbox.lifecycle import Sandbox, down
-from support import wait_for
+from penetrator_dev.sandbox.lifecycle import Sandbox
+from support import Deployment, wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.cluster]
 
@@ -50,28 +46,12 @@ def task_yaml(spec: dict[str, Any]) -> str:
     return yaml.safe_dump(body)
 
 
-@pytest.fixture(scope="module")
-def deployed(sandbox_factory: Any) -> Iterator[tuple[Sandbox, Any]]:
-    sb = sandbox_factory(machines=1, intranets=1)
-    try:
-        info = cluster_mod.start_cluster(sb)
-        hb.start_sandbox_heartbeats(Sandbox.load(sb.name))
-        deploy_penetrator(
-            sb.name,
-            info,
-            {
-                "reconcile": {"pollInterval": 2, "backoffBase": 2},
-                "job": {"timeouts": {"waitReady": 60}},
-            },
-        )
-        ssh = sb.status()["ssh"]
-        info.kubectl(
-            "-n", NS, "create", "secret", "generic", "login",
-            f"--from-file=passwd={ssh['password_file']}",
-        )  # fmt: skip
-        yield sb, info
-    finally:
-        down(sb.name)
+DEPLOYMENT = Deployment(
+    settings={
+        "reconcile": {"pollInterval": 2, "backoffBase": 2},
+        "job": {"timeouts": {"waitReady": 60}},
+    },
+)
 
 
 def ready_task(info: Any, what: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import resource
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,6 +167,7 @@ async def run_from_files(
         results, out=out, results_path=files.results, live=live, sink=writer, ledger=ledger
     )
     ctx = JobContext(cfg, creds, store, packages, cluster, reporter, pins=pin_store)
+    stop_on_sigterm(ctx.stopping)
     try:
         await run_job(ctx, results)
     finally:
@@ -180,6 +182,15 @@ async def run_from_files(
         out.write(json.dumps({"summary": summary(results)}) + "\n")
         out.flush()
     return EXIT_OK if all_joined(results) else EXIT_FAILED
+
+
+def stop_on_sigterm(stopping: asyncio.Event) -> None:
+    """SIGTERM (the pod is deleted) sets ``stopping`` instead of ending the process:
+    the machines under way finish within the pod's grace period (SIGKILL after it).
+    Only where the loop may take signals (its main thread)."""
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(RuntimeError, NotImplementedError, ValueError):
+        loop.add_signal_handler(signal.SIGTERM, stopping.set)
 
 
 def run(

@@ -72,6 +72,13 @@ class JobContext:
     transfers: asyncio.Semaphore | None = None  # made by run_job from the config
     server: PackageServer | None = None  # distribution http: started by run_job
     pins: PinStore | None = None  # the proxy node's host-key store (in a cluster)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set on SIGTERM (the pod is being deleted): no machine is started any more, the
+    ones under way finish (the pod's grace period), so none is left half-joined for
+    the next round to install a second time."""
+
+
+NOT_STARTED = "not tried: the job was stopped (its pod deleted) before this machine"
 
 
 class _Skip(Exception):
@@ -326,7 +333,7 @@ async def install_machine(ctx: JobContext, m: Machine, r: MachineResult) -> Mach
                 raise
             except Exception as e:  # every error becomes this machine's result
                 r.error = describe(e, ctx.cfg.ssh_port, ctx.creds.redactor)
-                if not is_transient(e) or r.tries >= retry.attempts:
+                if not is_transient(e) or r.tries >= retry.attempts or ctx.stopping.is_set():
                     if is_transient(e) and r.tries > 1:
                         r.error = truncate_error(f"{r.error} (after {r.tries} attempts)")
                     r.phase = MachinePhase.FAILED
@@ -353,6 +360,9 @@ async def run_job(
 
     async def one(m: Machine, r: MachineResult) -> MachineResult:
         async with sem:
+            if ctx.stopping.is_set():
+                r.error = NOT_STARTED  # still pending: the next round tries it
+                return r
             return await install_machine(ctx, m, r)
 
     started_server = False

@@ -15,12 +15,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx2
 import kopf
+from lightkube import AsyncClient
+from lightkube.core.exceptions import ApiError
 
 from penetrator.api import GROUP, NAMESPACE, PLURAL, VERSION, NodeTask
 from penetrator.api.settings import Settings
 from penetrator.k8s.builders import MANAGED_BY, TASK_NAME_LABEL
-from penetrator.k8s.client import load_config, make_client
+from penetrator.k8s.client import NodeTaskResource, load_config, make_client
 from penetrator.k8s.csr import KUBELET_CLIENT_SIGNER
 from penetrator.operator.lease import LeaseElector
 from penetrator.operator.metrics import Metrics
@@ -35,6 +38,8 @@ CSR_PATIENCE = 600.0
 """Seconds a replica waits for the Lease to review a CSR it saw (a join waits longer
 for its certificate than a failover takes)."""
 CSR_TRIES = 5
+SERVED_WAIT = 120.0
+"""Seconds the start waits for the API server to serve NodeTasks."""
 
 
 @dataclass
@@ -97,6 +102,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage()
     settings.scanning.disabled = True  # no CRD watch: no RBAC on customresourcedefinitions
     client = make_client(s.kubeconfig, s.context, field_manager=s.field_manager)
+    await wait_served(client, SERVED_WAIT)
     STATE.runtime = Runtime(client, s, STATE.metrics)
     STATE.elector = LeaseElector(
         client, s.lease.name, NAMESPACE, s.identity, s.lease.duration_seconds
@@ -104,6 +110,29 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     STATE.elector.start()
     STATE.metrics.serve(s.metrics_port)
     log.info("penetrator operator %s started (namespace %s)", s.identity, NAMESPACE)
+
+
+async def wait_served(client: AsyncClient, budget: float) -> None:
+    """Until the API server serves NodeTasks (a list answers). Kopf looks up its
+    resources once, right after the start-up handlers (no CRD watch: no RBAC on
+    CRDs): an operator started while the API server (re)starts, before it serves
+    the CRD, would watch no task for the rest of its life. So the start waits; after
+    ``budget`` seconds it fails, and the process exits to be started again."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget
+    while True:
+        try:
+            async for _ in client.list(NodeTaskResource, chunk_size=1):
+                break
+            return
+        except (ApiError, httpx2.HTTPError) as e:
+            if loop.time() >= deadline:
+                raise kopf.PermanentError(
+                    f"the API server does not serve nodetasks after {budget:g}s ({_what(e)}); "
+                    "is the CRD installed (charts/penetrator/crds)?"
+                ) from None
+            log.info("waiting for the API server to serve nodetasks: %s", _what(e))
+        await asyncio.sleep(1.0)
 
 
 @kopf.on.cleanup()

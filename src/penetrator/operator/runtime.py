@@ -92,6 +92,7 @@ from penetrator.plan.reconcile import (
 
 log = logging.getLogger(__name__)
 USER_ERROR_REQUEUE = 30.0
+WAITING_FOR_OLD = "WaitingForOldObjects"
 NODE_CHECK_SECONDS = 5.0
 """Generated names looked up as Nodes by name this long, then by hostname label."""
 
@@ -114,6 +115,33 @@ def _describe(e: BaseException, detail: bool = True) -> str:
 
 class StepError(Exception):
     """One action of a decision failed; the message is safe to log."""
+
+
+class NotOurs(StepError):
+    """An object the task's names point at belongs to another object (its controller
+    owner is not this task): typically a deleted task of the same name and label,
+    whose objects the garbage collector has not removed yet. Never read as the
+    task's, never written over; the step waits for it to go."""
+
+
+def foreign_owner(obj: Any, task: NodeTask) -> str | None:
+    """The controller owner's uid when it is not ``task`` (no controller: '')."""
+    refs = (obj.metadata.ownerReferences if obj.metadata else None) or []
+    owner = next((r.uid for r in refs if r.controller), "")
+    return None if owner and owner == task.metadata.uid else owner
+
+
+def check_ours(obj: Any | None, task: NodeTask) -> Any | None:
+    """``obj`` when it is absent or the task's; ``NotOurs`` otherwise."""
+    if obj is None or (owner := foreign_owner(obj, task)) is None:
+        return obj
+    kind = type(obj).__name__
+    name = obj.metadata.name if obj.metadata else "?"
+    whose = f"object {owner}" if owner else "no task"
+    raise NotOurs(
+        f"{kind} {NAMESPACE}/{name} belongs to {whose}, not to this task "
+        f"({task.metadata.uid}); waiting for it to be deleted"
+    )
 
 
 class Runtime:
@@ -151,9 +179,9 @@ class Runtime:
         assert task.job_name
         nodes = [n async for n in self.client.list(Node, labels={NODE_LABEL: task.task_label})]
         installed = installed_nodes(nodes, task.task_label)
-        job_obj = await self._get_optional(Job, task.job_name, NAMESPACE)
+        job_obj = check_ours(await self._get_optional(Job, task.job_name, NAMESPACE), task)
         job = observe_job(job_obj) if job_obj is not None else None
-        cm = await self._get_optional(ConfigMap, results_name(task), NAMESPACE)
+        cm = check_ours(await self._get_optional(ConfigMap, results_name(task), NAMESPACE), task)
         doc = ResultsDoc.from_configmap_data(cm.data) if cm is not None else None
         if doc is not None:
             installed = await self.label_joined(task, installed, doc)
@@ -210,6 +238,13 @@ class Runtime:
         log.info("task %s: node %s (the old name of %s) deleted", task.name, name, ip)
         return True
 
+    async def _owned(self, res: Any, name: str | None, task: NodeTask) -> Any | None:
+        """The object of that name if it is the task's, None if absent; ``NotOurs``
+        when another object owns it (it is neither read nor written over)."""
+        if not name:
+            return None
+        return check_ours(await self._get_optional(res, name, NAMESPACE), task)
+
     # --- the step ---------------------------------------------------------------------------
 
     async def step(
@@ -222,13 +257,20 @@ class Runtime:
         if needs_plan(task):
             await self.record_plan(task)
             return 0.5  # the next step sees the planned task
-        installed, job, doc = await self.observe(task)
         now = datetime.now(UTC)
+        try:
+            installed, job, doc = await self.observe(task)
+        except NotOurs as e:
+            await self._not_ours(task, e, now)
+            return self.rsettings.deletion_poll
         decision = reconcile(task, installed, job, doc, now, self.rsettings, busy)
         requeue = decision.requeue_after
         status = decision.status
         try:
             await self.apply(task, decision)
+        except NotOurs as e:
+            await self._not_ours(task, e, now)
+            return self.rsettings.deletion_poll
         except (UserError, StepError) as e:
             # Shown on the task, not only in our log: the user must fix something
             # (CannotStart), or the API server refused a write (ApiRefused: a quota,
@@ -245,6 +287,13 @@ class Runtime:
             self.metrics.rounds_finished.inc()
             self.metrics.round_duration.observe(max(0.0, (now - doc.started).total_seconds()))
         return requeue
+
+    async def _not_ours(self, task: NodeTask, e: NotOurs, now: datetime) -> None:
+        """Say on the task what it waits for (Progressing, reason WaitingForOldObjects)."""
+        log.info("task %s: %s", task.name, e)
+        status = _not_progressing(task, task.status, WAITING_FOR_OLD, str(e), now)
+        status = status.model_copy(update={"conditions": _progressing_true(status)})
+        await self.write_status(task, status)
 
     async def apply(self, task: NodeTask, decision: Decision) -> None:
         for action in decision.actions:
@@ -290,12 +339,16 @@ class Runtime:
         cluster = await self.cluster_info()
         store = await self._host_key_store(task)
         cm = job_configmap(task, action, cluster, self.settings, store)
+        await self._owned(ConfigMap, task.configmap_name, task)
         await self.client.apply(cm, field_manager=self.settings.field_manager, force=True)
 
     async def _create_job(self, task: NodeTask, action: CreateJob) -> None:
         # The Job's rights on its task's ConfigMaps come with it (owned by the task).
         store = await self._host_key_store(task)
         account, role, binding, job = job_objects(task, action, self.settings, store)
+        # Its Role and RoleBinding (named as the Job) are not looked at: the operator
+        # may not read RBAC objects, and a deleted task's go with its Job, which
+        # ``observe`` waits for.
         fm = self.settings.field_manager
         await self.client.apply(account, field_manager=fm, force=True)
         await self.client.apply(role, field_manager=fm, force=True)
@@ -371,6 +424,8 @@ class Runtime:
         return name
 
     async def _strip_credential(self, task: NodeTask) -> None:
+        if await self._owned(Secret, secret_name(task), task) is None:
+            return  # none (or NotOurs raised): nothing of ours to strip
         try:
             await self.client.patch(
                 Secret,
@@ -416,6 +471,8 @@ class Runtime:
         """The task's plan and current token id (from its Secret; no token: None)."""
         token_id: str | None = None
         ours = await self._get_optional(Secret, secret_name(task), NAMESPACE)
+        if ours is not None and foreign_owner(ours, task) is not None:
+            ours = None  # another task's Secret of that name: no token of this task
         raw = ((ours.data or {}) if ours is not None else {}).get(TOKEN_KEY)
         if raw:
             token_id = base64.b64decode(raw).decode(errors="replace").partition(".")[0] or None
@@ -576,6 +633,14 @@ def _not_progressing(
     )
     others = [c for c in status.conditions if c.type != PROGRESSING]
     return status.model_copy(update={"conditions": [*others, cond]})
+
+
+def _progressing_true(status: NodeTaskStatus) -> list[Condition]:
+    """The conditions with Progressing turned True (the task waits, it is not stuck)."""
+    return [
+        c.model_copy(update={"status": "True"}) if c.type == PROGRESSING else c
+        for c in status.conditions
+    ]
 
 
 def _clean(body: Mapping[str, Any]) -> dict[str, Any]:

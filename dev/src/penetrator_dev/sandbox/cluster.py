@@ -33,6 +33,7 @@ from penetrator_dev.testenv.controlplane import (
     ControlPlane,
     ControlPlaneOptions,
     ControlPlaneState,
+    restart_component,
 )
 from penetrator_dev.testenv.kubeconfig import write_kubeconfig
 from penetrator_dev.testenv.pki import CertificateAuthority, ca_cert_hash, write_private
@@ -215,6 +216,50 @@ def restart_node_agent(sb: Sandbox, kill_signal: int = signal.SIGKILL) -> Proces
         save_state(sb.name, st)
         sb.state = st
     return _spawn_agent(sb)
+
+
+CONTROL_PLANE_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+
+def restart_control_plane(
+    sb: Sandbox, component: str, kill_signal: int = signal.SIGTERM, ready_timeout_s: float = 300.0
+) -> None:
+    """Restart one component of the sandbox's control plane (etcd, kube-apiserver,
+    ...): ``kill_signal`` to its process, then the same command again; returns once
+    the apiserver's /readyz answers ok again (it checks etcd too)."""
+    if component not in CONTROL_PLANE_COMPONENTS:
+        raise SandboxError(f"component: one of {', '.join(CONTROL_PLANE_COMPONENTS)}")
+    workdir = cluster_dir(sb.name) / "controlplane"
+    old, new = restart_component(workdir, component, kill_signal)
+    with locked(sb.name):
+        st = load_state(sb.name) or sb.state
+        for rec in st.processes:
+            if rec.role == f"{ROLE_PREFIX}{component}" and rec.pid == old.pid:
+                rec.pid, rec.start_ticks = new.pid, start_ticks(new.pid) or 0
+        save_state(sb.name, st)
+        sb.state = st
+    cp_state = ControlPlaneState.load(workdir)
+    binaries_dir = Path(json.loads((cluster_dir(sb.name) / "cluster.json").read_text())["binaries"])
+    kubectl = [str(binaries_dir / "kubectl"), f"--kubeconfig={cp_state.kubeconfig}"]
+    deadline = time.monotonic() + ready_timeout_s
+    while True:
+        p = sb.exec_in(
+            "cloud",
+            [*kubectl, "get", "--raw=/readyz?verbose", "--request-timeout=5s"],
+            check=False,
+            timeout=15,
+        )
+        if p.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            log = workdir / "kube-apiserver.log"
+            tail = log.read_text(errors="replace").splitlines()[-30:] if log.exists() else []
+            raise SandboxError(
+                f"the apiserver is not ready {ready_timeout_s:.0f}s after restarting "
+                f"{component}: {p.stdout.strip()[-1500:]} {p.stderr.strip()[-300:]}\n"
+                + "\n".join(tail)
+            )
+        time.sleep(0.5)
 
 
 def _record(sb: Sandbox, processes: list[tuple[str, int]]) -> None:

@@ -58,6 +58,8 @@ class ProcessRecord:
     component: str
     pid: int
     binary: str
+    args: list[str] = field(default_factory=list)
+    """Its arguments after the binary: ``restart_component`` starts it again so."""
 
 
 @dataclass
@@ -284,7 +286,7 @@ class ControlPlane:
         finally:
             log.close()
         self._children.append(proc)
-        self.state.processes.append(ProcessRecord(component, proc.pid, binary))
+        self.state.processes.append(ProcessRecord(component, proc.pid, binary, list(args)))
         self.state.save()
 
     def _check_alive(self) -> None:
@@ -395,6 +397,38 @@ def stop_processes(processes: Sequence[ProcessRecord], grace_s: float = 10.0) ->
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and any(_is_ours(p) for p in alive):
         time.sleep(0.05)
+
+
+def restart_component(
+    workdir: Path, component: str, kill_signal: int = signal.SIGTERM, grace_s: float = 10.0
+) -> tuple[ProcessRecord, ProcessRecord]:
+    """Stop one component of the control plane kept in ``workdir`` (``kill_signal``,
+    SIGKILL after ``grace_s``; only our own PID) and start it again with the same
+    binary, arguments and namespace, its log appended. Returns (old, new) records;
+    the state file names the new one. The caller waits for it to serve."""
+    state = ControlPlaneState.load(workdir)
+    (old,) = [p for p in state.processes if p.component == component]
+    if not old.args:
+        raise ControlPlaneError(f"{component}: no arguments recorded; cannot restart it")
+    if _is_ours(old):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(old.pid, kill_signal)
+    stop_processes([old], grace_s)
+    if _is_ours(old):
+        raise ControlPlaneError(f"{component} (pid {old.pid}) did not stop")
+    prefix = ["ip", "netns", "exec", state.netns] if state.netns else []
+    with open(workdir / f"{component}.log", "ab") as log:
+        proc = subprocess.Popen(
+            [*prefix, old.binary, *old.args],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    new = ProcessRecord(component, proc.pid, old.binary, list(old.args))
+    state.processes[state.processes.index(old)] = new
+    state.save()
+    return old, new
 
 
 @contextlib.contextmanager
