@@ -63,6 +63,7 @@ def test_final_status(code: int) -> None:
     a = classify(api_error(code, 'nodes "edge-1" is forbidden'))
     assert a is not None
     assert not a.transient
+    assert a.doubtful is (code in (401, 403))
     assert a.code == code
     assert 'nodes "edge-1" is forbidden' in a.text
 
@@ -188,15 +189,37 @@ async def test_call_retries_transient_answers_then_succeeds() -> None:
 async def test_call_final_answer_is_not_retried() -> None:
     ft = FakeTime()
     c = cluster(ft)
-    req = answers(api_error(403, 'nodes "edge-1" is forbidden: User "x" cannot patch'), "ok")
+    req = answers(api_error(422, 'Node "edge-1" is invalid: metadata.labels'), "ok")
     with pytest.raises(ClusterError) as e:
         await c.call("label node edge-1", req, 60)
     assert ft.sleeps == []
     assert e.value.tries == 1
     assert str(e.value) == (
-        'Kubernetes API: label node edge-1 refused: 403 Forbidden: nodes "edge-1" is '
-        'forbidden: User "x" cannot patch'
+        'Kubernetes API: label node edge-1 refused: 422 Unprocessable Content: Node "edge-1" '
+        "is invalid: metadata.labels"
     )
+
+
+async def test_call_forbidden_is_tried_a_few_times_then_final() -> None:
+    """A 403 may be an API server that has just restarted (its RBAC cache not yet
+    filled): tried ``doubtful_tries`` times, then final with the server's words."""
+    ft = FakeTime()
+    c = cluster(ft)
+    forbidden = api_error(403, 'nodes "edge-1" is forbidden: User "x" cannot get')
+    req = answers(*([forbidden] * 10))
+    with pytest.raises(ClusterError) as e:
+        await c.call("get node edge-1", req, 600)
+    assert e.value.tries == RetryPolicy().doubtful_tries
+    assert len(ft.sleeps) == RetryPolicy().doubtful_tries - 1
+    assert "refused: 403 Forbidden" in str(e.value)
+
+
+async def test_call_forbidden_then_served_succeeds() -> None:
+    ft = FakeTime()
+    c = cluster(ft)
+    unauthorized = api_error(401, "Unauthorized")
+    assert await c.call("get node edge-1", answers(unauthorized, unauthorized, "ok"), 60) == "ok"
+    assert len(ft.sleeps) == 2
 
 
 async def test_call_gives_up_when_the_budget_is_spent() -> None:

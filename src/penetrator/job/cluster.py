@@ -8,8 +8,11 @@ waiting make one request every ``interval`` seconds, not 1,000).
 
 The API server's transient answers (429 with its Retry-After, 500, 502, 503,
 504, connection errors and timeouts) are retried with bounded backoff inside
-the step's own time budget; every other answer (403, 404 where it is not the
-answer asked for, 422, ...) is final at once. Either way the machine's error
+the step's own time budget. 401 and 403 are retried a few times only
+(``RetryPolicy.doubtful_tries``): an API server that has just restarted refuses
+requests until its authentication and RBAC caches are filled (seen in the chaos
+suite), while a real lack of rights must still fail soon. Every other answer (404
+where it is not the answer asked for, 422, ...) is final at once. Either way the machine's error
 says what the API server answered (``ClusterError``).
 """
 
@@ -42,6 +45,7 @@ T = TypeVar("T")
 # ------------------------------------------------------------ retry policy (pure)
 
 TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+DOUBTFUL_STATUS = frozenset({401, 403})  # also what a restarting API server answers
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class ApiAnswer:
     code: int | None  # HTTP status; None when no answer came (connection, timeout)
     text: str  # short: "503 Service Unavailable: ..." or "cannot reach the API server: ..."
     retry_after: float | None = None  # the server's Retry-After, seconds
+    doubtful: bool = False  # 401/403: final unless it passes after a few tries
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -94,7 +99,7 @@ def classify(exc: BaseException) -> ApiAnswer | None:
         after = None
         if code in (429, 503) and exc.response is not None:
             after = parse_retry_after(exc.response.headers.get("Retry-After"))
-        return ApiAnswer(code in TRANSIENT_STATUS, code, text, after)
+        return ApiAnswer(code in TRANSIENT_STATUS, code, text, after, code in DOUBTFUL_STATUS)
     if isinstance(exc, httpx2.TransportError):
         if _cert_problem(exc):
             return ApiAnswer(False, None, f"the API server's certificate was refused: {exc}")
@@ -118,11 +123,12 @@ class RetryPolicy:
     cap: float = 8.0  # longest backoff
     retry_after_max: float = 30.0  # a longer Retry-After is shortened to this
     floor: float = 0.1  # never retry sooner (a Retry-After of 0 is not a hot loop)
+    doubtful_tries: int = 6  # 401/403: about 20 s of backoff, then final
 
     def delay(self, tries: int, answer: ApiAnswer, left: float, rng: random.Random) -> float | None:
         """Seconds to wait before try ``tries + 1``; None to stop: the answer is
         final, or the wait (with the next try) would not fit in ``left``."""
-        if not answer.transient:
+        if not answer.transient and not (answer.doubtful and tries < self.doubtful_tries):
             return None
         if answer.retry_after is not None:
             d = min(answer.retry_after, self.retry_after_max)
