@@ -2,10 +2,11 @@
 
 Observing costs a fixed number of requests, whatever the size of the cluster: the
 Nodes carrying the task's label (one list by label selector), the task's Job (one
-get), its results ConfigMap (one get). Other tasks come from the Kopf index. Every
-write is a server-side apply with our field manager, except the Job (create: a
-second Job of the same name is refused by the API server) and the status (apply on
-the status subresource).
+get), its results ConfigMap (one get) and, while a Job has not reported its last
+batch, its pods (one list by the Job's label in edge-system). Other tasks come
+from the Kopf index. Every write is a server-side apply with our field manager,
+except the Job (create: a second Job of the same name is refused by the API server)
+and the status (apply on the status subresource).
 
 Nothing secret is logged: exceptions are reported by type and HTTP status only.
 """
@@ -22,7 +23,7 @@ from typing import Any, assert_never
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.resources.batch_v1 import Job
-from lightkube.resources.core_v1 import ConfigMap, Node, Secret
+from lightkube.resources.core_v1 import ConfigMap, Node, Pod, Secret
 from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 from lightkube.types import CascadeType, PatchType
 from pydantic import ValidationError
@@ -37,6 +38,7 @@ from penetrator.api import (
     NodeTaskStatus,
 )
 from penetrator.api.hostkeys import SECRET_PINS_KEY, learned_pins, merge_pins, parse_pins
+from penetrator.api.packages import PackageError, ResolvedPackages, resolve
 from penetrator.api.results import ResultsDoc
 from penetrator.api.settings import Settings
 from penetrator.k8s.admission import nodes_exist
@@ -54,7 +56,7 @@ from penetrator.k8s.builders import (
     secret_name,
 )
 from penetrator.k8s.client import NodeTaskResource
-from penetrator.k8s.clusterinfo import read_cluster_info
+from penetrator.k8s.clusterinfo import read_cluster_info, server_version
 from penetrator.k8s.events import build_events, task_reference
 from penetrator.k8s.observe import installed_nodes, observe_job
 from penetrator.k8s.tokens import ensure_bootstrap_token
@@ -78,6 +80,8 @@ from penetrator.plan.reconcile import (
 log = logging.getLogger(__name__)
 USER_ERROR_REQUEUE = 30.0
 NODE_CHECK_SECONDS = 5.0
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+"""Set by the Job controller on its pods."""
 """Generated names looked up as Nodes by name this long, then by hostname label."""
 
 
@@ -112,6 +116,7 @@ class Runtime:
         self.rsettings = settings.reconcile
         self.rng = random.SystemRandom()
         self._cluster: ClusterInfo | None = None
+        self._version: str | None = settings.job.kubernetes_version
         metrics.count_requests(client)  # every request this client sends
 
     @property
@@ -137,9 +142,17 @@ class Runtime:
         nodes = [n async for n in self.client.list(Node, labels={NODE_LABEL: task.task_label})]
         installed = installed_nodes(nodes, task.task_label)
         job_obj = await self._get_optional(Job, task.job_name, NAMESPACE)
-        job = observe_job(job_obj) if job_obj is not None else None
         cm = await self._get_optional(ConfigMap, results_name(task), NAMESPACE)
         doc = ResultsDoc.from_configmap_data(cm.data) if cm is not None else None
+        pods: list[Pod] = []
+        if job_obj is not None and (doc is None or not doc.done):
+            # Why a pod stopped before the job reported: one list, by the Job's label,
+            # in edge-system (the cost does not grow with the cluster).
+            found = self.client.list(
+                Pod, namespace=NAMESPACE, labels={JOB_NAME_LABEL: task.job_name}
+            )
+            pods = [p async for p in found]
+        job = observe_job(job_obj, pods) if job_obj is not None else None
         return installed, job, doc
 
     # --- the step ---------------------------------------------------------------------------
@@ -218,12 +231,13 @@ class Runtime:
 
     async def _apply_configmap(self, task: NodeTask, action: ApplyConfigMap) -> None:
         cluster = await self.cluster_info()
-        cm = job_configmap(task, action, cluster, self.settings)
+        packages = await self.packages(task)
+        cm = job_configmap(task, action, cluster, self.settings, packages)
         await self.client.apply(cm, field_manager=self.settings.field_manager, force=True)
 
     async def _create_job(self, task: NodeTask, action: CreateJob) -> None:
         # The Job's rights on its task's ConfigMaps come with it (owned by the task).
-        role, binding, job = job_objects(task, action, self.settings)
+        role, binding, job = job_objects(task, action, self.settings, await self.packages(task))
         fm = self.settings.field_manager
         await self.client.apply(role, field_manager=fm, force=True)
         await self.client.apply(binding, field_manager=fm, force=True)
@@ -291,6 +305,17 @@ class Runtime:
         doc = ResultsDoc.from_configmap_data(results.data) if results is not None else None
         learned = learned_pins(doc, task.spec.ssh_port) if doc is not None else {}
         return merge_pins(kept, learned)
+
+    async def packages(self, task: NodeTask) -> ResolvedPackages:
+        """Where the task's packages come from (settings, then the task's
+        ``spec.packages``; the version: the task's, the settings', else the cluster's).
+        ``UserError`` naming the field before any Job is made."""
+        if self._version is None:
+            self._version = await server_version(self.client)
+        try:
+            return resolve(self.settings.packages, task.spec.packages, self._version)
+        except PackageError as e:
+            raise UserError(str(e)) from None
 
     async def cluster_info(self) -> ClusterInfo:
         if self._cluster is None:
@@ -369,12 +394,16 @@ class Runtime:
 
 
 def job_configmap(
-    task: NodeTask, action: ApplyConfigMap, cluster: ClusterInfo, settings: Settings
+    task: NodeTask,
+    action: ApplyConfigMap,
+    cluster: ClusterInfo,
+    settings: Settings,
+    packages: ResolvedPackages | None = None,
 ) -> ConfigMap:
     """The ConfigMap ``action`` becomes: the job config for its machines (pure).
     ``UserError`` naming the fields when the operator's job defaults make it invalid."""
     try:
-        config = build_job_config(task, action.machines, cluster, settings.job)
+        config = build_job_config(task, action.machines, cluster, settings.job, packages)
     except ValidationError as e:
         where = "; ".join(
             f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()[:5]
@@ -384,14 +413,17 @@ def job_configmap(
 
 
 def job_objects(
-    task: NodeTask, action: CreateJob, settings: Settings
+    task: NodeTask,
+    action: CreateJob,
+    settings: Settings,
+    packages: ResolvedPackages | None = None,
 ) -> tuple[Role, RoleBinding, Job]:
     """What ``action`` becomes, in the order they are written (pure): the Job's Role
     and RoleBinding, then the Job."""
     return (
         build_job_role(task),
         build_job_role_binding(task, settings),
-        build_job(task, settings, action.round),
+        build_job(task, settings, action.round, packages=packages),
     )
 
 
