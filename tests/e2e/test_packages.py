@@ -171,7 +171,7 @@ def test_machines_join_with_packages_from_the_source(
                 "urls": {K8S_VERSION: {"amd64": {"url": "PLACEHOLDER", "sha256": "0" * 64}}},
             },
             "PackageChecksumMismatch",
-            "not the " + "0" * 64,
+            "expected SHA-256 " + "0" * 64,
         ),
     ],
 )

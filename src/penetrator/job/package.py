@@ -123,8 +123,8 @@ async def fetch_package(arch: str, source: UrlPackage, directory: Path, limit: f
         part.unlink(missing_ok=True)
         raise PackageProblem(
             CHECKSUM,
-            f"package for {arch} from {shown} has SHA-256 {h.hexdigest()}, "
-            f"not the {source.sha256} the settings give",
+            f"package for {arch}: expected SHA-256 {source.sha256}, got {h.hexdigest()} "
+            f"(from {shown})",
         )
     part.replace(path)
     return Package(arch, path, source.sha256, size)
