@@ -72,7 +72,7 @@ def test_a_setup_error_lands_in_the_termination_log_as_one_line(tmp_path: Path) 
     with pytest.raises(JobSetupError):
         run(JobFiles(p, creds, use_cluster=False, termination_log=log))
     text = log.read_text()
-    assert text == f"package for amd64 not found: {tmp_path / 'nope.tgz'}\n"
+    assert text == f"PackageNotFound: package for amd64 not found: {tmp_path / 'nope.tgz'}\n"
     for secret in ("hunter22", TOKEN, TOKEN.split(".")[1]):
         assert secret not in text
 
@@ -91,7 +91,8 @@ def test_the_cli_writes_the_reason_and_exits_2(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert (
         log.read_text()
-        == f"{creds / 'sshkey'} is not an unencrypted private key (OpenSSH or PEM)\n"
+        == f"CredentialUnreadable: {creds / 'sshkey'} is not an unencrypted private key "
+        "(OpenSSH or PEM)\n"
     )
 
 
@@ -123,7 +124,7 @@ def test_unreachable_api_is_a_setup_error(tmp_path: Path) -> None:
         files = JobFiles(p, creds, kubeconfig=kubeconfig, report_configmap="r", termination_log=log)
         with pytest.raises(JobSetupError, match="cannot reach the API server"):
             run(files)
-    assert log.read_text().startswith("cannot reach the API server: ")
+    assert log.read_text().startswith("ClusterUnreachable: cannot reach the API server: ")
 
 
 def test_no_termination_log_file_is_created(tmp_path: Path) -> None:

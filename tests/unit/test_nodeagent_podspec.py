@@ -117,7 +117,7 @@ def test_the_default_service_account_volume_is_understood() -> None:
 @pytest.mark.parametrize(
     "volume",
     [
-        {"name": "h", "hostPath": {"path": "/"}},
+        {"name": "n", "nfs": {"server": "s", "path": "/"}},
         {"name": "p", "persistentVolumeClaim": {"claimName": "c"}},
     ],
 )
@@ -226,3 +226,24 @@ def test_the_install_jobs_pod_is_run() -> None:
     assert "/tmp" not in [m.mount_path for m in plan.mounts]
     assert "emptyDir 'tmp' over the host's /tmp" in plan.ignored
     assert "container securityContext" in plan.ignored
+
+
+def test_host_path_volumes_and_the_termination_message() -> None:
+    c = {
+        "name": "main",
+        "command": ["x"],
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [{"name": "pkgs", "mountPath": "/srv/pkgs", "readOnly": True}],
+    }
+    volume = {"name": "pkgs", "hostPath": {"path": "/var/lib/p", "type": "Directory"}}
+    plan = plan_pod(pod(containers=[c], volumes=[volume]))
+    (v,) = plan.volumes
+    assert (v.kind, v.host_path, v.host_path_type) == ("hostPath", "/var/lib/p", "Directory")
+    assert plan.termination_message_path == "/dev/termination-log"
+    assert plan.termination_message_policy == "FallbackToLogsOnError"
+    default = plan_pod(pod())
+    assert (default.termination_message_path, default.termination_message_policy) == (
+        "/dev/termination-log",
+        "File",
+    )

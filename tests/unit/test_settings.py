@@ -237,7 +237,13 @@ def test_every_field_is_in_the_deployed_configmap() -> None:
 
     # Helm drops null values, so those defaults are said in values.yaml only
     null = [p for p in leaf_paths() if has(p, defaults) and _at(defaults, p) is None]
-    assert set(null) == {"kubeconfig", "context", "apiServer"}
+    assert set(null) == {
+        "kubeconfig",
+        "context",
+        "apiServer",
+        "job.kubernetesVersion",
+        "packages.image.reference",
+    }
     missing = [
         p for p in leaf_paths() if not has(p, document) and p != "job.template" and p not in null
     ]

@@ -27,6 +27,7 @@ from penetrator.api.constants import (
     MAX_MACHINES,
     NAMESPACE,
 )
+from penetrator.api.packages import UrlPackage
 from penetrator.api.validation import (
     canonical_ip,
     check_dns1123_label,
@@ -309,6 +310,8 @@ class JobDefaults(_Model):
     @field_validator("kubernetes_version")
     @classmethod
     def _version(cls, v: str) -> str:
+        if v is None:  # the settings' (JobSettings): the cluster's version
+            return v
         if len(v) > 64 or not VERSION_RE.fullmatch(v):
             raise ValueError(f"{v[:40]!r} is not a version like v1.37.2")
         return v
@@ -329,9 +332,12 @@ class JobDefaults(_Model):
         _require(check_safe_path(v))
         return v.rstrip("/") or "/"
 
+    def has_packages(self) -> bool:
+        return bool(self.packages)
+
     @model_validator(mode="after")
     def _packages_for_template(self) -> Self:
-        if "{package_dir}" in json.dumps(self.template.model_dump()) and not self.packages:
+        if "{package_dir}" in json.dumps(self.template.model_dump()) and not self.has_packages():
             raise ValueError("the template uses {package_dir} but no packages are given")
         return self
 
@@ -360,6 +366,27 @@ class JobConfig(JobDefaults):
         if v is not None:
             _require(check_dns1123_subdomain(v), "hostKeyStore ")
         return v
+
+    package_root: str | None = Field(default=None, alias="packageRoot")
+    """A directory on the job's filesystem holding ``<arch>/<one tarball>`` for the
+    version (a host path or package image, mounted): an architecture without one has
+    no package; none at all is an error before any machine is touched."""
+    package_urls: dict[str, UrlPackage] = Field(default_factory=dict, alias="packageUrls")
+    """arch -> URL and SHA-256: fetched into ``downloadDir`` and checked before any
+    machine is touched."""
+    download_dir: str = Field(default="/tmp/packages", alias="downloadDir")
+    """Where ``packageUrls`` are fetched to (the Job's emptyDir)."""
+
+    @field_validator("package_urls")
+    @classmethod
+    def _package_urls(cls, v: dict[str, UrlPackage]) -> dict[str, UrlPackage]:
+        for arch in v:
+            if arch not in ARCHES:
+                raise ValueError(f"architecture {arch[:20]!r} is not one of {', '.join(ARCHES)}")
+        return v
+
+    def has_packages(self) -> bool:
+        return bool(self.packages or self.package_root or self.package_urls)
 
     @field_validator("task_label")
     @classmethod

@@ -43,6 +43,7 @@ from penetrator.api.constants import (
     MachinePhase,
     TaskPhase,
 )
+from penetrator.api.packages import TaskPackages
 from penetrator.api.templates import JoinTemplate
 from penetrator.api.validation import (
     canonical_ip,
@@ -110,6 +111,9 @@ class NodeTaskSpec(_Model):
     join_template: JoinTemplate | None = Field(default=None, alias="joinTemplate")
     """An extension: the ready-made install template (None: the settings' template,
     by default edgeadm)."""
+    packages: TaskPackages | None = Field(default=None, alias="packages")
+    """An extension: where this task's join packages come from (None: the settings'
+    ``packages``; given fields replace the settings' ones)."""
 
     @field_validator("node_name_prefix")
     @classmethod

@@ -157,6 +157,30 @@ class MachineResult(BaseModel):
         return json.dumps(self.model_dump(mode="json"), sort_keys=True)
 
 
+class StartFailure(BaseModel):
+    """Why a round's Job stopped (or cannot go on) before it reported anything, as the
+    operator read it from the Job's pod: the job's own fatal error (its termination
+    message, ``<Reason>: <message>``), an image that cannot be pulled, a pod that
+    cannot be scheduled, ... No machine was touched."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reason: str = Field(max_length=64)
+    """One CamelCase word (PackageNotFound, ImagePullBackOff, Unschedulable, ...)."""
+    message: str = Field(max_length=MAX_ERROR_LENGTH)
+    fatal: bool = False
+    """Another round cannot help (a missing package, a wrong checksum, an invalid
+    config or credential): the round's machines fail at once."""
+    final: bool = True
+    """The pod will not get any further: the round ends now (else: at the operator's
+    start timeout, the pod may still start)."""
+
+    @field_validator("message", mode="before")
+    @classmethod
+    def _cut(cls, value: Any) -> Any:
+        return machine_text(value) if isinstance(value, str) else value
+
+
 class ResultsDoc(BaseModel):
     """The document (see the module doc): the ledger, plus the details in a results
     file."""
@@ -177,6 +201,8 @@ class ResultsDoc(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     """The Job's warnings about the whole run (e.g. host keys not checked)."""
     machines: dict[str, MachineResult] = Field(default_factory=dict)
+    start_failure: StartFailure | None = None
+    """Set when the operator folded the round: why its Job stopped before it reported."""
 
     @field_validator("warnings", mode="after")
     @classmethod

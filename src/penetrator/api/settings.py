@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from penetrator.api.jobconfig import JobDefaults
+from penetrator.api.packages import PackageSettings
 from penetrator.api.validation import (
     check_dns1123_label,
     check_dns1123_subdomain,
@@ -199,6 +200,11 @@ class JobSettings(JobDefaults):
     default."""
 
     packages: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_PACKAGES))
+    kubernetes_version: str | None = Field(  # type: ignore[assignment]
+        default=None, alias="kubernetesVersion"
+    )
+    """The version the machines join as (the template's {kubernetes_version}) and whose
+    packages they get; null: the cluster's (the API server's /version)."""
 
 
 class WebhookSettings(_Group):
@@ -261,6 +267,7 @@ class Settings(_Group):
     token: TokenSettings = Field(default_factory=TokenSettings)
     job_pod: JobPodSettings = Field(default_factory=JobPodSettings)
     job: JobSettings = Field(default_factory=JobSettings)
+    packages: PackageSettings = Field(default_factory=PackageSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
 
     @field_validator("health_endpoint", "api_server", mode="before")

@@ -29,7 +29,7 @@ from penetrator.api.results import ResultsDoc
 from penetrator.job.cluster import Cluster
 from penetrator.job.credentials import CredentialError, Credentials, load_credentials
 from penetrator.job.hostkeys import HostKeyStore, write_pins
-from penetrator.job.package import load_packages
+from penetrator.job.package import PackageProblem, load_packages
 from penetrator.job.pinstore import PinStore, PinStoreError
 from penetrator.job.report import Reporter, run_results, summary
 from penetrator.job.report_api import ResultsWriter
@@ -41,16 +41,26 @@ MAX_TERMINATION_MESSAGE = 1024  # bytes; the kubelet keeps up to 4096
 
 
 class JobSetupError(Exception):
-    """The job cannot start; the message is for the user (no secrets)."""
+    """The job cannot start; the message is for the user (no secrets). ``reason``, one
+    CamelCase word, heads the termination message (``<Reason>: <message>``), which
+    the operator puts on the task's condition and Event."""
+
+    def __init__(self, message: str, reason: str = "JobCannotStart") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def load_config(path: Path) -> JobConfig:
     try:
         data: Any = yaml.safe_load(path.read_text())
     except OSError as e:
-        raise JobSetupError(f"cannot read the config {path}: {e.strerror}") from None
+        raise JobSetupError(
+            f"cannot read the config {path}: {e.strerror}", "JobConfigInvalid"
+        ) from None
     except yaml.YAMLError as e:
-        raise JobSetupError(f"the config {path} is not YAML/JSON: {e}") from None
+        raise JobSetupError(
+            f"the config {path} is not YAML/JSON: {e}", "JobConfigInvalid"
+        ) from None
     try:
         return JobConfig.model_validate(data)
     except ValidationError as e:
@@ -58,7 +68,7 @@ def load_config(path: Path) -> JobConfig:
             f"{'.'.join(str(x) for x in err['loc']) or 'config'}: {err['msg']}"
             for err in e.errors()[:10]
         )
-        raise JobSetupError(f"invalid job config {path}: {problems}") from None
+        raise JobSetupError(f"invalid job config {path}: {problems}", "JobConfigInvalid") from None
 
 
 @dataclass
@@ -129,17 +139,21 @@ async def run_from_files(
     try:
         creds = load_credentials(files.credentials)
     except CredentialError as e:
-        raise JobSetupError(str(e)) from None
+        raise JobSetupError(str(e), "CredentialUnreadable") from None
     try:
         packages = await load_packages(cfg)
+    except PackageProblem as e:
+        raise JobSetupError(str(e), e.reason) from None
     except OSError as e:
-        raise JobSetupError(str(e)) from None
+        raise JobSetupError(str(e), "PackageNotFound") from None
     cluster: Cluster | None = None
     if files.use_cluster and (files.kubeconfig is not None or Cluster.in_cluster()):
         try:
             cluster = Cluster.from_kubeconfig(files.kubeconfig)
         except Exception as e:
-            raise JobSetupError(f"cannot load cluster access: {type(e).__name__}: {e}") from None
+            raise JobSetupError(
+                f"cannot load cluster access: {type(e).__name__}: {e}", "ClusterUnreachable"
+            ) from None
     try:
         store, pin_store = await host_keys(cfg, creds, files, cluster)
     except JobSetupError:
@@ -155,13 +169,17 @@ async def run_from_files(
                 files.report_configmap, files.kubeconfig, namespace=cfg.namespace
             )
         except Exception as e:
-            raise JobSetupError(f"cannot load cluster access: {type(e).__name__}") from None
+            raise JobSetupError(
+                f"cannot load cluster access: {type(e).__name__}", "ClusterUnreachable"
+            ) from None
         try:
             ledger = await writer.start()
         except Exception as e:  # an API error is handled inside: this is the connection
             with contextlib.suppress(Exception):
                 await writer.close(done=False)
-            raise JobSetupError(f"cannot reach the API server: {type(e).__name__}") from None
+            raise JobSetupError(
+                f"cannot reach the API server: {type(e).__name__}", "ClusterUnreachable"
+            ) from None
     results = run_results(ledger, cfg.machines)
     reporter = Reporter(
         results, out=out, results_path=files.results, live=live, sink=writer, ledger=ledger
@@ -201,5 +219,5 @@ def run(
         return asyncio.run(run_from_files(files, out, live))
     except JobSetupError as e:
         if files.termination_log is not None:
-            write_termination_message(files.termination_log, str(e))
+            write_termination_message(files.termination_log, f"{e.reason}: {e}")
         raise

@@ -16,7 +16,10 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from penetrator.api.jobconfig import JobConfig
+import httpx2
+
+from penetrator.api.jobconfig import ARCHES, JobConfig
+from penetrator.api.packages import UrlPackage
 from penetrator.job.template import join_path, package_dir
 from penetrator.job.transport import MachineError, RemoteCommandFailed, Session
 
@@ -46,11 +49,102 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+class PackageProblem(Exception):
+    """A package cannot be had: the job cannot start (no machine touched). ``reason``
+    is a CamelCase word for the task's condition; the message holds no secret."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+NOT_FOUND, CHECKSUM, FETCH = "PackageNotFound", "PackageChecksumMismatch", "PackageFetchFailed"
+TARBALL_SUFFIXES = (".tar.gz", ".tgz")
+
+
+def find_tarball(directory: Path) -> Path | None:
+    """The one tarball in ``directory`` (None: no such directory or no tarball);
+    ``PackageProblem`` if there are several (which one would be a guess)."""
+    try:
+        found = sorted(p for p in directory.iterdir() if p.name.endswith(TARBALL_SUFFIXES))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        raise PackageProblem(NOT_FOUND, f"cannot read {directory}: {e.strerror}") from None
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found[:5])
+        raise PackageProblem(NOT_FOUND, f"{directory} holds several tarballs ({names}); keep one")
+    return found[0] if found else None
+
+
+def describe_root(root: Path, version: str) -> dict[str, Package]:
+    """The packages of ``root`` (``<arch>/<one tarball>``, blocking): an architecture
+    without one has none (its machines fail); none at all is ``PackageNotFound``."""
+    out: dict[str, Package] = {}
+    for arch in ARCHES:
+        path = find_tarball(root / arch)
+        if path is not None:
+            out[arch] = describe_package(arch, path)
+    if not out:
+        raise PackageProblem(
+            NOT_FOUND,
+            f"no package for Kubernetes {version}: no tarball in {root}/{{{','.join(ARCHES)}}}/",
+        )
+    return out
+
+
+async def fetch_package(arch: str, source: UrlPackage, directory: Path, limit: float) -> Package:
+    """Download ``source`` into ``directory`` (once per job), hashing on the way; the
+    file is kept only with the expected SHA-256."""
+    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
+    path = directory / f"{arch}-{source.sha256[:16]}.tar.gz"
+    part = path.with_name(path.name + ".part")
+    h, size = hashlib.sha256(), 0
+    shown = source.url.split("?", 1)[0][:200]  # a query may carry a signature
+    try:
+        async with (
+            httpx2.AsyncClient(timeout=httpx2.Timeout(30.0), follow_redirects=True) as http,
+            asyncio.timeout(limit),
+            http.stream("GET", source.url) as response,
+        ):
+            if response.status_code in (404, 410):
+                raise PackageProblem(NOT_FOUND, f"package for {arch} not found: {shown} (HTTP 404)")
+            if response.status_code != 200:
+                raise PackageProblem(FETCH, f"{shown}: HTTP {response.status_code}")
+            with part.open("wb") as f:
+                async for chunk in response.aiter_bytes(1 << 20):
+                    h.update(chunk)
+                    size += len(chunk)
+                    f.write(chunk)
+    except (httpx2.HTTPError, TimeoutError, OSError) as e:
+        part.unlink(missing_ok=True)
+        raise PackageProblem(FETCH, f"package for {arch}: {shown}: {type(e).__name__}") from None
+    if h.hexdigest() != source.sha256:
+        part.unlink(missing_ok=True)
+        raise PackageProblem(
+            CHECKSUM,
+            f"package for {arch}: expected SHA-256 {source.sha256}, got {h.hexdigest()} "
+            f"(from {shown})",
+        )
+    part.replace(path)
+    return Package(arch, path, source.sha256, size)
+
+
 async def load_packages(cfg: JobConfig) -> dict[str, Package]:
-    """Checksum every configured package once (in a thread)."""
+    """Every configured package, checksummed once (in a thread) or fetched and checked
+    (``packageUrls``); ``PackageProblem`` before any machine is touched."""
     out: dict[str, Package] = {}
     for arch, p in sorted(cfg.packages.items()):
-        out[arch] = await asyncio.to_thread(describe_package, arch, Path(p))
+        try:
+            out[arch] = await asyncio.to_thread(describe_package, arch, Path(p))
+        except FileNotFoundError as e:
+            raise PackageProblem(NOT_FOUND, str(e)) from None
+    if cfg.package_root is not None:
+        root = Path(cfg.package_root)
+        out.update(await asyncio.to_thread(describe_root, root, cfg.kubernetes_version))
+    for arch, source in sorted(cfg.package_urls.items()):
+        limit = cfg.timeouts.transfer
+        out[arch] = await fetch_package(arch, source, Path(cfg.download_dir), limit)
     return out
 
 

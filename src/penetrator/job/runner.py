@@ -235,7 +235,7 @@ async def step_transfer(
 ) -> str | None:
     """The package for ``arch`` onto the machine (unless there); its directory
     (None: no packages configured)."""
-    if not ctx.cfg.packages:
+    if not ctx.cfg.has_packages():
         return None
     pkg = ctx.packages.get(arch)
     if pkg is None:

@@ -46,6 +46,8 @@ from lightkube.models.core_v1 import (
     DownwardAPIProjection,
     DownwardAPIVolumeFile,
     EmptyDirVolumeSource,
+    HostPathVolumeSource,
+    ImageVolumeSource,
     KeyToPath,
     NodeAffinity,
     NodeSelector,
@@ -84,6 +86,7 @@ from penetrator.api import (
 )
 from penetrator.api.hostkeys import DIRECT, STORE_PINS_KEY, STORE_PROXY_ANNOTATION
 from penetrator.api.jobconfig import Distribution, JobConfig, JobDefaults
+from penetrator.api.packages import IMAGE_ROOT, ResolvedPackages
 from penetrator.api.results import RESULTS_KEY, ResultsDoc, results_configmap_name
 from penetrator.api.settings import Settings
 from penetrator.api.templates import named_template
@@ -118,6 +121,13 @@ CONTROL_PLANE_TOLERATIONS: Final = (
     Toleration(key="node-role.kubernetes.io/master", operator="Exists", effect="NoSchedule"),
 )
 SECRET_FILE_MODE: Final = 0o400
+PACKAGES_DIR: Final = "/var/lib/penetrator/package-source"
+"""Where a package source (host directory, image volume, init container's copy) is
+mounted in the Job's pod."""
+DOWNLOAD_DIR: Final = "/tmp/packages"
+"""Where the Job fetches the URL source's packages (an emptyDir of its own)."""
+DEFAULT_KUBERNETES_VERSION: Final = "v1.37.2"
+"""The version of a job config when neither the settings nor the caller give one."""
 
 
 class BuildError(ValueError):
@@ -216,10 +226,12 @@ def build_job_config(
     cluster: ClusterInfo,
     defaults: JobDefaults | None = None,
     host_key_store: str | None = None,
+    packages: ResolvedPackages | None = None,
 ) -> JobConfig:
     """The job config for ``machines`` (name -> IP): the settings' ``job`` defaults
-    (packages, template, hostKeyPolicy, concurrency, ...), then the task's facts and
-    the proxy node's host-key store."""
+    (packages, template, hostKeyPolicy, concurrency, ...), then the task's facts, the
+    proxy node's host-key store and where its packages come from (``packages``,
+    resolved by the caller; its version is the job's ``kubernetesVersion``)."""
     _, _, label, _ = _require(task)
     data: dict[str, Any] = (defaults or JobDefaults()).model_dump(by_alias=True)
     data.update(
@@ -231,7 +243,34 @@ def build_job_config(
     )
     if task.spec.join_template is not None:  # the task's choice wins over the settings'
         data["template"] = named_template(task.spec.join_template)
+    if packages is not None:
+        data.update(package_config(packages))
+    data["kubernetesVersion"] = (
+        packages.version
+        if packages
+        else data.get("kubernetesVersion") or DEFAULT_KUBERNETES_VERSION
+    )
     return JobConfig.from_plan(dict(machines), **data)
+
+
+def package_config(packages: ResolvedPackages) -> dict[str, Any]:
+    """The job config's package fields for ``packages`` (``source: job`` keeps the
+    settings' ``job.packages``): a directory of ``<arch>/<tarball>`` where the source
+    is mounted (``package_mounts``), or the URLs the job fetches first."""
+    match packages.source:
+        case "hostPath" | "image":
+            inner = IMAGE_ROOT if packages.source == "image" and _image_volume(packages) else ""
+            root = f"{PACKAGES_DIR}{inner}/{packages.version}"
+            return {"packages": {}, "packageRoot": root}
+        case "url":
+            urls = {a: u.model_dump(by_alias=True) for a, u in (packages.urls or {}).items()}
+            return {"packages": {}, "packageUrls": urls, "downloadDir": DOWNLOAD_DIR}
+        case _:
+            return {}
+
+
+def _image_volume(packages: ResolvedPackages) -> bool:
+    return packages.image is not None and packages.image.mount == "volume"
 
 
 def build_configmap(task: NodeTask, job_config: JobConfig, round_: int = 0) -> ConfigMap:
@@ -424,8 +463,57 @@ def _api_access(settings: Settings) -> Volume:
     )
 
 
+PackageMounts = tuple[list[Volume], list[VolumeMount], list[Container]]
+
+
+def package_mounts(
+    packages: ResolvedPackages | None, settings: Settings, security: SecurityContext
+) -> PackageMounts:
+    """The volumes, the job container's mounts and the init containers that bring the
+    packages into the pod: the proxy node's directory (hostPath, read-only, type
+    Directory: a missing one fails the pod's start, which the operator reports), the
+    package image (an image volume, or an init container copying its tree into an
+    emptyDir), or an emptyDir the job fetches the URLs into."""
+    if packages is None or packages.source == "job":
+        return [], [], []
+    mount = VolumeMount(name="packages", mountPath=PACKAGES_DIR, readOnly=True)
+    if packages.source == "hostPath":
+        path = HostPathVolumeSource(path=packages.host_path or "", type="Directory")
+        return [Volume(name="packages", hostPath=path)], [mount], []
+    if packages.source == "url":
+        size = settings.packages.download_size_limit
+        volume = Volume(name="packages", emptyDir=EmptyDirVolumeSource(sizeLimit=size))
+        return [volume], [VolumeMount(name="packages", mountPath=DOWNLOAD_DIR)], []
+    image = packages.image
+    assert image is not None, "resolve() checks the image"
+    if image.mount == "volume":
+        source = ImageVolumeSource(reference=image.reference, pullPolicy=image.pull_policy)
+        return [Volume(name="packages", image=source)], [mount], []
+    copy = Container(
+        name="packages",
+        image=image.reference,
+        imagePullPolicy=image.pull_policy,
+        command=[*image.copy_command, PACKAGES_DIR],
+        resources=ResourceRequirements(
+            requests={"memory": "32Mi", "cpu": "50m"}, limits={"memory": "128Mi", "cpu": "500m"}
+        ),
+        securityContext=security,
+        terminationMessagePolicy="FallbackToLogsOnError",
+        volumeMounts=[VolumeMount(name="packages", mountPath=PACKAGES_DIR)],
+    )
+    volume = Volume(
+        name="packages",
+        emptyDir=EmptyDirVolumeSource(sizeLimit=settings.packages.download_size_limit),
+    )
+    return [volume], [mount], [copy]
+
+
 def build_job(
-    task: NodeTask, settings: Settings, round_: int = 0, machines: int | None = None
+    task: NodeTask,
+    settings: Settings,
+    round_: int = 0,
+    machines: int | None = None,
+    packages: ResolvedPackages | None = None,
 ) -> Job:
     """The task's one Job: ``backoffLimit: 0`` (rounds are the operator's business),
     ``activeDeadlineSeconds`` from settings, on the proxy node (node affinity on its
@@ -434,14 +522,16 @@ def build_job(
     Secret with mode 0400; the node's network when the machines pull the package over
     HTTP (``host_network``). Locked down as a real kubelet runs it (``_security``):
     the only writable paths are the /tmp emptyDir and the termination log; resources
-    scaled to ``machines`` (default: the task's). The job learns everything else from
-    its config (no environment)."""
+    scaled to ``machines`` (default: the task's); the packages' source mounted
+    (``package_mounts``). The job learns everything else from its config (no
+    environment)."""
     job_name, cm, _, _ = _require(task)
     meta = _meta(task, job_name, {ROUND_ANNOTATION: str(round_)})
     pod_labels = dict(meta.labels or {})
     pod_settings = settings.job_pod
     pod_security, container_security = _security(settings)
     count = len(task.spec.plan()) if machines is None else machines
+    pkg_volumes, pkg_mounts, init = package_mounts(packages, settings, container_security)
     container = Container(
         name="install",
         image=pod_settings.image,
@@ -456,6 +546,7 @@ def build_job(
             VolumeMount(name="credentials", mountPath=CREDENTIALS_DIR, readOnly=True),
             VolumeMount(name="api-access", mountPath=SERVICE_ACCOUNT_DIR, readOnly=True),
             VolumeMount(name="tmp", mountPath=TMP_DIR),
+            *pkg_mounts,
         ],
     )
     pod = PodSpec(
@@ -468,6 +559,7 @@ def build_job(
         securityContext=pod_security,
         affinity=_affinity(task, settings),
         tolerations=list(CONTROL_PLANE_TOLERATIONS),
+        initContainers=init or None,
         containers=[container],
         volumes=[
             Volume(name="config", configMap=ConfigMapVolumeSource(name=cm)),
@@ -479,6 +571,7 @@ def build_job(
             ),
             _api_access(settings),
             Volume(name="tmp", emptyDir=EmptyDirVolumeSource(sizeLimit=TMP_SIZE_LIMIT)),
+            *pkg_volumes,
         ],
     )
     return Job(

@@ -56,3 +56,17 @@ async def read_cluster_info(client: AsyncClient, server_override: str | None = N
             "(kubeadm init creates it; so does `penetrator-dev testenv`)"
         )
     return parse_cluster_info(text, server_override)
+
+
+async def server_version(client: AsyncClient) -> str:
+    """The API server's version (``/version``'s gitVersion without build metadata, e.g.
+    v1.37.2): the packages' version unless the settings or the task name one.
+    lightkube has no call for /version; its HTTP client (with the client's
+    credentials and base URL) asks (every authenticated user may: system:discovery)."""
+    http: Any = client._client._client  # private: see above
+    response = await http.get("/version")
+    response.raise_for_status()
+    version = str(response.json().get("gitVersion") or "")
+    if not version:
+        raise ClusterInfoError("the API server's /version has no gitVersion")
+    return version.split("+", 1)[0]

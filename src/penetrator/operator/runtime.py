@@ -2,10 +2,11 @@
 
 Observing costs a fixed number of requests, whatever the size of the cluster: the
 Nodes carrying the task's label (one list by label selector), the task's Job (one
-get), its results ConfigMap (one get). Other tasks come from the Kopf index. Every
-write is a server-side apply with our field manager, except the Job (create: a
-second Job of the same name is refused by the API server) and the status (apply on
-the status subresource).
+get), its results ConfigMap (one get) and, while a Job has not reported its last
+batch, its pods (one list by the Job's label in edge-system). Other tasks come
+from the Kopf index. Every write is a server-side apply with our field manager,
+except the Job (create: a second Job of the same name is refused by the API server)
+and the status (apply on the status subresource).
 
 The Job may not write Nodes: the operator labels the Nodes its results report
 joined (names of the task's plan only; one patch per newly joined machine), and
@@ -29,7 +30,7 @@ from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.resources.batch_v1 import Job
 from lightkube.resources.certificates_v1 import CertificateSigningRequest
-from lightkube.resources.core_v1 import ConfigMap, Node, Secret, ServiceAccount
+from lightkube.resources.core_v1 import ConfigMap, Node, Pod, Secret, ServiceAccount
 from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 from lightkube.types import CascadeType, PatchType
 from pydantic import ValidationError
@@ -45,6 +46,7 @@ from penetrator.api import (
     NodeTaskStatus,
 )
 from penetrator.api.hostkeys import store_name, store_problem
+from penetrator.api.packages import PackageError, ResolvedPackages, resolve
 from penetrator.api.results import ResultsDoc
 from penetrator.api.settings import Settings
 from penetrator.k8s.admission import nodes_exist
@@ -68,7 +70,7 @@ from penetrator.k8s.builders import (
     strip_credential_patch,
 )
 from penetrator.k8s.client import NodeTaskResource
-from penetrator.k8s.clusterinfo import read_cluster_info
+from penetrator.k8s.clusterinfo import read_cluster_info, server_version
 from penetrator.k8s.csr import TaskFacts, Verdict, approve, csr_facts, csr_verdict, task_uid_of
 from penetrator.k8s.events import build_events, task_reference
 from penetrator.k8s.observe import installed_nodes, observe_job
@@ -94,6 +96,8 @@ log = logging.getLogger(__name__)
 USER_ERROR_REQUEUE = 30.0
 WAITING_FOR_OLD = "WaitingForOldObjects"
 NODE_CHECK_SECONDS = 5.0
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+"""Set by the Job controller on its pods."""
 """Generated names looked up as Nodes by name this long, then by hostname label."""
 
 
@@ -155,6 +159,7 @@ class Runtime:
         self.rsettings = settings.reconcile
         self.rng = random.SystemRandom()
         self._cluster: ClusterInfo | None = None
+        self._version: str | None = settings.job.kubernetes_version
         metrics.count_requests(client)  # every request this client sends
 
     @property
@@ -180,9 +185,17 @@ class Runtime:
         nodes = [n async for n in self.client.list(Node, labels={NODE_LABEL: task.task_label})]
         installed = installed_nodes(nodes, task.task_label)
         job_obj = check_ours(await self._get_optional(Job, task.job_name, NAMESPACE), task)
-        job = observe_job(job_obj) if job_obj is not None else None
         cm = check_ours(await self._get_optional(ConfigMap, results_name(task), NAMESPACE), task)
         doc = ResultsDoc.from_configmap_data(cm.data) if cm is not None else None
+        pods: list[Pod] = []
+        if job_obj is not None and (doc is None or not doc.done):
+            # Why a pod stopped before the job reported: one list, by the Job's label,
+            # in edge-system (the cost does not grow with the cluster).
+            found = self.client.list(
+                Pod, namespace=NAMESPACE, labels={JOB_NAME_LABEL: task.job_name}
+            )
+            pods = [p async for p in found]
+        job = observe_job(job_obj, pods) if job_obj is not None else None
         if doc is not None:
             installed = await self.label_joined(task, installed, doc)
         return installed, job, doc
@@ -338,14 +351,16 @@ class Runtime:
     async def _apply_configmap(self, task: NodeTask, action: ApplyConfigMap) -> None:
         cluster = await self.cluster_info()
         store = await self._host_key_store(task)
-        cm = job_configmap(task, action, cluster, self.settings, store)
+        packages = await self.packages(task)
+        cm = job_configmap(task, action, cluster, self.settings, store, packages)
         await self._owned(ConfigMap, task.configmap_name, task)
         await self.client.apply(cm, field_manager=self.settings.field_manager, force=True)
 
     async def _create_job(self, task: NodeTask, action: CreateJob) -> None:
         # The Job's rights on its task's ConfigMaps come with it (owned by the task).
         store = await self._host_key_store(task)
-        account, role, binding, job = job_objects(task, action, self.settings, store)
+        packages = await self.packages(task)
+        account, role, binding, job = job_objects(task, action, self.settings, store, packages)
         # Its Role and RoleBinding (named as the Job) are not looked at: the operator
         # may not read RBAC objects, and a deleted task's go with its Job, which
         # ``observe`` waits for.
@@ -499,6 +514,17 @@ class Runtime:
         log.info("task %s: stale node %s deleted before its reinstall", task.name, name)
         return True
 
+    async def packages(self, task: NodeTask) -> ResolvedPackages:
+        """Where the task's packages come from (settings, then the task's
+        ``spec.packages``; the version: the task's, the settings', else the cluster's).
+        ``UserError`` naming the field before any Job is made."""
+        if self._version is None:
+            self._version = await server_version(self.client)
+        try:
+            return resolve(self.settings.packages, task.spec.packages, self._version)
+        except PackageError as e:
+            raise UserError(str(e)) from None
+
     async def cluster_info(self) -> ClusterInfo:
         if self._cluster is None:
             self._cluster = await read_cluster_info(self.client, self.settings.api_server)
@@ -581,11 +607,14 @@ def job_configmap(
     cluster: ClusterInfo,
     settings: Settings,
     host_key_store: str | None = None,
+    packages: ResolvedPackages | None = None,
 ) -> ConfigMap:
     """The ConfigMap ``action`` becomes: the job config for its machines (pure).
     ``UserError`` naming the fields when the operator's job defaults make it invalid."""
     try:
-        config = build_job_config(task, action.machines, cluster, settings.job, host_key_store)
+        config = build_job_config(
+            task, action.machines, cluster, settings.job, host_key_store, packages
+        )
     except ValidationError as e:
         where = "; ".join(
             f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()[:5]
@@ -595,7 +624,11 @@ def job_configmap(
 
 
 def job_objects(
-    task: NodeTask, action: CreateJob, settings: Settings, host_key_store: str | None = None
+    task: NodeTask,
+    action: CreateJob,
+    settings: Settings,
+    host_key_store: str | None = None,
+    packages: ResolvedPackages | None = None,
 ) -> tuple[ServiceAccount, Role, RoleBinding, Job]:
     """What ``action`` becomes, in the order they are written (pure): the task's
     ServiceAccount, the Job's Role and RoleBinding, then the Job."""
@@ -603,7 +636,7 @@ def job_objects(
         build_job_service_account(task),
         build_job_role(task, host_key_store),
         build_job_role_binding(task),
-        build_job(task, settings, action.round),
+        build_job(task, settings, action.round, packages=packages),
     )
 
 

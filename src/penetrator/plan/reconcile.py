@@ -69,7 +69,7 @@ from penetrator.api import (
     TaskPhase,
     canonical_ip,
 )
-from penetrator.api.results import MachineResult, ResultsDoc
+from penetrator.api.results import MachineResult, ResultsDoc, StartFailure
 from penetrator.api.settings import ReconcileSettings
 
 READY = "Ready"
@@ -91,6 +91,9 @@ class ObservedJob:
     """Has a deletionTimestamp (foreground deletion in progress)."""
     reason: str | None = None
     """Reason of the Failed condition (e.g. DeadlineExceeded)."""
+    start_failure: StartFailure | None = None
+    """Why its pod stopped or cannot go on before the job reported (from the pod's
+    status, ``penetrator.k8s.observe.pod_start_failure``)."""
 
 
 # --- actions ---------------------------------------------------------------------
@@ -188,7 +191,12 @@ def _is_final_failure(
 ) -> bool:
     """Tried ``max_attempts`` times and not in a round that is still running (or
     reported failed in its last allowed round)."""
-    if entry is None or entry.attempts < settings.max_attempts:
+    if entry is None:
+        return False
+    stop = doc.start_failure
+    if stop is not None and stop.fatal and entry.round == doc.round and doc.finished is not None:
+        return True  # another round cannot help (e.g. the package is missing)
+    if entry.attempts < settings.max_attempts:
         return False
     round_over = doc.finished is not None or entry.round != doc.round
     return round_over or entry.phase is MachinePhase.FAILED
@@ -211,6 +219,9 @@ def fold(
     """The ledger after the round's Job ended: each machine of the round is joined
     (its Node carries the label), or pending for the next round, or failed at the
     attempt limit. Idempotent: ``fold(fold(d)) == fold(d)`` (up to ``finished``)."""
+    cause = job.start_failure if job is not None and not _ran(doc) else None
+    if cause is not None:
+        return _fold_stopped(doc, installed, cause, now, settings)
     why = "the job ended without a result for this machine"
     if job is not None and job.reason:
         why += f" ({job.reason})"
@@ -270,6 +281,41 @@ def fold(
             )
         )
     return folded, events
+
+
+def stopped_event(round_: int, cause: StartFailure) -> EmitEvent:
+    """The one Warning Event of a cause (a fixed name per reason: said once)."""
+    return EmitEvent(
+        "Warning",
+        cause.reason,
+        f"round {round_}: the job stopped before it touched any machine: {cause.message}",
+        once=True,
+    )
+
+
+def _fold_stopped(
+    doc: ResultsDoc,
+    installed: Mapping[str, str],
+    cause: StartFailure,
+    now: datetime,
+    settings: ReconcileSettings,
+) -> tuple[ResultsDoc, list[EmitEvent]]:
+    """``fold`` of a round whose Job stopped before it reported (``cause``, from its
+    pod): every machine of the round gets the cause as its error; a fatal cause fails
+    them at once (``_is_final_failure``), else they retry as usual. One Warning Event
+    of the cause's reason, nothing per machine (none was touched)."""
+    error = f"{cause.reason}: {cause.message}"
+    machines: dict[str, MachineResult] = {}
+    for name, entry in doc.machines.items():
+        if name in installed:
+            entry = entry.model_copy(update={"phase": MachinePhase.JOINED, "error": None})
+        elif entry.round == doc.round:
+            final = cause.fatal or entry.attempts >= settings.max_attempts
+            phase = MachinePhase.FAILED if final else MachinePhase.PENDING
+            entry = entry.model_copy(update={"phase": phase, "error": error})
+        machines[name] = entry
+    folded = doc.model_copy(update={"machines": machines, "finished": now, "start_failure": cause})
+    return folded, [stopped_event(doc.round, cause)]
 
 
 def _first_error(names: list[str], machines: Mapping[str, MachineResult]) -> str:
@@ -384,16 +430,20 @@ def _status(
         )
     elif v.final_failed:
         phase = TaskPhase.FAILED
-        ready = _condition(
-            previous,
-            READY,
-            "False",
+        reason, message = (
             "MachinesFailed",
-            f"{len(v.installed)}/{len(v.plan)} joined; {len(v.final_failed)} failed after "
-            f"{settings.max_attempts} attempts: {_names_text(sorted(v.final_failed))}",
-            now,
-            generation,
+            (
+                f"{len(v.installed)}/{len(v.plan)} joined; {len(v.final_failed)} failed after "
+                f"{settings.max_attempts} attempts: {_names_text(sorted(v.final_failed))}"
+            ),
         )
+        if doc.start_failure is not None:  # the last round's job stopped before it reported
+            reason = doc.start_failure.reason
+            message = (
+                f"{len(v.installed)}/{len(v.plan)} joined; the job stopped before it touched "
+                f"any machine: {doc.start_failure.message}"
+            )
+        ready = _condition(previous, READY, "False", reason, message, now, generation)
     else:
         phase = TaskPhase.READY
         ready = _condition(
@@ -572,6 +622,9 @@ def row_job_deleting(o: Observed, job: ObservedJob) -> Decision | None:
 
 def _never_started(o: Observed, job: ObservedJob) -> bool:
     doc, settings = o.doc, o.settings
+    stop = job.start_failure
+    if stop is not None and stop.final and not job.finished and doc.finished is None:
+        return doc.round > 0 and not _ran(doc)  # its pod will not get any further
     return (
         not job.finished
         and doc.round > 0
@@ -589,7 +642,11 @@ def row_job_not_started(o: Observed, job: ObservedJob) -> Decision | None:
         return None
     timeout = o.settings.start_timeout
     gave_up = ObservedJob(
-        job.name, job.uid, finished=True, reason=f"its pod did not start within {timeout:g}s"
+        job.name,
+        job.uid,
+        finished=True,
+        reason=f"its pod did not start within {timeout:g}s",
+        start_failure=job.start_failure,
     )
     doc, events = fold(o.doc, o.installed, gave_up, o.now, o.settings)
     o = o.with_doc(doc)
@@ -603,7 +660,7 @@ def row_job_not_started(o: Observed, job: ObservedJob) -> Decision | None:
     actions: tuple[Action, ...] = (
         WriteResults(doc),
         *events,
-        not_started,
+        *(() if job.start_failure is not None else (not_started,)),
         StripCredential(),
         DeleteJob(job.name, job.uid),
         RequeueAfter(o.settings.deletion_poll),
@@ -615,6 +672,14 @@ def row_job_running(o: Observed, job: ObservedJob) -> Decision | None:
     """Row 2: the Job runs: poll (Job events usually wake the step first)."""
     if job.finished:
         return None
+    stop = job.start_failure if not _ran(o.doc) else None
+    if stop is not None:  # e.g. an image pull back-off: said now, the round ends later
+        waiting: Progress = ("True", stop.reason, f"round {o.doc.round}: {stop.message}")
+        st = o.status(waiting, settled=False)
+        requeue = RequeueAfter(o.settings.poll_interval)
+        old = o.task.status.condition(PROGRESSING)
+        said = old is not None and old.reason == stop.reason
+        return Decision((*(() if said else (stopped_event(o.doc.round, stop),)), requeue), st)
     why: Progress = ("True", "RoundRunning", f"round {o.doc.round}: job {job.name} is running")
     st = o.status(why, settled=False)
     return Decision((RequeueAfter(o.settings.poll_interval),), st)

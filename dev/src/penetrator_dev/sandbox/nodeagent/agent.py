@@ -119,6 +119,10 @@ def node_client(config: AgentConfig, node: AgentNode) -> AsyncClient:
     return AsyncClient(config=kubeconfig, field_manager=FIELD_MANAGER)
 
 
+MAX_TERMINATION_BYTES = 4096
+"""The kubelet keeps at most this much of a termination message."""
+
+
 def pod_dir(pods_dir: str, plan: PodPlan) -> Path:
     return Path(pods_dir) / f"{plan.namespace}_{plan.name}_{plan.uid}"
 
@@ -142,6 +146,7 @@ class PodRunner:
         self.deleting = asyncio.Event()
         self.restarts = 0
         self.dir = pod_dir(agent.config.pods_dir, self.plan)
+        self.termination_log = self.dir / "termination-log"
         self.started_at = now()
 
     # -- volumes and environment ------------------------------------------------------------
@@ -194,6 +199,14 @@ class PodRunner:
         return data[f.key]
 
     async def _materialise(self, volume: VolumePlan, root: Path) -> None:
+        if volume.kind == "hostPath":  # the host's own directory, bind-mounted as it is
+            path = Path(volume.host_path)
+            if volume.host_path_type == "Directory" and not path.is_dir():
+                raise UnsupportedPod(
+                    f'MountVolume.SetUp failed for volume "{volume.name}": hostPath type '
+                    f"check failed: {volume.host_path} is not a directory"
+                )
+            return
         root.mkdir(parents=True, exist_ok=True)
         os.chmod(root, 0o755)  # noqa: S103 - a volume is readable, its files carry modes
         files: list[tuple[str, bytes, int]] = []
@@ -249,14 +262,20 @@ class PodRunner:
         volumes_root = self.dir / "volumes"
         for v in self.plan.volumes:
             await self._materialise(v, volumes_root / v.name)
+        host_paths = {v.name: v.host_path for v in self.plan.volumes if v.kind == "hostPath"}
         mounts = []
         for m in self.plan.mounts:
-            source = volumes_root / m.volume
+            source = Path(host_paths.get(m.volume) or volumes_root / m.volume)
             if m.sub_path:
                 source = source / m.sub_path
             mounts.append([str(source), m.mount_path, m.read_only])
+        # As the kubelet: an empty file at terminationMessagePath, read when it ends.
+        self.termination_log.write_bytes(b"")
+        os.chmod(self.termination_log, 0o666)  # noqa: S103 - the container's user writes it
         launch = {
             "mounts": mounts,
+            "termination_log": [str(self.termination_log), self.plan.termination_message_path],
+            "dev_copy": str(self.dir / "host-dev"),
             "cwd": self.plan.working_dir,
             "argv": self._resolved_argv(),
             "env": await self._environment(),
@@ -417,6 +436,9 @@ class PodRunner:
                     "finishedAt": rfc3339(now()),
                 }
             }
+            message = self._termination_message(code)
+            if message:
+                finished["terminated"]["message"] = message
             if why == "DeadlineExceeded":
                 await self._report(
                     "Failed",
@@ -442,6 +464,21 @@ class PodRunner:
             if self.deleting.is_set():
                 return
             backoff = min(backoff * 2, 30.0)
+
+    def _termination_message(self, code: int) -> str:
+        """As the kubelet: the file at terminationMessagePath (at most 4096 bytes); with
+        FallbackToLogsOnError and a failure, else the log's last lines."""
+        try:
+            with self.termination_log.open("rb") as f:
+                text = f.read(MAX_TERMINATION_BYTES).decode(errors="replace")
+        except OSError:
+            text = ""
+        fallback = self.plan.termination_message_policy == "FallbackToLogsOnError"
+        if not text.strip() and code != 0 and fallback:
+            with contextlib.suppress(OSError):
+                tail = (self.dir / "container.log").read_bytes()[-MAX_TERMINATION_BYTES:]
+                text = b"\n".join(tail.splitlines()[-80:]).decode(errors="replace")
+        return text
 
     async def _wait(self, deadline: float | None) -> tuple[int, str]:
         assert self.process is not None

@@ -11,14 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-VolumeKind = Literal["configMap", "secret", "projected", "downwardAPI", "emptyDir"]
+VolumeKind = Literal["configMap", "secret", "projected", "downwardAPI", "emptyDir", "hostPath"]
 SUPPORTED_VOLUMES: tuple[VolumeKind, ...] = (
     "configMap",
     "secret",
     "projected",
     "downwardAPI",
     "emptyDir",
+    "hostPath",
 )
+DEFAULT_TERMINATION_PATH = "/dev/termination-log"
 # Secrets are readable by their owner only unless the pod asks otherwise.
 DEFAULT_SECRET_MODE = 0o400
 DEFAULT_FILE_MODE = 0o644
@@ -50,6 +52,8 @@ class VolumePlan:
     files: tuple[FileSource, ...] = ()
     # A whole configMap/secret without `items`: every key becomes a file.
     all_keys_of: tuple[tuple[Literal["configMap", "secret"], str, int, bool], ...] = ()
+    host_path: str = ""  # hostPath: the node's (here: the host's) directory or file
+    host_path_type: str = ""
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,8 @@ class PodPlan:
     active_deadline_seconds: int | None
     grace_period_seconds: int
     service_account: str
+    termination_message_path: str = DEFAULT_TERMINATION_PATH
+    termination_message_policy: str = "File"
     ignored: tuple[str, ...] = field(default=())  # what of the spec is not honoured
 
 
@@ -146,6 +152,11 @@ def _volume(volume: dict[str, Any]) -> VolumePlan:
         return VolumePlan(name, "downwardAPI", _downward_files(src, mode))
     if "emptyDir" in volume:
         return VolumePlan(name, "emptyDir")
+    if "hostPath" in volume:
+        src = volume["hostPath"]
+        return VolumePlan(
+            name, "hostPath", host_path=str(src["path"]), host_path_type=str(src.get("type") or "")
+        )
     if "projected" in volume:
         src = volume["projected"]
         mode = int(src.get("defaultMode", DEFAULT_FILE_MODE))
@@ -310,6 +321,8 @@ def plan_pod(pod: dict[str, Any]) -> PodPlan:
         active_deadline_seconds=int(deadline) if deadline is not None else None,
         grace_period_seconds=int(spec.get("terminationGracePeriodSeconds", 30)),
         service_account=str(spec.get("serviceAccountName") or "default"),
+        termination_message_path=str(c.get("terminationMessagePath") or DEFAULT_TERMINATION_PATH),
+        termination_message_policy=str(c.get("terminationMessagePolicy") or "File"),
         ignored=tuple(ignored),
     )
 
