@@ -167,6 +167,7 @@ class ControlPlane:
                 "--log-level=warn",
             ],
         )
+        kubelet_crt, kubelet_key = self.pki.client("apiserver-kubelet-client")
         self._spawn(
             "kube-apiserver",
             [
@@ -190,6 +191,11 @@ class ControlPlane:
                 f"--cert-dir={self.workdir / 'apiserver-certs'}",
                 "--profiling=false",
                 "--event-ttl=1h",
+                # `kubectl logs/exec` on real kubelets: the apiserver's client identity
+                # and the node address kubelets listen on (no DNS for node names).
+                f"--kubelet-client-certificate={kubelet_crt}",
+                f"--kubelet-client-key={kubelet_key}",
+                "--kubelet-preferred-address-types=InternalIP",
                 # The `kubernetes` Service may not point at loopback; in the
                 # sandbox the apiserver binds a real address and keeps it.
                 *(["--endpoint-reconciler-type=none"] if _is_loopback(opts.bind_address) else []),

@@ -209,6 +209,8 @@ class ControlPlanePKI:
             "admin": ("kubernetes-admin", "system:masters"),
             "controller-manager": ("system:kube-controller-manager", None),
             "scheduler": ("system:kube-scheduler", None),
+            # The apiserver's identity towards kubelets (logs, exec), as kubeadm names it.
+            "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", "system:masters"),
         }
         for who, (cn, org) in clients.items():
             crt, key = ca.issue(cn, organization=org, client=True)
