@@ -171,6 +171,52 @@ def pause_image() -> Path:
     return archive
 
 
+PACKAGES_IN_IMAGE = "/var/lib/penetrator/packages"
+JOB_IMAGE_BASE = "docker.io/library/penetrator-sandbox-job"
+
+
+def job_image(project: Path, packages: dict[str, Path]) -> Path:
+    """The project's image plus one layer with the sandbox's install packages under
+    PACKAGES_IN_IMAGE (an image as the packages' source: a real pod sees no host
+    path). Cached by the two inputs."""
+    import hashlib
+
+    h = hashlib.sha256(project.read_bytes())
+    for arch in sorted(packages):
+        h.update(arch.encode() + packages[arch].read_bytes())
+    archive = cache_dir() / f"job-image-{h.hexdigest()[:16]}.tar"
+    if archive.is_file():
+        return archive
+    with tempfile.TemporaryDirectory(prefix="job-image-", dir=archive.parent) as tmp:
+        layout = Path(tmp) / "oci"
+        layout.mkdir()
+        _run(["tar", "-xf", str(project), "-C", str(layout)])
+        index = json.loads((layout / "index.json").read_text())
+        tag = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
+        root = Path(tmp) / "layer"
+        pkgdir = root / PACKAGES_IN_IMAGE.strip("/")
+        pkgdir.mkdir(parents=True)
+        for p in packages.values():
+            shutil.copyfile(p, pkgdir / p.name)
+            (pkgdir / p.name).chmod(0o644)
+        _run(["tar", "--owner=0", "--group=0", "-C", str(root), "-cf", f"{tmp}/layer.tar", "."])
+        _run(["umoci", "raw", "add-layer", "--image", f"{layout}:{tag}", f"{tmp}/layer.tar"])
+        _run(["tar", "--owner=0", "--group=0", "-C", str(layout), "-cf", f"{tmp}/job.tar", "."])
+        os.replace(f"{tmp}/job.tar", archive)
+    return archive
+
+
+def image_tag(archive: Path) -> str:
+    """The tag (org.opencontainers.image.ref.name) of an OCI archive's one image."""
+    import tarfile
+
+    with tarfile.open(archive) as tar:
+        f = tar.extractfile("./index.json")
+        assert f is not None
+        index = json.load(f)
+    return str(index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"])
+
+
 def import_image(sandbox: str, node: str, archive: Path, base_name: str) -> None:
     """`ctr images import` into the node's containerd (namespace k8s.io, where the
     CRI looks), named <base_name>:<the archive's tag>."""
