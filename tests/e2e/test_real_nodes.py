@@ -80,12 +80,23 @@ def leftovers(name: str, before: dict[str, Any]) -> dict[str, Any]:
         "new host iptables chains": sorted(host_chains() - before["chains"]),
         "changed sysctls": {k: v for k, v in sysctls().items() if before["sysctls"][k] != v},
         "state dir": [str(state_dir(name))] if state_dir(name).exists() else [],
+        "new bind targets": sorted(bind_targets() - before["bind targets"]),
     }
     return {k: v for k, v in found.items() if v}
 
 
+def bind_targets() -> set[str]:
+    """The host paths each node binds its own directory over that exist."""
+    return {p for p in realnode.PRIVATE_PATHS if os.path.exists(p)}
+
+
 def snapshot() -> dict[str, Any]:
-    return {"sysctls": sysctls(), "chains": host_chains(), "netns": host_netns()}
+    return {
+        "sysctls": sysctls(),
+        "chains": host_chains(),
+        "netns": host_netns(),
+        "bind targets": bind_targets(),
+    }
 
 
 @pytest.fixture(scope="module")
