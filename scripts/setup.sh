@@ -12,7 +12,7 @@ cd "$repo"
 # Tools the sandbox and tests run (see dev/src/penetrator_dev/sandbox/preflight.py).
 apt_packages=(iproute2 nftables openssh-server openssh-client util-linux mount procps tmux curl
   mmdebstrap umoci runc  # the image: scripts/image.sh and tests/e2e/test_image.py
-  containerd)  # the sandbox's real nodes (kubelet + containerd, issue 14)
+  containerd containernetworking-plugins busybox-static)  # the sandbox's real nodes (kubelet + containerd + CNI bridge, busybox for the pause image; issue 14)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

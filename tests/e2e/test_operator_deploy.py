@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from penetrator.api import NODE_LABEL
+from penetrator_dev.sandbox import cluster as cluster_mod
 from penetrator_dev.sandbox.deploy import webhook_answers
 from penetrator_dev.sandbox.lifecycle import Sandbox
 from support import Deployment, add_task_yaml, wait_for
@@ -110,12 +111,25 @@ def test_deployed_operator_installs_a_task(
     assert not {"passwd", "sshkey"} & set(secret["data"])
 
 
+def operator_address(sb: Sandbox) -> str | None:
+    """Where the operator listens, seen from the cloud namespace: the node agent runs
+    its process there (127.0.0.1); a real node gives its pod an address of its own."""
+    info = cluster_mod.load_cluster(sb)
+    if info is None or info.nodes != "real":
+        return "127.0.0.1"
+    pod = operator_pod(info)
+    return pod["status"].get("podIP") if pod else None
+
+
 def scrape(sb: Sandbox, port: int, path: str) -> tuple[int, str]:
-    """GET http://127.0.0.1:PORT/PATH from inside the cloud namespace (the
-    control-plane node's, where the node agent runs the operator's process)."""
+    """GET http://ADDRESS:PORT/PATH of the operator from inside the cloud namespace
+    (the control-plane node's); (0, "") when no operator pod runs."""
+    address = operator_address(sb)
+    if address is None:
+        return 0, ""
     p = sb.exec_in(
         "cloud",
-        ["curl", "-sS", "-m", "10", "-w", "\n%{http_code}", f"http://127.0.0.1:{port}{path}"],
+        ["curl", "-sS", "-m", "10", "-w", "\n%{http_code}", f"http://{address}:{port}{path}"],
         check=False,
         timeout=30,
     )

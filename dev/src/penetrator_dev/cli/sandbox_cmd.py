@@ -170,6 +170,13 @@ def sandbox() -> None:
     show_default=True,
     help="Also start the control plane in the cloud and register the proxy nodes.",
 )
+@click.option(
+    "--nodes",
+    type=click.Choice(["agent", "real"]),
+    default=None,
+    help="What runs the control-plane and proxy nodes: the node agent, or a real "
+    "containerd + kubelet per node [default: $PENETRATOR_SANDBOX_NODES or agent].",
+)
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 def up(
     name: str,
@@ -185,6 +192,7 @@ def up(
     real_join: int,
     faults: tuple[str, ...],
     cluster: bool,
+    nodes: str | None,
     output: str,
 ) -> None:
     """Bring the sandbox up (idempotent) and print its summary and export lines."""
@@ -206,7 +214,7 @@ def up(
         fault_map = dict(_parse_fault_arg(f) for f in faults)
         t0 = time.monotonic()
         sb = Sandbox.up(spec, faults=fault_map)
-        info = start_cluster(sb) if cluster else None
+        info = start_cluster(sb, nodes=nodes) if cluster else None
         sb = Sandbox.load(spec.name)  # the cluster added processes to its state
     except (
         ValueError,

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from penetrator_dev.sandbox import realnode
 from penetrator_dev.sandbox.join import heartbeat as hb
 from penetrator_dev.sandbox.lifecycle import Sandbox, SandboxError
 from penetrator_dev.sandbox.nodeagent.agent import AgentConfig, AgentNode, pod_log_path
@@ -45,6 +46,18 @@ CONTROL_PLANE_TAINT = {
 }
 ROLE_NODE_AGENT = "node-agent"
 ROLE_PREFIX = "cluster-"
+# What runs the sandbox's nodes: "agent" (the node agent, pods as host processes) or
+# "real" (containerd + kubelet per node, realnode.py). PENETRATOR_SANDBOX_NODES
+# chooses it when the caller does not.
+NODE_KINDS = ("agent", "real")
+NODES_ENV = "PENETRATOR_SANDBOX_NODES"
+
+
+def default_nodes() -> str:
+    kind = os.environ.get(NODES_ENV, "agent")
+    if kind not in NODE_KINDS:
+        raise SandboxError(f"{NODES_ENV}={kind!r}: must be one of {', '.join(NODE_KINDS)}")
+    return kind
 
 
 def proxy_node_name(intranet: int) -> str:
@@ -69,8 +82,18 @@ class SandboxCluster:
     pods_dir: Path
     control_plane_node: str
     proxy_nodes: dict[int, str]
+    nodes: str = "agent"  # NODE_KINDS
 
     def pod_log(self, pod: str, namespace: str = "default") -> Path | None:
+        if self.nodes == "real":
+            # <node>/private/var_log_pods/<ns>_<pod>_<uid>/<container>/<restart>.log
+            logs = sorted(
+                realnode.nodes_dir(self.name).glob(
+                    f"*/private/var_log_pods/{namespace}_{pod}_*/*/*.log"
+                ),
+                key=lambda p: p.stat().st_mtime,
+            )
+            return logs[-1] if logs else None
         return pod_log_path(str(self.pods_dir), namespace, pod)
 
     def kubectl(
@@ -90,7 +113,9 @@ class SandboxCluster:
         return proc
 
 
-def _cluster_info(sb: Sandbox, cp_state: ControlPlaneState, binaries_dir: Path) -> SandboxCluster:
+def _cluster_info(
+    sb: Sandbox, cp_state: ControlPlaneState, binaries_dir: Path, nodes: str
+) -> SandboxCluster:
     d = cluster_dir(sb.name)
     return SandboxCluster(
         name=sb.name,
@@ -103,6 +128,7 @@ def _cluster_info(sb: Sandbox, cp_state: ControlPlaneState, binaries_dir: Path) 
         pods_dir=d / "pods",
         control_plane_node=CONTROL_PLANE_NODE,
         proxy_nodes={it.index: proxy_node_name(it.index) for it in sb.topology.intranets},
+        nodes=nodes,
     )
 
 
@@ -111,20 +137,32 @@ def load_cluster(sb: Sandbox) -> SandboxCluster | None:
     d = cluster_dir(sb.name)
     try:
         cp_state = ControlPlaneState.load(d / "controlplane")
-        binaries_dir = Path(json.loads((d / "cluster.json").read_text())["binaries"])
+        recorded = json.loads((d / "cluster.json").read_text())
+        binaries_dir = Path(recorded["binaries"])
     except (FileNotFoundError, ValueError, KeyError):
         return None
-    agents = [p for p in sb.state.processes if p.role == ROLE_NODE_AGENT]
+    nodes = recorded.get("nodes", "agent")
+    roles = realnode.ROLES if nodes == "real" else (ROLE_NODE_AGENT,)
+    agents = [p for p in sb.state.processes if p.role in roles]
     cp_roles = [p for p in sb.state.processes if p.role.startswith(ROLE_PREFIX)]
     if not agents or not cp_roles or not all(is_alive(p) for p in agents + cp_roles):
         return None
-    return _cluster_info(sb, cp_state, binaries_dir)
+    return _cluster_info(sb, cp_state, binaries_dir, nodes)
 
 
-def start_cluster(sb: Sandbox, ready_timeout_s: float = 120.0) -> SandboxCluster:
-    """Start (or find running) the control plane and the node agent. Idempotent."""
+def start_cluster(
+    sb: Sandbox, ready_timeout_s: float = 120.0, nodes: str | None = None
+) -> SandboxCluster:
+    """Start (or find running) the control plane and its nodes: the node agent, or
+    with ``nodes="real"`` a containerd + kubelet per node. Idempotent."""
+    nodes = nodes or default_nodes()
     running = load_cluster(sb)
     if running:
+        if running.nodes != nodes:
+            raise SandboxError(
+                f"sandbox {sb.name!r} runs {running.nodes} nodes, not {nodes}; "
+                f"run `penetrator-dev sandbox down --name {sb.name}` first"
+            )
         return running
     topo = sb.topology
     d = cluster_dir(sb.name)
@@ -144,7 +182,9 @@ def start_cluster(sb: Sandbox, ready_timeout_s: float = 120.0) -> SandboxCluster
         raise
     # From here on the sandbox owns these processes: `down` stops them.
     _record(sb, [(f"{ROLE_PREFIX}{p.component}", p.pid) for p in cp.state.processes])
-    (d / "cluster.json").write_text(json.dumps({"binaries": str(cp.binaries.directory)}))
+    (d / "cluster.json").write_text(
+        json.dumps({"binaries": str(cp.binaries.directory), "nodes": nodes})
+    )
 
     # The host's kubeconfig goes through the forwarder (127.0.0.1 is in the cert).
     admin_crt, admin_key = cp.pki.client("admin")
@@ -156,7 +196,7 @@ def start_cluster(sb: Sandbox, ready_timeout_s: float = 120.0) -> SandboxCluster
         admin_key,
     )
 
-    nodes = [
+    agent_nodes = [
         _agent_node(
             d,
             cp,
@@ -167,19 +207,22 @@ def start_cluster(sb: Sandbox, ready_timeout_s: float = 120.0) -> SandboxCluster
         )
     ]
     for it in topo.intranets:
-        nodes.append(_agent_node(d, cp, proxy_node_name(it.index), it.proxy_ip, it.proxy_ns))
-    agent = AgentConfig(
-        server=cp.server,
-        ca=str(cp.pki.ca_crt),
-        nodes=tuple(nodes),
-        pods_dir=str(d / "pods"),
-        service_host=topo.cloud.address,
-        service_port=topo.cloud.apiserver_port,
-        python=sys.executable,
-    )
-    (d / "agent.json").write_text(agent.dump())
-    _spawn_agent(sb)
-    _wait_ready(cp, [n.name for n in nodes], ready_timeout_s)
+        agent_nodes.append(_agent_node(d, cp, proxy_node_name(it.index), it.proxy_ip, it.proxy_ns))
+    if nodes == "real":
+        _start_real_nodes(sb, cp, agent_nodes)
+    else:
+        agent = AgentConfig(
+            server=cp.server,
+            ca=str(cp.pki.ca_crt),
+            nodes=tuple(agent_nodes),
+            pods_dir=str(d / "pods"),
+            service_host=topo.cloud.address,
+            service_port=topo.cloud.apiserver_port,
+            python=sys.executable,
+        )
+        (d / "agent.json").write_text(agent.dump())
+        _spawn_agent(sb)
+    _wait_ready(cp, [n.name for n in agent_nodes], ready_timeout_s)
     # NodeRestriction keeps a kubelet from setting role labels on itself: the admin does.
     cp.kubectl(
         "label", "node", CONTROL_PLANE_NODE, "node-role.kubernetes.io/control-plane=", "--overwrite"
@@ -193,6 +236,36 @@ def start_cluster(sb: Sandbox, ready_timeout_s: float = 120.0) -> SandboxCluster
             f"{state_dir(sb.name)}/logs and {d}/controlplane/*.log"
         )
     return info
+
+
+def _start_real_nodes(sb: Sandbox, cp: ControlPlane, nodes: list[AgentNode]) -> None:
+    """A containerd + kubelet per node (realnode.py), with the node identities issued
+    for the agent, the project's image and the pause image imported into each."""
+    topo = sb.topology
+    realnode.save_sysctls(sb.name)
+    realnode.bind_dirs(sb.name)
+    images = [
+        (realnode.pause_image(), realnode.PAUSE_IMAGE.rsplit(":", 1)[0]),
+        (realnode.project_image(), "docker.io/library/penetrator"),
+    ]
+    for index, n in enumerate(nodes):
+        assert n.netns is not None
+        rn = realnode.RealNode(n.name, n.ip, n.netns, index, n.taints)
+        kubeconfig = cluster_dir(sb.name) / "nodes" / f"{n.name}.kubeconfig"
+        write_kubeconfig(kubeconfig, cp.server, cp.pki.ca_crt, Path(n.cert), Path(n.key))
+        realnode.write_node_files(sb.name, rn, cp.pki.ca_crt, kubeconfig)
+        records = realnode.start_node(
+            sb.name,
+            rn,
+            kubelet=cp.binaries.directory / "kubelet",
+            images=images,
+            apiserver=(topo.cloud.address, topo.cloud.apiserver_port),
+        )
+        with locked(sb.name):
+            st = load_state(sb.name) or sb.state
+            st.processes += records
+            save_state(sb.name, st)
+            sb.state = st
 
 
 def _spawn_agent(sb: Sandbox) -> ProcessRecord:

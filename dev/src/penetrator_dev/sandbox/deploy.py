@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from penetrator_dev.sandbox import realnode
 from penetrator_dev.sandbox.cluster import SandboxCluster
 from penetrator_dev.sandbox.join.package import build_join_packages
 from penetrator_dev.sandbox.lifecycle import SandboxError
@@ -42,10 +43,33 @@ def sandbox_settings(name: str, info: SandboxCluster) -> dict[str, Any]:
     """The operator's settings that differ in the sandbox: the install package (the
     sandbox's edgeadm, built here) and where the machines reach the apiserver."""
     packages = build_join_packages(state_dir(name) / "packages")
+    if info.nodes == "real":
+        return real_node_settings(name, info, {a: p.path for a, p in packages.items()})
     return {
         "apiServer": info.server,
         "job": {
             "packages": {arch: str(p.path) for arch, p in packages.items()},
+            "workDir": "penetrator",
+        },
+    }
+
+
+def real_node_settings(
+    name: str, info: SandboxCluster, packages: dict[str, Path]
+) -> dict[str, Any]:
+    """On real nodes a Job's pod sees no host path: its packages come in an image,
+    the project's plus a layer holding them, imported into every node."""
+    archive = realnode.job_image(realnode.project_image(), packages)
+    for node in [info.control_plane_node, *info.proxy_nodes.values()]:
+        realnode.import_image(name, node, archive, realnode.JOB_IMAGE_BASE)
+    image = f"{realnode.JOB_IMAGE_BASE.rsplit('/', 1)[1]}:{realnode.image_tag(archive)}"
+    return {
+        "apiServer": info.server,
+        "jobPod": {"image": image, "imagePullPolicy": "IfNotPresent"},
+        "job": {
+            "packages": {
+                arch: f"{realnode.PACKAGES_IN_IMAGE}/{p.name}" for arch, p in packages.items()
+            },
             "workDir": "penetrator",
         },
     }

@@ -26,7 +26,7 @@ from typing import Any
 from penetrator_dev.sandbox import faults as faults_mod
 from penetrator_dev.sandbox import machines as mach
 from penetrator_dev.sandbox import network as net
-from penetrator_dev.sandbox import preflight, realjoin
+from penetrator_dev.sandbox import preflight, realjoin, realnode
 from penetrator_dev.sandbox.forward import ROLE_FORWARD, start_forwarder
 from penetrator_dev.sandbox.state import (
     ProcessRecord,
@@ -413,6 +413,8 @@ def leftover_pids(name: str) -> list[int]:
     pids |= set(processes_with_marker(["penetrator_dev.sandbox.relay", "--sandbox-name", name]))
     # an sshd whose namespace is gone already (ours by its config path)
     pids |= set(processes_with_arg_prefix(str(state_dir(name)) + "/", program="sshd"))
+    # pods of real nodes with a network namespace of their own: in the nodes' cgroups
+    pids |= set(realnode.cgroup_pids(name))
     return sorted(p for p in pids if process_exists(p))  # zombies hold nothing
 
 
@@ -434,6 +436,7 @@ def _down_unlocked(name: str) -> DownReport:
             break
         kill_pids(pids)
         rep.killed += pids
+    realnode.cleanup(name)  # cgroups, host sysctls, bind targets: once nothing runs
     namespaces = leftover_namespaces(name)
     if namespaces:
         net.run(

@@ -1,0 +1,542 @@
+"""Real nodes of the sandbox: per node one Debian containerd 1.6 and one kubelet
+v1.37.2 (built by testenv/build.sh), in the node's network namespace and in a mount
+namespace of their own, running pods from images imported into that node's
+containerd (the project's image, scripts/image.sh, and a local pause image): no
+registry.
+
+Each node (``control-plane`` in the cloud namespace, ``proxy-<k>`` in intranet k's
+proxy namespace) gets, under ``<state>/cluster/realnodes/<node>/``:
+
+- ``containerd.toml``: private root, state, socket and runc root;
+  ``restrict_oom_score_adj`` (the VM's bounding set lacks CAP_SYS_RESOURCE, so
+  runc cannot raise oom_score_adj), ``disable_apparmor``, ``SystemdCgroup = false``;
+- ``net.d/`` a CNI bridge with its own pod subnet 10.244.<k>.0/24 (0: control-plane);
+- ``kubelet.yaml``: cgroupfs driver, its own ``cgroupRoot``
+  (``/penetrator-sandbox-<name>/<node>``, made in every v1 hierarchy),
+  ``failCgroupV1: false``, ``failSwapOn: false``, webhook authn/authz, image GC off
+  (the imported images are all there is);
+- a mount namespace (``unshare -m --propagation slave``) with /var/lib/kubelet,
+  /etc/kubernetes, /var/lib/cni, /var/log/pods, /var/log/containers, /run/netns and
+  /run/containerd bound from that directory: kubelets would otherwise share the
+  device-plugin socket, pod logs and CNI results.
+
+Both processes enter the network namespace with ``nsenter --net=/run/netns/X``
+(``ip netns exec`` remounts /sys and hides /sys/fs/cgroup). There is no kube-proxy:
+a DNAT in each node's namespace sends the ``kubernetes`` Service address to the
+apiserver, as kube-proxy would.
+
+kubelet rewrites host sysctls (``KUBELET_SYSCTLS``): their values before the first
+kubelet are kept in the state directory and ``cleanup`` (called by ``down``, also
+after a crash) puts them back, kills every process left in the nodes' cgroups and
+removes the cgroups and the host directories made for the bind mounts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from penetrator_dev.sandbox.state import ProcessRecord, start_ticks, state_dir
+
+ROLE_CONTAINERD = "node-containerd"
+ROLE_KUBELET = "node-kubelet"
+ROLES = (ROLE_CONTAINERD, ROLE_KUBELET)
+PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
+CTR_NAMESPACE = "k8s.io"
+CNI_BIN_DIR = "/usr/lib/cni"
+CGROUP_FS = Path("/sys/fs/cgroup")
+KUBELET_SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops")
+# Host paths the kubelet and containerd use without a setting to move them: each
+# node binds its own directory over them, in its own mount namespace.
+PRIVATE_PATHS = (
+    "/var/lib/kubelet",
+    "/etc/kubernetes",
+    "/var/lib/cni",
+    "/var/log/pods",
+    "/var/log/containers",
+    "/run/netns",
+    "/run/containerd",
+)
+# What the kubernetes Service (KUBERNETES_SERVICE_HOST/PORT in every pod) is.
+SERVICE_IP = "10.96.0.1"
+SERVICE_PORT = 443
+
+
+class RealNodeError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class RealNode:
+    name: str
+    ip: str
+    netns: str
+    index: int  # 0: the control-plane node; k: intranet k's proxy node
+    taints: tuple[dict[str, str], ...] = ()
+
+    @property
+    def pod_cidr(self) -> str:
+        return f"10.244.{self.index}.0/24"
+
+
+def nodes_dir(sandbox: str) -> Path:
+    return state_dir(sandbox) / "cluster" / "realnodes"
+
+
+def node_dir(sandbox: str, node: str) -> Path:
+    return nodes_dir(sandbox) / node
+
+
+def cgroup_parent(sandbox: str) -> str:
+    return f"penetrator-sandbox-{sandbox}"
+
+
+def socket_path(sandbox: str, node: str) -> Path:
+    return node_dir(sandbox, node) / "containerd.sock"
+
+
+# ------------------------------------------------------------------ images
+
+
+def repo_root() -> Path:
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "scripts" / "image.sh").is_file():
+            return parent
+    raise RealNodeError("scripts/image.sh not found: real nodes run the image of a checkout")
+
+
+def project_image() -> Path:
+    """The OCI archive scripts/image.sh builds (cached by its inputs)."""
+    p = subprocess.run(
+        ["bash", str(repo_root() / "scripts" / "image.sh")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if p.returncode != 0:
+        raise RealNodeError(f"scripts/image.sh failed:\n{p.stderr[-2000:]}")
+    return Path(p.stdout.strip().splitlines()[-1])
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("PENETRATOR_CACHE") or (
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "penetrator"
+    )
+    return Path(root)
+
+
+PAUSE_SCRIPT = "trap 'exit 0' TERM INT; while :; do /bin/busybox sleep 86400 & wait $!; done"
+
+
+def pause_image() -> Path:
+    """An OCI archive of a pause image: Debian's busybox-static, sleeping until
+    told to stop. Built once with umoci (cached by the busybox binary)."""
+    busybox = Path("/bin/busybox")
+    if not busybox.is_file():
+        raise RealNodeError("/bin/busybox missing: install busybox-static (scripts/setup.sh)")
+    import hashlib
+
+    key = hashlib.sha256(busybox.read_bytes() + PAUSE_SCRIPT.encode()).hexdigest()[:16]
+    archive = cache_dir() / f"pause-{key}.tar"
+    if archive.is_file():
+        return archive
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    tag = PAUSE_IMAGE.rsplit(":", 1)[1]
+    with tempfile.TemporaryDirectory(prefix="pause-", dir=archive.parent) as tmp:
+        layout, bundle = f"{tmp}/oci", f"{tmp}/bundle"
+        image = f"{layout}:{tag}"
+        _run(["umoci", "init", "--layout", layout])
+        _run(["umoci", "new", "--image", image])
+        _run(["umoci", "unpack", "--image", image, bundle])
+        (Path(bundle) / "rootfs" / "bin").mkdir(parents=True)
+        shutil.copy2(busybox, Path(bundle) / "rootfs" / "bin" / "busybox")
+        _run(["umoci", "repack", "--image", image, bundle])
+        entry = ["/bin/busybox", "sh", "-c", PAUSE_SCRIPT]
+        _run(
+            ["umoci", "config", "--image", image, "--config.user=65535:65535"]
+            + [f"--config.entrypoint={a}" for a in entry]
+        )
+        _run(["tar", "--owner=0", "--group=0", "-C", layout, "-cf", f"{tmp}/pause.tar", "."])
+        os.replace(f"{tmp}/pause.tar", archive)
+    return archive
+
+
+PACKAGES_IN_IMAGE = "/var/lib/penetrator/packages"
+JOB_IMAGE_BASE = "docker.io/library/penetrator-sandbox-job"
+
+
+def job_image(project: Path, packages: dict[str, Path]) -> Path:
+    """The project's image plus one layer with the sandbox's install packages under
+    PACKAGES_IN_IMAGE (an image as the packages' source: a real pod sees no host
+    path). Cached by the two inputs."""
+    import hashlib
+
+    h = hashlib.sha256(project.read_bytes())
+    for arch in sorted(packages):
+        h.update(arch.encode() + packages[arch].read_bytes())
+    archive = cache_dir() / f"job-image-{h.hexdigest()[:16]}.tar"
+    if archive.is_file():
+        return archive
+    with tempfile.TemporaryDirectory(prefix="job-image-", dir=archive.parent) as tmp:
+        layout = Path(tmp) / "oci"
+        layout.mkdir()
+        _run(["tar", "-xf", str(project), "-C", str(layout)])
+        index = json.loads((layout / "index.json").read_text())
+        tag = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
+        root = Path(tmp) / "layer"
+        pkgdir = root / PACKAGES_IN_IMAGE.strip("/")
+        pkgdir.mkdir(parents=True)
+        for p in packages.values():
+            shutil.copyfile(p, pkgdir / p.name)
+            (pkgdir / p.name).chmod(0o644)
+        _run(["tar", "--owner=0", "--group=0", "-C", str(root), "-cf", f"{tmp}/layer.tar", "."])
+        _run(["umoci", "raw", "add-layer", "--image", f"{layout}:{tag}", f"{tmp}/layer.tar"])
+        _run(["tar", "--owner=0", "--group=0", "-C", str(layout), "-cf", f"{tmp}/job.tar", "."])
+        os.replace(f"{tmp}/job.tar", archive)
+    return archive
+
+
+def image_tag(archive: Path) -> str:
+    """The tag (org.opencontainers.image.ref.name) of an OCI archive's one image."""
+    import tarfile
+
+    with tarfile.open(archive) as tar:
+        f = tar.extractfile("./index.json")
+        assert f is not None
+        index = json.load(f)
+    return str(index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"])
+
+
+def import_image(sandbox: str, node: str, archive: Path, base_name: str) -> None:
+    """`ctr images import` into the node's containerd (namespace k8s.io, where the
+    CRI looks), named <base_name>:<the archive's tag>."""
+    argv = [
+        "ctr", f"--address={socket_path(sandbox, node)}", "-n", CTR_NAMESPACE,
+        "images", "import", f"--base-name={base_name}", str(archive),
+    ]  # fmt: skip
+    _run(argv)
+
+
+# ------------------------------------------------------------------ configs
+
+
+def containerd_config(sandbox: str, node: str) -> str:
+    d = node_dir(sandbox, node)
+    cri = 'plugins."io.containerd.grpc.v1.cri"'
+    return f"""version = 2
+root = "{d}/containerd/root"
+state = "{d}/containerd/state"
+[grpc]
+  address = "{d}/containerd.sock"
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/containerd/opt"
+[{cri}]
+  sandbox_image = "{PAUSE_IMAGE}"
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  enable_selinux = false
+[{cri}.containerd]
+  snapshotter = "overlayfs"
+  default_runtime_name = "runc"
+[{cri}.containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+[{cri}.containerd.runtimes.runc.options]
+  SystemdCgroup = false
+  Root = "{d}/runc"
+[{cri}.cni]
+  bin_dir = "{CNI_BIN_DIR}"
+  conf_dir = "{d}/net.d"
+"""
+
+
+def cni_config(node: RealNode) -> str:
+    return json.dumps(
+        {
+            "cniVersion": "1.0.0",
+            "name": "sandbox",
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": "cni0",
+                    "isGateway": True,
+                    "ipMasq": True,
+                    "hairpinMode": True,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": node.pod_cidr}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                    },
+                },
+                {"type": "portmap", "capabilities": {"portMappings": True}},
+            ],
+        },
+        indent=1,
+    )
+
+
+def kubelet_config(sandbox: str, node: RealNode, ca: Path) -> str:
+    cfg = {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "address": node.ip,
+        "readOnlyPort": 0,
+        "cgroupDriver": "cgroupfs",
+        "cgroupRoot": f"/{cgroup_parent(sandbox)}/{node.name}",
+        "failCgroupV1": False,
+        "failSwapOn": False,
+        "containerRuntimeEndpoint": f"unix://{socket_path(sandbox, node.name)}",
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": True},
+            "x509": {"clientCAFile": str(ca)},
+        },
+        "authorization": {"mode": "Webhook"},
+        "registerWithTaints": list(node.taints),
+        # The imported images are the only ones there are: never collect them.
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
+        "evictionHard": {"memory.available": "1Mi", "nodefs.available": "1%"},
+        "resolvConf": "/etc/resolv.conf",
+        "serializeImagePulls": False,
+    }
+    return yaml.safe_dump(cfg, sort_keys=False)
+
+
+def service_ruleset(apiserver: str, port: int) -> str:
+    """kube-proxy's one rule the sandbox needs: the kubernetes Service -> apiserver."""
+    rule = f"ip daddr {SERVICE_IP} tcp dport {SERVICE_PORT} dnat to {apiserver}:{port}"
+    return f"""table ip pnservice {{
+  chain prerouting {{
+    type nat hook prerouting priority dstnat;
+    {rule}
+  }}
+  chain output {{
+    type nat hook output priority -100;
+    {rule}
+  }}
+}}
+"""
+
+
+# ------------------------------------------------------------------ start
+
+
+def save_sysctls(sandbox: str) -> None:
+    """Keep the host's values before any kubelet changes them (once per sandbox)."""
+    f = state_dir(sandbox) / "sysctls.json"
+    if not f.exists():
+        values = {k: _proc_sys(k).read_text().strip() for k in KUBELET_SYSCTLS}
+        f.write_text(json.dumps(values))
+
+
+def _proc_sys(key: str) -> Path:
+    return Path("/proc/sys") / key.replace(".", "/")
+
+
+def make_cgroups(sandbox: str, node: str) -> None:
+    """The node's cgroupRoot in every v1 hierarchy (cpuset copied from the root,
+    else its tasks cannot run)."""
+    for hierarchy in _hierarchies():
+        for rel in (cgroup_parent(sandbox), f"{cgroup_parent(sandbox)}/{node}"):
+            d = hierarchy / rel
+            d.mkdir(exist_ok=True)
+            if hierarchy.name == "cpuset":
+                for f in ("cpuset.cpus", "cpuset.mems"):
+                    if not (d / f).read_text().strip():
+                        (d / f).write_text((hierarchy / f).read_text())
+
+
+def _hierarchies() -> list[Path]:
+    return [
+        p
+        for p in sorted(CGROUP_FS.iterdir())
+        if p.is_dir() and not p.is_symlink() and (p / "cgroup.procs").exists()
+    ]
+
+
+def bind_dirs(sandbox: str) -> None:
+    """Make missing bind targets on the host, and remember which: `cleanup`
+    removes them again."""
+    made_file = state_dir(sandbox) / "made-dirs.json"
+    made: list[str] = json.loads(made_file.read_text()) if made_file.exists() else []
+    for p in PRIVATE_PATHS:
+        if not Path(p).exists():
+            Path(p).mkdir(parents=True)
+            made.append(p)
+    made_file.write_text(json.dumps(made))
+
+
+def mount_script(sandbox: str, node: str) -> str:
+    d = node_dir(sandbox, node)
+    lines = ["set -e"]
+    for p in PRIVATE_PATHS:
+        src = d / "private" / p.strip("/").replace("/", "_")
+        src.mkdir(parents=True, exist_ok=True)
+        lines.append(f"mount --bind {src} {p}")
+    lines.append(f"exec containerd --config {d / 'containerd.toml'}")
+    return "\n".join(lines) + "\n"
+
+
+def write_node_files(sandbox: str, node: RealNode, ca: Path, kubeconfig: Path) -> None:
+    d = node_dir(sandbox, node.name)
+    (d / "net.d").mkdir(parents=True, exist_ok=True)
+    (d / "containerd.toml").write_text(containerd_config(sandbox, node.name))
+    (d / "net.d" / "10-sandbox.conflist").write_text(cni_config(node))
+    (d / "kubelet.yaml").write_text(kubelet_config(sandbox, node, ca))
+    (d / "node.sh").write_text(mount_script(sandbox, node.name))
+    shutil.copy2(kubeconfig, d / "kubelet.kubeconfig")
+
+
+def _popen(argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as f:
+        return subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=f, stderr=f, start_new_session=True
+        )
+
+
+def start_containerd(sandbox: str, node: RealNode) -> ProcessRecord:
+    d = node_dir(sandbox, node.name)
+    argv = [
+        "nsenter", f"--net=/run/netns/{node.netns}", "--",
+        "unshare", "-m", "--propagation", "slave", "--",
+        "sh", str(d / "node.sh"),
+    ]  # fmt: skip
+    p = _popen(argv, d / "containerd.log")
+    deadline = time.monotonic() + 60
+    while not socket_path(sandbox, node.name).exists():
+        if p.poll() is not None or time.monotonic() > deadline:
+            raise RealNodeError(
+                f"containerd of node {node.name} did not start; {d}/containerd.log ends:\n"
+                + _tail(d / "containerd.log")
+            )
+        time.sleep(0.1)
+    return ProcessRecord(ROLE_CONTAINERD, node.netns, p.pid, start_ticks(p.pid) or 0)
+
+
+def start_kubelet(
+    sandbox: str, node: RealNode, kubelet: Path, containerd_pid: int
+) -> ProcessRecord:
+    """The kubelet in the mount and network namespaces of the node's containerd."""
+    d = node_dir(sandbox, node.name)
+    argv = [
+        "nsenter", f"--target={containerd_pid}", "--mount", "--net", "--",
+        str(kubelet), f"--config={d / 'kubelet.yaml'}",
+        f"--kubeconfig={d / 'kubelet.kubeconfig'}",
+        f"--hostname-override={node.name}", f"--node-ip={node.ip}",
+    ]  # fmt: skip
+    p = _popen(argv, d / "kubelet.log")
+    return ProcessRecord(ROLE_KUBELET, node.netns, p.pid, start_ticks(p.pid) or 0)
+
+
+def start_node(
+    sandbox: str,
+    node: RealNode,
+    *,
+    kubelet: Path,
+    images: Sequence[tuple[Path, str]],
+    apiserver: tuple[str, int],
+) -> list[ProcessRecord]:
+    """containerd, the images, the Service DNAT, then the kubelet of one node
+    (its files written by `write_node_files`)."""
+    make_cgroups(sandbox, node.name)
+    _run(
+        ["nsenter", f"--net=/run/netns/{node.netns}", "--", "nft", "-f", "-"],
+        input=service_ruleset(*apiserver),
+    )
+    ctrd = start_containerd(sandbox, node)
+    try:
+        for archive, base_name in images:
+            import_image(sandbox, node.name, archive, base_name)
+        return [ctrd, start_kubelet(sandbox, node, kubelet, ctrd.pid)]
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(ctrd.pid, 9)
+        raise
+
+
+# ------------------------------------------------------------------ cleanup
+
+
+def cgroup_dirs(sandbox: str) -> list[Path]:
+    """The nodes' cgroups in every hierarchy, deepest first."""
+    out: list[Path] = []
+    for hierarchy in _hierarchies():
+        top = hierarchy / cgroup_parent(sandbox)
+        if top.is_dir():
+            out += [Path(root) for root, _dirs, _files in os.walk(top)]
+    return sorted(out, key=lambda p: len(p.parts), reverse=True)
+
+
+def cgroup_pids(sandbox: str) -> list[int]:
+    """Every process in the nodes' cgroups: pods with a network namespace of their
+    own are in no namespace of the sandbox, but in these."""
+    pids: set[int] = set()
+    for d in cgroup_dirs(sandbox):
+        with contextlib.suppress(OSError):
+            pids |= {int(x) for x in (d / "cgroup.procs").read_text().split()}
+    return sorted(pids)
+
+
+def cleanup(sandbox: str) -> list[str]:
+    """After every process is gone: remove the cgroups, put the host sysctls back,
+    remove the bind targets made on the host. Returns what it did."""
+    done: list[str] = []
+    for _ in range(50):  # a killed task leaves its cgroup a moment later
+        left = [d for d in cgroup_dirs(sandbox) if not _rmdir(d)]
+        if not left:
+            break
+        time.sleep(0.1)
+    else:
+        done.append(f"cgroups left: {[str(d) for d in left]}")
+    f = state_dir(sandbox) / "sysctls.json"
+    if f.exists():
+        for key, value in json.loads(f.read_text()).items():
+            if _proc_sys(key).read_text().strip() != value:
+                _proc_sys(key).write_text(value)
+                done.append(f"sysctl {key}={value}")
+        f.unlink()
+    made_file = state_dir(sandbox) / "made-dirs.json"
+    if made_file.exists():
+        for p in reversed(json.loads(made_file.read_text())):
+            with contextlib.suppress(OSError):
+                Path(p).rmdir()
+        made_file.unlink()
+    return done
+
+
+def _rmdir(d: Path) -> bool:
+    try:
+        d.rmdir()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _run(argv: Sequence[str], input: str | None = None) -> None:
+    p = subprocess.run(list(argv), input=input, capture_output=True, text=True, check=False)
+    if p.returncode != 0:
+        raise RealNodeError(f"{' '.join(argv)}: {(p.stderr or p.stdout).strip()[-2000:]}")
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
