@@ -258,15 +258,18 @@ def credentials(sb: Sandbox, info: SandboxCluster) -> dict[str, str]:
     password = Path(ssh["password_file"]).read_text().strip()
     key_lines = Path(ssh["private_key"]).read_text().splitlines()
     key_body = max(key_lines[1:-1], key=len)  # a full line of the key's base64
-    record = get(info, "secret", "-n", NS, "penetrator-bootstrap-token")
-    data = {k: base64.b64decode(v).decode() for k, v in record["data"].items()}
-    token_secret = data["token-secret"]
-    return {
-        "password": password,
-        "ssh key": key_body,
-        "bootstrap token secret": token_secret,
-        "bootstrap token": f"{data['token-id']}.{token_secret}",
-    }
+    # one bootstrap token per round of the task (k8s.builders.build_token_secret)
+    tokens = get(
+        info, "secret", "-n", "kube-system", "-l", "app.kubernetes.io/managed-by=penetrator"
+    )
+    found = {"password": password, "ssh key": key_body}
+    for i, record in enumerate((tokens or {}).get("items", [])):
+        data = {k: base64.b64decode(v).decode() for k, v in record["data"].items()}
+        token_secret = data["token-secret"]
+        found[f"bootstrap token secret {i}"] = token_secret
+        found[f"bootstrap token {i}"] = f"{data['token-id']}.{token_secret}"
+    assert any(k.startswith("bootstrap token") for k in found), "no bootstrap token of penetrator"
+    return found
 
 
 def _forms(value: str) -> list[str]:
