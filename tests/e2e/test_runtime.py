@@ -18,13 +18,18 @@ from lightkube.resources.core_v1 import ConfigMap, Secret
 from lightkube.resources.rbac_authorization_v1 import Role, RoleBinding
 from prometheus_client import generate_latest
 
-from penetrator.api import NodeTask, TaskPhase, is_generated_name
+from penetrator.api import (
+    CONFIGMAP_NAME_ANNOTATION,
+    JOB_NAME_ANNOTATION,
+    NodeTask,
+    TaskPhase,
+    is_generated_name,
+)
 from penetrator.api.settings import load_settings
 from penetrator.k8s.builders import results_name, secret_name
 from penetrator.k8s.client import NodeTaskResource, make_client
 from penetrator.operator.metrics import Metrics
 from penetrator.operator.runtime import Runtime
-from penetrator.plan.prepare import default_configmap_name, default_job_name
 from penetrator.plan.reconcile import Decision, DeleteJob
 from penetrator_dev.sandbox.deploy import foundation
 from penetrator_dev.testenv.controlplane import ControlPlane
@@ -100,8 +105,11 @@ async def test_a_task_without_webhook_is_planned_then_its_round_applied(
         label = planned.task_label
         assert label is not None
         assert label.startswith(f"{name}-")
-        assert planned.job_name == default_job_name(name, label)
-        assert planned.configmap_name == default_configmap_name(name, label)
+        # the objects' names come from the uid; the annotations show them
+        ours = f"nodetask-{planned.metadata.uid}"
+        assert planned.job_name == planned.configmap_name == ours
+        assert planned.metadata.annotations[JOB_NAME_ANNOTATION] == ours
+        assert planned.metadata.annotations[CONFIGMAP_NAME_ANNOTATION] == ours
 
         # step 2: round 1 from the decided actions
         await runtime.step(await _task(runtime, name), {})
@@ -149,3 +157,46 @@ async def test_a_task_without_webhook_is_planned_then_its_round_applied(
         assert all(j.metadata and j.metadata.deletionTimestamp for j in left)
     finally:
         edge.kubectl("delete", "nt", name, "--ignore-not-found", "--wait=false")
+
+
+async def test_an_object_of_the_tasks_name_it_does_not_control_is_left_alone(
+    edge: ControlPlane, runtime: Runtime
+) -> None:
+    """A ConfigMap put under the task's object name before its first round (names come
+    from the uid, which is known once the task exists): the round is refused on the
+    task (ApiRefused, naming the object), the ConfigMap is neither applied over nor
+    deleted."""
+    name = "rt-owner"
+    task = {
+        "apiVersion": "nodetask.apps.superedge.io/v1beta1",
+        "kind": "NodeTask",
+        "metadata": {"name": name},
+        "spec": {"nodeNamePrefix": "edge", "targetMachines": ["10.77.1.1"],
+                 "sshCredential": "rt-login"},
+    }  # fmt: skip
+    edge.kubectl("create", "-f", "-", input=json.dumps(task))
+    cm_name = ""
+    try:
+        assert await runtime.step(await _task(runtime, name), {}) == 0.5  # the plan
+        planned = NodeTask.from_dict(await _task(runtime, name))
+        cm_name = str(planned.configmap_name)
+        foreign = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": cm_name, "namespace": NS},
+            "data": {"config.json": "someone else's"},
+        }
+        edge.kubectl("create", "-f", "-", input=json.dumps(foreign))
+        await runtime.step(await _task(runtime, name), {})
+        after = NodeTask.from_dict(await _task(runtime, name))
+        cond = next(c for c in after.status.conditions if c.type == "Progressing")
+        assert (cond.status, cond.reason) == ("False", "ApiRefused")
+        assert f"ConfigMap {NS}/{cm_name} exists but is not this task's" in cond.message
+        cm = await runtime.client.get(ConfigMap, cm_name, namespace=NS)
+        assert (cm.data or {}) == {"config.json": "someone else's"}
+        assert not (cm.metadata and cm.metadata.ownerReferences)
+        assert not await _exists(runtime, Job, str(planned.job_name))  # no round started
+    finally:
+        edge.kubectl("delete", "nt", name, "--ignore-not-found", "--wait=false")
+        if cm_name:
+            edge.kubectl("-n", NS, "delete", "configmap", cm_name, "--ignore-not-found")

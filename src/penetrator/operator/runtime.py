@@ -50,6 +50,8 @@ from penetrator.k8s.builders import (
     build_job_role_binding,
     build_results_configmap,
     build_secret,
+    controlled_by,
+    controller_text,
     results_name,
     secret_name,
 )
@@ -129,6 +131,27 @@ class Runtime:
                 return None
             raise
 
+    async def _claim(self, task: NodeTask, res: Any, name: str) -> bool:
+        """Before a write or delete of ``res`` ``name``: True if it exists and this task
+        (its uid) is its controller, False if it does not exist; ``StepError`` if it
+        belongs to anything else: it is never patched, force-applied or deleted."""
+        obj = await self._get_optional(res, name, NAMESPACE)
+        if obj is None:
+            return False
+        if controlled_by(obj.metadata, task.metadata.uid or ""):
+            return True
+        raise StepError(
+            f"{res.__name__} {NAMESPACE}/{name} exists but is not this task's (its "
+            f"controller is {controller_text(obj.metadata)}); it is left alone: delete "
+            "it, or delete and re-create the task"
+        )
+
+    async def _apply_owned(self, task: NodeTask, obj: Any) -> None:
+        """Server-side apply (forced: our field manager takes its fields back) only onto
+        an object this task controls or a new one."""
+        await self._claim(task, type(obj), obj.metadata.name)
+        await self.client.apply(obj, field_manager=self.settings.field_manager, force=True)
+
     async def observe(
         self, task: NodeTask
     ) -> tuple[dict[str, str], ObservedJob | None, ResultsDoc | None]:
@@ -202,7 +225,7 @@ class Runtime:
             case CreateJob():
                 await self._create_job(task, action)
             case DeleteJob():
-                await self._delete_job(action)
+                await self._delete_job(task, action)
             case EmitEvent():
                 await self.event(task, action.type, action.reason, action.message, once=action.once)
             case RequeueAfter():
@@ -211,30 +234,27 @@ class Runtime:
                 assert_never(action)
 
     async def _write_results(self, task: NodeTask, action: WriteResults) -> None:
-        fm = self.settings.field_manager
-        await self.client.apply(
-            build_results_configmap(task, action.doc), field_manager=fm, force=True
-        )
+        await self._apply_owned(task, build_results_configmap(task, action.doc))
 
     async def _apply_configmap(self, task: NodeTask, action: ApplyConfigMap) -> None:
         cluster = await self.cluster_info()
-        cm = job_configmap(task, action, cluster, self.settings)
-        await self.client.apply(cm, field_manager=self.settings.field_manager, force=True)
+        await self._apply_owned(task, job_configmap(task, action, cluster, self.settings))
 
     async def _create_job(self, task: NodeTask, action: CreateJob) -> None:
         # The Job's rights on its task's ConfigMaps come with it (owned by the task).
         role, binding, job = job_objects(task, action, self.settings)
-        fm = self.settings.field_manager
-        await self.client.apply(role, field_manager=fm, force=True)
-        await self.client.apply(binding, field_manager=fm, force=True)
+        await self._apply_owned(task, role)
+        await self._apply_owned(task, binding)
         await self.client.create(job)
         self.metrics.rounds.inc()
         log.info("task %s: round %d: job created", task.name, action.round)
 
-    async def _delete_job(self, action: DeleteJob) -> None:
+    async def _delete_job(self, task: NodeTask, action: DeleteJob) -> None:
         # The Job's rights go with it: between rounds no Job may write the task's
         # ConfigMaps (its Role and RoleBinding carry the Job's name).
         for res, name, cascade in job_deletions(action):
+            if not await self._claim(task, res, name):
+                continue  # gone already
             try:
                 await self.client.delete(res, name, namespace=NAMESPACE, cascade=cascade)
             except ApiError as e:
@@ -272,7 +292,7 @@ class Runtime:
         secret = build_secret(
             task, token, raw, known_hosts.decode(errors="replace") if known_hosts else None, pins
         )
-        await self.client.apply(secret, field_manager=self.settings.field_manager, force=True)
+        await self._apply_owned(task, secret)
 
     async def _host_key_pins(self, task: NodeTask) -> dict[str, str]:
         """The pins of the task's Secret plus the host keys the results document reports
