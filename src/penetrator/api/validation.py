@@ -111,8 +111,9 @@ def check_machine_address(text: str) -> str | None:
     if kind is None:
         return None
     ranges = dict(ADDRESS_CLASSES)[kind]
+    article = "an" if kind[0] in "aeiou" else "a"
     return (
-        f"{text} is a {kind} address ({ranges}), never a machine to install: the install "
+        f"{text} is {article} {kind} address ({ranges}), never a machine to install: the install "
         "Job would connect to itself or to no machine; give the machine's address in its "
         "network"
     )
