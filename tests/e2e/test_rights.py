@@ -70,6 +70,11 @@ def env(sandbox_factory: Any) -> Iterator[Env]:
                          "--role=penetrator-user", f"--user={user}")  # fmt: skip
             info.kubectl("-n", NS, "create", "rolebinding", f"login-{user}",
                          "--role=get-login", f"--user={user}")  # fmt: skip
+        # alice may delete one Node name not in use: a rename onto it gets past the policy
+        info.kubectl("create", "clusterrole", "delete-edge-new", "--verb=delete",
+                     "--resource=nodes", "--resource-name=edge-new")  # fmt: skip
+        info.kubectl("create", "clusterrolebinding", "delete-edge-new",
+                     "--clusterrole=delete-edge-new", f"--user={USER}")  # fmt: skip
         info.kubectl("create", "clusterrole", "patch-nt", "--verb=patch,update",
                      "--resource=nodetasks.nodetask.apps.superedge.io")  # fmt: skip
         info.kubectl("create", "clusterrolebinding", "patch-nt-bob", "--clusterrole=patch-nt",
@@ -125,7 +130,8 @@ def test_a_reinstall_naming_the_control_plane_node_is_refused(env: Env) -> None:
         "spec.nodeNamesOverride: Node control-plane is a control-plane node",
         "webhook.allowControlPlaneNodes",
     )
-    # renaming the control plane's own address away: found by address, the same answer
+    # renaming the control plane's own address away (alice may delete Node edge-new, the
+    # policy lets it by): the webhook finds the control plane by its address
     internal = next(
         a["address"] for a in e.get("node", CP)["status"]["addresses"] if a["type"] == "InternalIP"
     )
