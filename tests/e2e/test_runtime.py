@@ -6,7 +6,6 @@ the client's event hook (observing costs a fixed number of them)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,18 +21,15 @@ from prometheus_client import generate_latest
 from penetrator.api import (
     CONFIGMAP_NAME_ANNOTATION,
     JOB_NAME_ANNOTATION,
-    NODE_LABEL,
     NodeTask,
     TaskPhase,
     is_generated_name,
 )
-from penetrator.api.results import results_configmap_name
 from penetrator.api.settings import load_settings
 from penetrator.k8s.builders import results_name, secret_name
 from penetrator.k8s.client import NodeTaskResource, make_client
 from penetrator.operator.metrics import Metrics
 from penetrator.operator.runtime import Runtime
-from penetrator.plan.prepare import default_configmap_name, default_job_name
 from penetrator.plan.reconcile import Decision, DeleteJob
 from penetrator_dev.sandbox.deploy import foundation
 from penetrator_dev.testenv.controlplane import ControlPlane
@@ -109,8 +105,11 @@ async def test_a_task_without_webhook_is_planned_then_its_round_applied(
         label = planned.task_label
         assert label is not None
         assert label.startswith(f"{name}-")
-        assert planned.job_name == default_job_name(name, label)
-        assert planned.configmap_name == default_configmap_name(name, label)
+        # the objects' names come from the uid; the annotations show them
+        ours = f"nodetask-{planned.metadata.uid}"
+        assert planned.job_name == planned.configmap_name == ours
+        assert planned.metadata.annotations[JOB_NAME_ANNOTATION] == ours
+        assert planned.metadata.annotations[CONFIGMAP_NAME_ANNOTATION] == ours
 
         # step 2: round 1 from the decided actions
         await runtime.step(await _task(runtime, name), {})
@@ -159,6 +158,49 @@ async def test_a_task_without_webhook_is_planned_then_its_round_applied(
         assert all(j.metadata and j.metadata.deletionTimestamp for j in left)
     finally:
         edge.kubectl("delete", "nt", name, "--ignore-not-found", "--wait=false")
+
+
+async def test_an_object_of_the_tasks_name_it_does_not_control_is_left_alone(
+    edge: ControlPlane, runtime: Runtime
+) -> None:
+    """A ConfigMap put under the task's object name before its first round (names come
+    from the uid, which is known once the task exists): the round is refused on the
+    task (ApiRefused, naming the object), the ConfigMap is neither applied over nor
+    deleted."""
+    name = "rt-owner"
+    task = {
+        "apiVersion": "nodetask.apps.superedge.io/v1beta1",
+        "kind": "NodeTask",
+        "metadata": {"name": name},
+        "spec": {"nodeNamePrefix": "edge", "targetMachines": ["10.77.1.1"],
+                 "sshCredential": "rt-login"},
+    }  # fmt: skip
+    edge.kubectl("create", "-f", "-", input=json.dumps(task))
+    cm_name = ""
+    try:
+        assert await runtime.step(await _task(runtime, name), {}) == 0.5  # the plan
+        planned = NodeTask.from_dict(await _task(runtime, name))
+        cm_name = str(planned.configmap_name)
+        foreign = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": cm_name, "namespace": NS},
+            "data": {"config.json": "someone else's"},
+        }
+        edge.kubectl("create", "-f", "-", input=json.dumps(foreign))
+        await runtime.step(await _task(runtime, name), {})
+        after = NodeTask.from_dict(await _task(runtime, name))
+        cond = next(c for c in after.status.conditions if c.type == "Progressing")
+        assert (cond.status, cond.reason) == ("False", "ApiRefused")
+        assert f"ConfigMap {NS}/{cm_name} belongs to no task, not to this task" in cond.message
+        cm = await runtime.client.get(ConfigMap, cm_name, namespace=NS)
+        assert (cm.data or {}) == {"config.json": "someone else's"}
+        assert not (cm.metadata and cm.metadata.ownerReferences)
+        assert not await _exists(runtime, Job, str(planned.job_name))  # no round started
+    finally:
+        edge.kubectl("delete", "nt", name, "--ignore-not-found", "--wait=false")
+        if cm_name:
+            edge.kubectl("-n", NS, "delete", "configmap", cm_name, "--ignore-not-found")
 
 
 def _token_kubeconfig(cp: ControlPlane, token: str, path: Path) -> Path:
@@ -283,80 +325,3 @@ async def test_the_operator_approves_its_tasks_csrs_for_planned_names_only(
         made = [n for n in made_nodes if n]
         if made:
             edge.kubectl("delete", "node", "--ignore-not-found", *made)
-
-
-async def test_a_task_never_takes_the_objects_of_a_deleted_task_of_its_name_and_label(
-    edge: ControlPlane, runtime: Runtime
-) -> None:
-    """Issue 12, item 9: a task deleted and at once created again with the same name,
-    label and object names (a re-applied export of the task carries them) while the
-    garbage collector has not yet removed the old task's objects. The new task must
-    not read the old results as its own nor write over the old objects: it waits
-    (WaitingForOldObjects) until they are gone, then starts its own round. The old
-    results ConfigMap is held by a finalizer of the test, so "not yet removed" is a
-    state, not a race."""
-    name, label = "rt-same", "rt-same-abc123"
-    hold = "e2e.penetrator.test/hold"
-    body = {
-        "apiVersion": "nodetask.apps.superedge.io/v1beta1",
-        "kind": "NodeTask",
-        "metadata": {
-            "name": name,
-            "labels": {NODE_LABEL: label},
-            "annotations": {
-                JOB_NAME_ANNOTATION: default_job_name(name, label),
-                CONFIGMAP_NAME_ANNOTATION: default_configmap_name(name, label),
-            },
-        },
-        "spec": {"nodeNamesOverride": {"edge-same01": "10.77.1.1"}, "sshCredential": "rt-login"},
-    }
-    results = results_configmap_name(default_configmap_name(name, label))
-    try:
-        edge.kubectl("create", "-f", "-", input=json.dumps(body))
-        old_uid = (await _task(runtime, name))["metadata"]["uid"]
-        await runtime.step(await _task(runtime, name), {})  # round 1 of the old task
-        assert await _exists(runtime, Job, default_job_name(name, label))
-        edge.kubectl("-n", NS, "patch", "configmap", results, "--type=merge", "-p",
-                     json.dumps({"metadata": {"finalizers": [hold]}}))  # fmt: skip
-        old_data = (await runtime.client.get(ConfigMap, results, namespace=NS)).data
-        edge.kubectl("delete", "nt", name, "--wait=true", "--timeout=60s")
-        edge.kubectl("create", "-f", "-", input=json.dumps(body))
-        new = await _task(runtime, name)
-        assert new["metadata"]["uid"] != old_uid
-
-        await runtime.step(new, {})
-        task = NodeTask.from_dict(await _task(runtime, name))
-        progressing = task.status.condition("Progressing")
-        assert progressing is not None
-        assert progressing.reason == "WaitingForOldObjects", progressing
-        assert old_uid in (progressing.message or "")
-        cm = await runtime.client.get(ConfigMap, results, namespace=NS)
-        assert cm.data == old_data  # not written over
-        assert [r.uid for r in (cm.metadata.ownerReferences or [])] == [old_uid]  # type: ignore[union-attr]
-
-        edge.kubectl("-n", NS, "patch", "configmap", results, "--type=json", "-p",
-                     '[{"op": "remove", "path": "/metadata/finalizers"}]')  # fmt: skip
-
-        async def own_job() -> bool:
-            await runtime.step(await _task(runtime, name), {})
-            try:
-                job = await runtime.client.get(Job, default_job_name(name, label), namespace=NS)
-            except ApiError as e:
-                if e.status.code == 404:
-                    return False
-                raise
-            refs = job.metadata.ownerReferences or [] if job.metadata else []
-            return [r.uid for r in refs] == [new["metadata"]["uid"]]
-
-        for _ in range(60):  # the old objects go (garbage collector), then round 1
-            if await own_job():
-                break
-            await asyncio.sleep(1)
-        else:
-            raise AssertionError("the new task never created its own Job")
-        cm = await runtime.client.get(ConfigMap, results, namespace=NS)
-        assert [r.uid for r in (cm.metadata.ownerReferences or [])] == [new["metadata"]["uid"]]  # type: ignore[union-attr]
-    finally:
-        edge.kubectl("-n", NS, "patch", "configmap", results, "--type=json", "-p",
-                     '[{"op": "remove", "path": "/metadata/finalizers"}]', check=False)  # fmt: skip
-        edge.kubectl("delete", "nt", name, "--ignore-not-found", "--wait=false")

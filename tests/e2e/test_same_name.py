@@ -6,7 +6,7 @@ as new every time. An add task named ``nodes`` joins one machine; then, 20 times
 a reinstall task ``nodes`` of that machine under its node name, which must turn ready,
 each time in its first round (the first Job joins the machine).
 
-Every round's objects are named from the new task (its label), never from the name
+Every round's objects are named from the new task (its uid), never from the name
 alone, so nothing of the deleted task, still being garbage-collected, is taken for
 the new task's."""
 

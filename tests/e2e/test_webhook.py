@@ -159,14 +159,16 @@ def test_add_task_gets_generated_unique_names_and_label(deployed: Deployed) -> N
         assert all(is_generated_name("edge", n) for n in names)
         assert spec["nodeNamesGenerated"] is True
         assert meta["labels"][NODE_LABEL].startswith("gen-")
-        assert meta["annotations"][JOB_NAME_ANNOTATION].startswith("gen-job-")
-        assert meta["annotations"][CONFIGMAP_NAME_ANNOTATION].startswith("gen-config-")
-        # the operator accepts the webhook's values: its Job has the annotated name
-        job = wait_for(
-            lambda: d.get("job", "-n", NS, meta["annotations"][JOB_NAME_ANNOTATION]),
-            "the task's Job",
-            60,
-        )
+        # the objects' names come from the uid (given after the mutating webhook): the
+        # operator writes the annotations that show them, and its Job has that name
+        ours = f"nodetask-{meta['uid']}"
+
+        def annotated() -> bool:
+            notes = d.get("nt", "gen")["metadata"].get("annotations") or {}
+            return notes.get(JOB_NAME_ANNOTATION) == notes.get(CONFIGMAP_NAME_ANNOTATION) == ours
+
+        wait_for(annotated, "the operator's annotations", 60)
+        job = wait_for(lambda: d.get("job", "-n", NS, ours), "the task's Job", 60)
         assert job["metadata"]["ownerReferences"][0]["name"] == "gen"
         # spec changes are refused (webhook or CRD rule), metadata set once is kept
         p = d.kubectl(

@@ -118,7 +118,11 @@ def test_annotations_and_server_fields() -> None:
     )
     data["status"] = None
     nt = NodeTask.from_dict(data)
-    assert (nt.job_name, nt.configmap_name) == ("job-1", "cm-1")
+    # the names of the objects come from the uid, never from the annotations
+    assert (nt.job_name, nt.configmap_name) == (None, None)
+    assert nt.names_recorded
+    uid = NodeTask.from_dict({**data, "metadata": {**data["metadata"], "uid": "u-7"}})
+    assert (uid.job_name, uid.configmap_name) == ("nodetask-u-7", "nodetask-u-7")
     assert nt.metadata.resource_version == "42"
     assert nt.task_label is None
 

@@ -76,7 +76,8 @@ def task(proxy: str | None = "proxy-1", **meta: Any) -> NodeTask:
         "name": "nodes",
         "uid": "1234-uid",
         "labels": {NODE_LABEL: "nodes-x1y2z3"},
-        "annotations": {JOB_NAME_ANNOTATION: "nodes-job", CONFIGMAP_NAME_ANNOTATION: "nodes-cm"},
+        # user-editable: the builders' names come from the uid, never from these
+        "annotations": {JOB_NAME_ANNOTATION: "penetrator-operator", CONFIGMAP_NAME_ANNOTATION: "x"},
     }
     metadata.update(meta)
     return NodeTask.from_dict(nodetask("nodes", metadata=metadata, **spec))
@@ -103,7 +104,7 @@ def test_configmap_holds_the_job_config_and_no_secret() -> None:
     cfg = build_job_config(t, {"edge-aaaaaa": "10.0.0.1"}, CLUSTER, DEFAULTS)
     cm = build_configmap(t, cfg, round_=2)
     owner_ok(cm, t)
-    assert cm.metadata.name == "nodes-cm"
+    assert cm.metadata.name == "nodetask-1234-uid"
     data = json.loads(cm.data["config.json"])
     assert data["machines"] == [{"name": "edge-aaaaaa", "ip": "10.0.0.1"}]
     assert data["apiServer"] == "172.31.0.1:6443"
@@ -140,7 +141,7 @@ def test_secret_holds_token_credential_and_known_hosts() -> None:
         t, token, {"passwd": b"hunter2", "other": b"x"}, known_hosts="10.0.0.1 ssh-ed25519 AAAA"
     )
     owner_ok(s, t)
-    assert s.metadata.name == secret_name(t) == "nodes-cm-credentials"
+    assert s.metadata.name == secret_name(t) == "nodetask-1234-uid-credentials"
     decoded = {k: base64.b64decode(v).decode() for k, v in s.data.items()}
     assert decoded == {
         "token": "abcdef.0123456789abcdef",
@@ -181,7 +182,7 @@ def test_results_configmap_name_and_content() -> None:
     doc = ResultsDoc(round=1, machines={"edge-aaaaaa": MachineResult(ip="10.0.0.1", attempts=1)})
     cm = build_results_configmap(t, doc)
     owner_ok(cm, t)
-    assert cm.metadata.name == results_name(t) == "nodes-cm-results"
+    assert cm.metadata.name == results_name(t) == "nodetask-1234-uid-results"
     assert ResultsDoc.from_json(cm.data["results.json"]) == doc
     long = "a" * 253
     assert len(results_configmap_name(long)) == 253
@@ -192,13 +193,13 @@ def test_job_on_the_proxy_node() -> None:
     t = task()
     j = build_job(t, settings(jobPod={"image": "img:1", "deadlineSeconds": 900}), round_=3)
     owner_ok(j, t)
-    assert j.metadata.name == "nodes-job"
+    assert j.metadata.name == "nodetask-1234-uid"
     spec = j.spec
     assert spec.backoffLimit == 0
     assert spec.activeDeadlineSeconds == 900
     pod = spec.template.spec
     assert pod.restartPolicy == "Never"
-    assert pod.serviceAccountName == "nodes-job"  # the task's own (one per task)
+    assert pod.serviceAccountName == "nodetask-1234-uid"  # the task's own (one per task)
     # by the Node's name, which a node cannot change (a node may set its own labels)
     (term,) = (
         pod.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms
@@ -219,13 +220,13 @@ def test_job_on_the_proxy_node() -> None:
         "--credentials",
         "/etc/penetrator/credentials",
         "--report-configmap",
-        "nodes-cm-results",
+        "nodetask-1234-uid-results",
     ]
     assert all(m.readOnly for m in c.volumeMounts if m.name != "tmp")
     assert not c.env  # the job learns everything from its config, nothing from the environment
     vols = {v.name: v for v in pod.volumes}
-    assert vols["config"].configMap.name == "nodes-cm"
-    assert vols["credentials"].secret.secretName == "nodes-cm-credentials"
+    assert vols["config"].configMap.name == "nodetask-1234-uid"
+    assert vols["credentials"].secret.secretName == "nodetask-1234-uid-credentials"
     assert vols["credentials"].secret.defaultMode == 0o400
 
 
@@ -353,16 +354,16 @@ def test_a_tasks_job_role_names_its_results_configmap() -> None:
     t = task()
     role = build_job_role(t)
     owner_ok(role, t)
-    assert role.metadata.name == "nodes-job"
+    assert role.metadata.name == "nodetask-1234-uid"
     (rule,) = role.rules
     assert rule.resources == ["configmaps"]
-    assert rule.resourceNames == ["nodes-cm-results"]
+    assert rule.resourceNames == ["nodetask-1234-uid-results"]
     assert rule.verbs == ["get", "patch"]
     binding = build_job_role_binding(t)
     owner_ok(binding, t)
-    assert (binding.roleRef.kind, binding.roleRef.name) == ("Role", "nodes-job")
+    assert (binding.roleRef.kind, binding.roleRef.name) == ("Role", "nodetask-1234-uid")
     assert [(s.kind, s.name, s.namespace) for s in binding.subjects] == [
-        ("ServiceAccount", "nodes-job", "edge-system")
+        ("ServiceAccount", "nodetask-1234-uid", "edge-system")
     ]
 
 
@@ -370,7 +371,10 @@ def test_each_task_has_its_own_service_account() -> None:
     t = task()
     account = build_job_service_account(t)
     owner_ok(account, t)  # owned by the task: removed with it
-    assert (account.metadata.name, account.metadata.namespace) == ("nodes-job", "edge-system")
+    assert (account.metadata.name, account.metadata.namespace) == (
+        "nodetask-1234-uid",
+        "edge-system",
+    )
     assert account.automountServiceAccountToken is False  # the Job projects a short one
     other = task(
         name="other",
@@ -384,8 +388,11 @@ def test_each_task_has_its_own_service_account() -> None:
 
 
 def test_builders_refuse_an_unprepared_task() -> None:
-    t = task(annotations={})
-    with pytest.raises(BuildError, match="job-name"):
+    t = task(uid=None)
+    with pytest.raises(BuildError, match=r"metadata\.uid"):
+        build_job(t, settings())
+    t = task(labels={})
+    with pytest.raises(BuildError, match="node-label"):
         build_job(t, settings())
 
 

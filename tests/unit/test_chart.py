@@ -102,3 +102,53 @@ def test_default_image_is_the_chart_app_version(helm: Path) -> None:
     (c,) = dep["spec"]["template"]["spec"]["containers"]
     assert c["image"] == f"penetrator:{chart['appVersion']}"
     assert c["imagePullPolicy"] == "IfNotPresent"
+
+
+def _policy(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (vap,) = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicy"]
+    (binding,) = [d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding"]
+    assert binding["spec"]["policyName"] == vap["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    return vap
+
+
+def test_the_admission_policy_checks_the_authors_rights_webhook_or_not(helm: Path) -> None:
+    """The checks that must hold without the webhook live in the API server: the
+    author's get on the credential Secret and delete on each named Node (CEL
+    authorizer), the set-once metadata written after create only by the operator."""
+    vap = _policy(render(helm))
+    assert vap["spec"]["failurePolicy"] == "Fail"
+    rules = [v["expression"] for v in vap["spec"]["validations"]]
+    text = " ".join(rules)
+    assert ".resource('secrets')" in text
+    assert ".name(object.spec.sshCredential)" in text
+    per_name = [r for r in rules if ".name(variables.names[" in r]
+    assert len(per_name) == 4  # admissionPolicy.namedNodes
+    operator = "system:serviceaccount:edge-system:penetrator-operator"
+    variables = {v["name"]: v["expression"] for v in vap["spec"]["variables"]}
+    assert operator in variables["operator"]
+    for key in ("app.superedge.io/node-label", "app.superedge.io/job-name",
+                "app.superedge.io/configmap-name"):  # fmt: skip
+        assert sum(key in r for r in rules) >= 2, key  # set once; after create, operator only
+    off = _policy(render(helm, "--set", "webhook.enabled=false"))
+    extra = len(off["spec"]["validations"]) - len(vap["spec"]["validations"])
+    assert extra == 2  # no nodeNamesGenerated mark and no label on a new task
+    docs = render(helm, "--set", "admissionPolicy.enabled=false")
+    assert not [d for d in docs if d["kind"].startswith("ValidatingAdmissionPolicy")]
+
+
+def test_the_user_role_is_shipped_and_grants_no_secret_reads(helm: Path) -> None:
+    docs = render(helm)
+    (cr,) = [
+        d for d in docs if (d["kind"], d["metadata"]["name"]) == ("ClusterRole", "penetrator-user")
+    ]
+    (role,) = [d for d in docs if (d["kind"], d["metadata"]["name"]) == ("Role", "penetrator-user")]
+    assert cr["rules"] == [
+        {
+            "apiGroups": ["nodetask.apps.superedge.io"],
+            "resources": ["nodetasks"],
+            "verbs": ["get", "list", "watch", "create", "delete"],
+        }
+    ]
+    secrets = [r for r in role["rules"] if "secrets" in r["resources"]]
+    assert [r["verbs"] for r in secrets] == [["create"]]

@@ -56,4 +56,4 @@ def test_an_object_of_another_owner_is_not_ours(
     with pytest.raises(NotOurs) as e:
         check_ours(configmap(*owners), TASK)
     assert f"ConfigMap edge-system/nodes-config-1 belongs to {whose}" in str(e.value)
-    assert "waiting for it to be deleted" in str(e.value)
+    assert "it is left alone: delete it" in str(e.value)

@@ -290,7 +290,7 @@ def test_apply_configmap_becomes_the_job_config_of_exactly_its_machines() -> Non
     js = Settings.model_validate({"job": {"packages": {"amd64": "/p.tgz"}}})
     cm = job_configmap(_prepared_task(), ApplyConfigMap({"edge-b": "10.0.0.2"}, 2), cluster, js)
     assert cm.metadata is not None
-    assert cm.metadata.name == "nodes-cm"
+    assert cm.metadata.name == "nodetask-u-1"
     config = json.loads((cm.data or {})["config.json"])
     assert [(m["name"], m["ip"]) for m in config["machines"]] == [("edge-b", "10.0.0.2")]
 
@@ -313,10 +313,10 @@ def test_create_job_becomes_account_role_binding_then_job_of_its_round() -> None
     )
     assert job.spec is not None
     assert job.spec.template.spec is not None
-    assert job.spec.template.spec.serviceAccountName == "nodes-job"
+    assert job.spec.template.spec.serviceAccountName == "nodetask-u-1"
     for obj in (account, role, binding, job):
         assert obj.metadata is not None
-        assert obj.metadata.name == "nodes-job"
+        assert obj.metadata.name == "nodetask-u-1"
 
 
 def test_delete_job_deletes_the_job_foreground_then_its_rights() -> None:

@@ -49,13 +49,24 @@ def merged(obj: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     meta = dict(obj["metadata"])
     for part in ("labels", "annotations"):
         if part in patch.get("metadata", {}):
-            meta[part] = {**meta.get(part, {}), **patch["metadata"][part]}
+            both = {**meta.get(part, {}), **patch["metadata"][part]}
+            meta[part] = {k: v for k, v in both.items() if v is not None}
     return {**obj, "metadata": meta, "spec": {**obj["spec"], **patch.get("spec", {})}}
 
 
 def webhook_path(obj: dict[str, Any], seed: int, taken: set[str]) -> NodeTask:
+    """The webhook plans on create; the operator adds the annotations from the uid
+    (which the API server gives after the mutating webhook)."""
     plan = asyncio.run(mutate_create(obj, exist(taken), random.Random(seed)))
-    return NodeTask.from_dict(merged(obj, plan.patch()))
+    stored = merged(obj, plan.patch())
+    task = NodeTask.from_dict(stored)
+    assert not task.spec.needs_names
+    assert task.task_label
+    assert not task.names_recorded
+    rest = asyncio.run(plan_missing(task, random.Random(seed + 1), exist(taken))).patch()
+    assert set(rest) == {"metadata"}
+    assert set(rest["metadata"]) == {"annotations"}
+    return NodeTask.from_dict(merged(stored, rest))
 
 
 def operator_path(obj: dict[str, Any], seed: int, taken: set[str]) -> NodeTask:
@@ -102,18 +113,21 @@ def test_both_paths_avoid_existing_nodes_the_same_way() -> None:
     assert not taken & set(by_operator.spec.plan())
 
 
-def test_object_names_derive_from_the_label() -> None:
+def test_object_names_derive_from_the_uid() -> None:
     task = NodeTask.from_dict(add_task(["10.0.0.1"]))
     plan = asyncio.run(decide_plan("nodes", task.spec, random.Random(1), exist(set())))
     label = plan.labels[NODE_LABEL]
     assert label.startswith("nodes-")
+    assert plan.annotations == {}  # no uid yet (the webhook, on create): none, and
+    assert plan.dropped == (JOB_NAME_ANNOTATION, CONFIGMAP_NAME_ANNOTATION)  # copies go
     again = asyncio.run(
-        decide_plan("nodes", task.spec, random.Random(2), exist(set()), label=label)
+        decide_plan("nodes", task.spec, random.Random(2), exist(set()), label=label, uid="u-9")
     )
     assert again.labels == plan.labels
-    assert again.annotations == plan.annotations
-    assert plan.annotations[JOB_NAME_ANNOTATION].startswith("nodes-job-")
-    assert plan.annotations[CONFIGMAP_NAME_ANNOTATION].startswith("nodes-config-")
+    assert again.annotations == {
+        JOB_NAME_ANNOTATION: "nodetask-u-9",
+        CONFIGMAP_NAME_ANNOTATION: "nodetask-u-9",
+    }
 
 
 def test_the_operator_keeps_what_the_task_has_and_never_renames() -> None:

@@ -48,7 +48,7 @@ from penetrator.api.templates import JoinTemplate
 from penetrator.api.validation import (
     canonical_ip,
     check_dns1123_subdomain,
-    check_ip,
+    check_machine_address,
     check_node_name,
     check_prefix,
 )
@@ -136,7 +136,11 @@ class NodeTaskSpec(_Model):
                 f"targetMachines: {len(value)} addresses; at most {MAX_MACHINES} per task "
                 "(split the machines over several NodeTasks)"
             )
-        problems = [f"[{i}] {problem}" for i, ip in enumerate(value) if (problem := check_ip(ip))]
+        problems = [
+            f"[{i}] {problem}"
+            for i, ip in enumerate(value)
+            if (problem := check_machine_address(ip))
+        ]
         if problems:
             raise ValueError(_problems("targetMachines", problems))
         return value
@@ -160,7 +164,7 @@ class NodeTaskSpec(_Model):
         for name, ip in value.items():
             if (problem := check_node_name(name)) is not None:
                 problems.append(f"name {problem}")
-            if (problem := check_ip(ip)) is not None:
+            if (problem := check_machine_address(ip)) is not None:
                 problems.append(f"[{name}] {problem}")
                 continue
             key = canonical_ip(ip)
@@ -502,11 +506,31 @@ class NodeTask(_Model):
 
     @property
     def job_name(self) -> str | None:
-        return self.metadata.annotations.get(JOB_NAME_ANNOTATION)
+        """The Job (and its Role and RoleBinding) serving the task: ``nodetask-<uid>``,
+        from the uid the API server gave it, never from a string a user may edit (the
+        annotation ``app.superedge.io/job-name`` only shows it); None before the task
+        is stored."""
+        return object_name(self.metadata.uid) if self.metadata.uid else None
 
     @property
     def configmap_name(self) -> str | None:
-        return self.metadata.annotations.get(CONFIGMAP_NAME_ANNOTATION)
+        """The task's job-config ConfigMap: ``nodetask-<uid>`` (see ``job_name``)."""
+        return object_name(self.metadata.uid) if self.metadata.uid else None
+
+    @property
+    def names_recorded(self) -> bool:
+        """The annotations that show the object names are on the task."""
+        notes = self.metadata.annotations
+        return JOB_NAME_ANNOTATION in notes and CONFIGMAP_NAME_ANNOTATION in notes
+
+
+OBJECT_NAME_PREFIX = "nodetask-"
+
+
+def object_name(uid: str) -> str:
+    """``nodetask-<uid>``: the name of the objects that serve the task of ``uid`` (45
+    characters: a Job name fits a label value)."""
+    return f"{OBJECT_NAME_PREFIX}{uid}"
 
 
 def validation_messages(error: ValidationError) -> list[str]:

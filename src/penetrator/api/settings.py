@@ -225,6 +225,9 @@ class WebhookSettings(_Group):
     node_check_seconds: float = Field(default=5.0, gt=0, le=9)
     """Time for Node lookups by name on create; the rest by hostname label (the
     webhook's timeout is 10 s)."""
+    allow_control_plane_nodes: bool = False
+    """A reinstall may replace a control-plane Node (one labelled
+    node-role.kubernetes.io/control-plane or .../master); off: such a task is refused."""
 
     @field_validator("service", "tls_secret")
     @classmethod

@@ -73,6 +73,52 @@ def check_ip(text: str) -> str | None:
     return None
 
 
+MULTICAST_V4: Final = ipaddress.ip_network("224.0.0.0/4")
+MULTICAST_V6: Final = ipaddress.ip_network("ff00::/8")
+ADDRESS_CLASSES: Final = (
+    ("loopback", "127.0.0.0/8, ::1"),
+    ("unspecified", "0.0.0.0, ::"),
+    ("link-local", "169.254.0.0/16, fe80::/10"),
+    ("multicast", "224.0.0.0/4, ff00::/8"),
+)
+"""Address classes that are never a machine to install, with their ranges (for
+messages); the CRD's rule on each address refuses the same."""
+
+
+def address_class(address: IP) -> str | None:
+    """The class of ``ADDRESS_CLASSES`` ``address`` falls in, or None (a unicast
+    address a machine may have). Loopback: the Job would connect to its own host (in
+    direct mode the control plane's); unspecified: the same on most stacks."""
+    if address.is_loopback:
+        return "loopback"
+    if address.is_unspecified:
+        return "unspecified"
+    if address.is_link_local:
+        return "link-local"
+    if address in (MULTICAST_V4 if address.version == 4 else MULTICAST_V6):
+        return "multicast"
+    return None
+
+
+def check_machine_address(text: str) -> str | None:
+    """``check_ip``, then: not an address that cannot be a remote machine (loopback,
+    unspecified, link-local, multicast)."""
+    try:
+        address = parse_ip(text)
+    except ValueError as e:
+        return str(e)
+    kind = address_class(address)
+    if kind is None:
+        return None
+    ranges = dict(ADDRESS_CLASSES)[kind]
+    article = "an" if kind[0] in "aeiou" else "a"
+    return (
+        f"{text} is {article} {kind} address ({ranges}), never a machine to install: the install "
+        "Job would connect to itself or to no machine; give the machine's address in its "
+        "network"
+    )
+
+
 def check_dns1123_label(value: str, max_length: int = MAX_LABEL_LENGTH) -> str | None:
     if not value:
         return "must not be empty"

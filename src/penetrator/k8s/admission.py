@@ -1,25 +1,36 @@
-"""The API reads the admission webhook makes (few and bounded): Nodes by name (never a
-list of all Nodes), the credential Secret's key names and value lengths (never the
-values themselves kept), one list of NodeTasks."""
+"""The API reads the admission webhook makes (few and bounded): Nodes by name, the
+credential Secret's key names and value lengths (never the values themselves kept),
+one list of NodeTasks; on create one paged list of Nodes (names, addresses, roles, Pod
+networks: the cluster's own addresses and the Nodes a reinstall replaces) and of
+ServiceCIDRs; SubjectAccessReviews for the requester's rights."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
+from lightkube.models.authorization_v1 import ResourceAttributes, SubjectAccessReviewSpec
 from lightkube.operators import in_
+from lightkube.resources.authorization_v1 import SubjectAccessReview
 from lightkube.resources.core_v1 import Node, Secret
+from lightkube.resources.networking_v1 import ServiceCIDR
 
 from penetrator.api import NAMESPACE
 from penetrator.k8s.client import NodeTaskResource
+from penetrator.plan.addresses import CONTROL_PLANE_LABELS, ClusterNetworks, NodeFacts
+from penetrator.plan.admission import Right
 
 NODE_LOOKUP_CONCURRENCY = 64
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 HOSTNAME_CHUNK = 200
+NODE_PAGE = 500
+"""Nodes per page of the one list on create."""
+REVIEW_CONCURRENCY = 16
 
 
 async def node_exists(client: AsyncClient, name: str) -> bool:
@@ -112,3 +123,96 @@ async def list_tasks(client: AsyncClient) -> dict[str, dict[str, Any]]:
         if name:
             out[str(name)] = body
     return out
+
+
+def node_facts(node: Node) -> NodeFacts:
+    meta, spec, status = node.metadata, node.spec, node.status
+    labels = (meta.labels if meta else None) or {}
+    addresses = tuple(
+        (a.type, a.address) for a in ((status.addresses if status else None) or []) if a.address
+    )
+    return NodeFacts(
+        name=(meta.name if meta else None) or "",
+        addresses=addresses,
+        control_plane=any(key in labels for key in CONTROL_PLANE_LABELS),
+        pod_cidrs=tuple((spec.podCIDRs if spec else None) or ()),
+    )
+
+
+async def cluster_networks(client: AsyncClient) -> ClusterNetworks:
+    """The Nodes (one paged list) and the Service networks (ServiceCIDR objects; an
+    API server without them, or no right to list them: none)."""
+    nodes = [node_facts(n) async for n in client.list(Node, chunk_size=NODE_PAGE)]
+    cidrs: list[str] = []
+    try:
+        async for sc in client.list(ServiceCIDR):
+            cidrs += (sc.spec.cidrs if sc.spec else None) or []
+    except ApiError as e:
+        if e.status.code not in (403, 404):
+            raise
+    return ClusterNetworks.of(cidrs, nodes)
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who sent the admission request (``request.userInfo``)."""
+
+    username: str
+    uid: str | None = None
+    groups: tuple[str, ...] = ()
+    extra: Mapping[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, info: Mapping[str, Any] | None) -> Requester:
+        info = info or {}
+        extra = {str(k): [str(x) for x in v] for k, v in (info.get("extra") or {}).items()}
+        return cls(
+            str(info.get("username") or ""),
+            info.get("uid") or None,
+            tuple(str(g) for g in info.get("groups") or ()),
+            extra,
+        )
+
+
+async def may(
+    client: AsyncClient,
+    who: Requester,
+    verb: str,
+    resource: str,
+    name: str | None = None,
+    namespace: str | None = None,
+) -> bool:
+    """Whether ``who`` may ``verb`` the ``resource`` (core group) ``name``: the API
+    server's own answer (a SubjectAccessReview)."""
+    review = SubjectAccessReview(
+        spec=SubjectAccessReviewSpec(
+            user=who.username,
+            uid=who.uid,
+            groups=list(who.groups),
+            extra=dict(who.extra) or None,
+            resourceAttributes=ResourceAttributes(
+                group="", resource=resource, verb=verb, name=name, namespace=namespace
+            ),
+        )
+    )
+    answer = await client.create(review)
+    return bool(answer.status is not None and answer.status.allowed)
+
+
+async def missing_rights(
+    client: AsyncClient, who: Requester, needed: Iterable[Right]
+) -> list[Right]:
+    """The rights of ``needed`` that ``who`` lacks. Node deletions are asked once for
+    all Nodes first (an administrator: one review), then one by one."""
+    needed = list(needed)
+    nodes = [r for r in needed if r.resource == "nodes"]
+    if nodes and await may(client, who, nodes[0].verb, "nodes"):
+        needed = [r for r in needed if r.resource != "nodes"]
+    gate = asyncio.Semaphore(REVIEW_CONCURRENCY)
+
+    async def lacks(r: Right) -> bool:
+        async with gate:
+            return not await may(client, who, r.verb, r.resource, r.name, r.namespace)
+
+    flags = await asyncio.gather(*(lacks(r) for r in needed))
+    return [r for r, lack in zip(needed, flags, strict=True) if lack]

@@ -2,7 +2,9 @@
 
 Every object lives in ``edge-system``, carries the task's label and an
 ownerReference to the task (controller, blockOwnerDeletion), so deleting the task
-garbage-collects it. Names come from the task's annotations (compat.md):
+garbage-collects it. Names come from the task's uid (``nodetask-<uid>``, the values
+the annotations app.superedge.io/job-name and configmap-name show, compat.md), never
+from a string a user may edit:
 
 * ConfigMap ``<configmap-name>``: ``config.json``, the job config (no secret);
 * ConfigMap ``<configmap-name>-results``: the results document (no secret; with
@@ -167,8 +169,6 @@ def _require(task: NodeTask) -> tuple[str, str, str, str]:
     missing = [
         what
         for what, value in (
-            ("annotation app.superedge.io/job-name", task.job_name),
-            ("annotation app.superedge.io/configmap-name", task.configmap_name),
             ("label app.superedge.io/node-label", task.task_label),
             ("metadata.uid", task.metadata.uid),
         )
@@ -204,6 +204,20 @@ def owner_reference(task: NodeTask) -> OwnerReference:
         controller=True,
         blockOwnerDeletion=True,
     )
+
+
+def controlled_by(metadata: ObjectMeta | None, uid: str) -> bool:
+    """``metadata`` names the task of ``uid`` as its controller (the ownerReference
+    every object we build carries): only such an object is ours to patch or delete."""
+    refs = (metadata.ownerReferences if metadata is not None else None) or []
+    return bool(uid) and any(r.controller and r.uid == uid for r in refs)
+
+
+def controller_text(metadata: ObjectMeta | None) -> str:
+    """Who controls an object, for a message (no secret: kinds, names, uids)."""
+    refs = (metadata.ownerReferences if metadata is not None else None) or []
+    ctl = [r for r in refs if r.controller]
+    return f"{ctl[0].kind} {ctl[0].name} (uid {ctl[0].uid})" if ctl else "nothing"
 
 
 def _meta(task: NodeTask, name: str, annotations: dict[str, str] | None = None) -> ObjectMeta:

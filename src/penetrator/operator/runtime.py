@@ -65,6 +65,7 @@ from penetrator.k8s.builders import (
     build_results_configmap,
     build_secret,
     build_token_secret,
+    controlled_by,
     results_name,
     secret_name,
     strip_credential_patch,
@@ -94,7 +95,6 @@ from penetrator.plan.reconcile import (
 
 log = logging.getLogger(__name__)
 USER_ERROR_REQUEUE = 30.0
-WAITING_FOR_OLD = "WaitingForOldObjects"
 NODE_CHECK_SECONDS = 5.0
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 """Set by the Job controller on its pods."""
@@ -129,10 +129,12 @@ class NotOurs(StepError):
 
 
 def foreign_owner(obj: Any, task: NodeTask) -> str | None:
-    """The controller owner's uid when it is not ``task`` (no controller: '')."""
+    """None when ``task`` controls ``obj`` (``controlled_by``); else the controller's
+    uid ('' when nothing controls it)."""
+    if controlled_by(obj.metadata, task.metadata.uid or ""):
+        return None
     refs = (obj.metadata.ownerReferences if obj.metadata else None) or []
-    owner = next((r.uid for r in refs if r.controller), "")
-    return None if owner and owner == task.metadata.uid else owner
+    return next((r.uid for r in refs if r.controller), "")
 
 
 def check_ours(obj: Any | None, task: NodeTask) -> Any | None:
@@ -144,7 +146,7 @@ def check_ours(obj: Any | None, task: NodeTask) -> Any | None:
     whose = f"object {owner}" if owner else "no task"
     raise NotOurs(
         f"{kind} {NAMESPACE}/{name} belongs to {whose}, not to this task "
-        f"({task.metadata.uid}); waiting for it to be deleted"
+        f"({task.metadata.uid}); it is left alone: delete it, or delete and re-create the task"
     )
 
 
@@ -176,6 +178,18 @@ class Runtime:
             if e.status.code == 404:
                 return None
             raise
+
+    async def _claim(self, task: NodeTask, res: Any, name: str) -> bool:
+        """Before a write or delete of ``res`` ``name``: True if it exists and this task
+        (its uid) is its controller, False if it does not exist; ``NotOurs`` if it
+        belongs to anything else: it is never patched, force-applied or deleted."""
+        return await self._owned(res, name, task) is not None
+
+    async def _apply_owned(self, task: NodeTask, obj: Any) -> None:
+        """Server-side apply (forced: our field manager takes its fields back) only onto
+        an object this task controls or a new one."""
+        await self._claim(task, type(obj), obj.metadata.name)
+        await self.client.apply(obj, field_manager=self.settings.field_manager, force=True)
 
     async def observe(
         self, task: NodeTask
@@ -274,25 +288,15 @@ class Runtime:
         try:
             installed, job, doc = await self.observe(task)
         except NotOurs as e:
-            await self._not_ours(task, e, now)
-            return self.rsettings.deletion_poll
+            await self.write_status(task, await self._refused(task, task.status, e, now))
+            return USER_ERROR_REQUEUE
         decision = reconcile(task, installed, job, doc, now, self.rsettings, busy)
         requeue = decision.requeue_after
         status = decision.status
         try:
             await self.apply(task, decision)
-        except NotOurs as e:
-            await self._not_ours(task, e, now)
-            return self.rsettings.deletion_poll
         except (UserError, StepError) as e:
-            # Shown on the task, not only in our log: the user must fix something
-            # (CannotStart), or the API server refused a write (ApiRefused: a quota,
-            # an admission policy, ...); the step is retried.
-            reason = "CannotStart" if isinstance(e, UserError) else "ApiRefused"
-            status = _not_progressing(task, status, reason, str(e), now)
-            old = task.status.condition(PROGRESSING)
-            if old is None or (old.reason, old.message) != (reason, str(e)):
-                await self.event(task, "Warning", reason, str(e))  # once per cause
+            status = await self._refused(task, status, e, now)
             requeue = USER_ERROR_REQUEUE
         await self.write_status(task, status)
         self.metrics.task_status(task.name, status)
@@ -301,12 +305,17 @@ class Runtime:
             self.metrics.round_duration.observe(max(0.0, (now - doc.started).total_seconds()))
         return requeue
 
-    async def _not_ours(self, task: NodeTask, e: NotOurs, now: datetime) -> None:
-        """Say on the task what it waits for (Progressing, reason WaitingForOldObjects)."""
-        log.info("task %s: %s", task.name, e)
-        status = _not_progressing(task, task.status, WAITING_FOR_OLD, str(e), now)
-        status = status.model_copy(update={"conditions": _progressing_true(status)})
-        await self.write_status(task, status)
+    async def _refused(
+        self, task: NodeTask, status: NodeTaskStatus, e: Exception, now: datetime
+    ) -> NodeTaskStatus:
+        """Shown on the task, not only in our log: the user must fix something
+        (CannotStart), or the API server refused a write or an object of the task's
+        names is not the task's (ApiRefused); one Warning Event per cause."""
+        reason = "CannotStart" if isinstance(e, UserError) else "ApiRefused"
+        old = task.status.condition(PROGRESSING)
+        if old is None or (old.reason, old.message) != (reason, str(e)):
+            await self.event(task, "Warning", reason, str(e))
+        return _not_progressing(task, status, reason, str(e), now)
 
     async def apply(self, task: NodeTask, decision: Decision) -> None:
         for action in decision.actions:
@@ -334,7 +343,7 @@ class Runtime:
             case CreateJob():
                 await self._create_job(task, action)
             case DeleteJob():
-                await self._delete_job(action)
+                await self._delete_job(task, action)
             case EmitEvent():
                 await self.event(task, action.type, action.reason, action.message, once=action.once)
             case RequeueAfter():
@@ -343,39 +352,33 @@ class Runtime:
                 assert_never(action)
 
     async def _write_results(self, task: NodeTask, action: WriteResults) -> None:
-        fm = self.settings.field_manager
-        await self.client.apply(
-            build_results_configmap(task, action.doc), field_manager=fm, force=True
-        )
+        await self._apply_owned(task, build_results_configmap(task, action.doc))
 
     async def _apply_configmap(self, task: NodeTask, action: ApplyConfigMap) -> None:
         cluster = await self.cluster_info()
         store = await self._host_key_store(task)
         packages = await self.packages(task)
         cm = job_configmap(task, action, cluster, self.settings, store, packages)
-        await self._owned(ConfigMap, task.configmap_name, task)
-        await self.client.apply(cm, field_manager=self.settings.field_manager, force=True)
+        await self._apply_owned(task, cm)
 
     async def _create_job(self, task: NodeTask, action: CreateJob) -> None:
         # The Job's rights on its task's ConfigMaps come with it (owned by the task).
         store = await self._host_key_store(task)
         packages = await self.packages(task)
         account, role, binding, job = job_objects(task, action, self.settings, store, packages)
-        # Its Role and RoleBinding (named as the Job) are not looked at: the operator
-        # may not read RBAC objects, and a deleted task's go with its Job, which
-        # ``observe`` waits for.
-        fm = self.settings.field_manager
-        await self.client.apply(account, field_manager=fm, force=True)
-        await self.client.apply(role, field_manager=fm, force=True)
-        await self.client.apply(binding, field_manager=fm, force=True)
+        await self._apply_owned(task, account)
+        await self._apply_owned(task, role)
+        await self._apply_owned(task, binding)
         await self.client.create(job)
         self.metrics.rounds.inc()
         log.info("task %s: round %d: job created", task.name, action.round)
 
-    async def _delete_job(self, action: DeleteJob) -> None:
+    async def _delete_job(self, task: NodeTask, action: DeleteJob) -> None:
         # The Job's rights go with it: between rounds no Job may write the task's
         # ConfigMaps (its Role and RoleBinding carry the Job's name).
         for res, name, cascade in job_deletions(action):
+            if not await self._claim(task, res, name):
+                continue  # gone already
             try:
                 await self.client.delete(res, name, namespace=NAMESPACE, cascade=cascade)
             except ApiError as e:
@@ -409,7 +412,7 @@ class Runtime:
         secret = build_secret(
             task, token, raw, known_hosts.decode(errors="replace") if known_hosts else None
         )
-        await self.client.apply(secret, field_manager=self.settings.field_manager, force=True)
+        await self._apply_owned(task, secret)
 
     async def _host_key_store(self, task: NodeTask) -> str:
         """The name of the task's proxy node's host-key store, created (empty) when
@@ -666,14 +669,6 @@ def _not_progressing(
     )
     others = [c for c in status.conditions if c.type != PROGRESSING]
     return status.model_copy(update={"conditions": [*others, cond]})
-
-
-def _progressing_true(status: NodeTaskStatus) -> list[Condition]:
-    """The conditions with Progressing turned True (the task waits, it is not stuck)."""
-    return [
-        c.model_copy(update={"status": "True"}) if c.type == PROGRESSING else c
-        for c in status.conditions
-    ]
 
 
 def _clean(body: Mapping[str, Any]) -> dict[str, Any]:

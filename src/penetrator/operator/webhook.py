@@ -26,7 +26,15 @@ from lightkube.core.exceptions import ApiError
 
 from penetrator.api import GROUP, NAMESPACE, PLURAL, VERSION, NodeTaskSpec
 from penetrator.api.settings import Settings, WebhookSettings
-from penetrator.k8s.admission import credential_keys, list_tasks, node_exists, nodes_exist
+from penetrator.k8s.admission import (
+    Requester,
+    cluster_networks,
+    credential_keys,
+    list_tasks,
+    missing_rights,
+    node_exists,
+    nodes_exist,
+)
 from penetrator.k8s.client import make_client
 from penetrator.k8s.webhook_tls import ensure_serving_cert, service_hosts, set_ca_bundle
 from penetrator.plan.admission import (
@@ -35,6 +43,8 @@ from penetrator.plan.admission import (
     RecentAdmissions,
     mutate_create,
     parse_spec,
+    rights_needed,
+    rights_problems,
     task_base_name,
     validate_create,
     validate_update,
@@ -219,18 +229,27 @@ _recent = RecentAdmissions()
 _admission_lock = asyncio.Lock()
 
 
-async def validate_new_task(body: kopf.Body, dryrun: bool = False, **_: Any) -> None:
+async def validate_new_task(
+    body: kopf.Body, dryrun: bool = False, userinfo: Mapping[str, Any] | None = None, **_: Any
+) -> None:
     obj = _plain(body)
     try:
         spec: NodeTaskSpec = parse_spec(obj)
     except Denied as e:
         raise _refuse(e) from None
     client = _api()
+    who = Requester.of(_plain(userinfo))
     try:
         keys = await credential_keys(client, spec.ssh_credential)
         proxy = await node_exists(client, spec.proxy_node) if spec.proxy_node else None
+        cluster = await cluster_networks(client)
+        missing = await missing_rights(client, who, rights_needed(spec, cluster))
     except (ApiError, httpx2.HTTPError, OSError, TimeoutError) as e:
-        raise _lookup_failed("the credential Secret and the proxy node", e) from None
+        raise _lookup_failed("the credential Secret, the Nodes and your rights", e) from None
+    # The requester's rights first: a task its author may not make says only that.
+    if missing:
+        raise _refuse(Denied(rights_problems(who.username, missing)))
+    allow_cp = _webhook_settings().allow_control_plane_nodes
     async with _admission_lock:  # one decision on claims at a time in this process
         started = asyncio.get_running_loop().time()
         try:
@@ -239,7 +258,8 @@ async def validate_new_task(body: kopf.Body, dryrun: bool = False, **_: Any) -> 
             raise _lookup_failed("the other NodeTasks", e) from None
         now = asyncio.get_running_loop().time()
         tasks = _recent.with_listed(listed, started)
-        if problems := validate_create(obj, CreateFacts(keys, proxy, tasks)):
+        facts = CreateFacts(keys, proxy, tasks, cluster, allow_cp)
+        if problems := validate_create(obj, facts):
             raise _refuse(Denied(problems))
         if not dryrun:
             _recent.record(obj, now)

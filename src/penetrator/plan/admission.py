@@ -37,6 +37,12 @@ from penetrator.api import (
     user_spec_problems,
     validation_messages,
 )
+from penetrator.plan.addresses import (
+    ClusterNetworks,
+    cluster_address_problems,
+    control_plane_problems,
+    replaced_nodes,
+)
 from penetrator.plan.claims import held_machines, parse_tasks
 from penetrator.plan.names import NameGenerationError
 from penetrator.plan.prepare import NodesExist, TaskPlan, decide_plan, records_names_once
@@ -141,6 +147,10 @@ class CreateFacts:
     credential_keys: Mapping[str, int] | None
     proxy_node_exists: bool | None
     tasks: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    cluster: ClusterNetworks | None = None
+    """The cluster's networks and Nodes (None: not looked up; no address checks)."""
+    allow_control_plane: bool = False
+    """The setting ``webhook.allowControlPlaneNodes``."""
 
 
 def credential_problems(secret: str, keys: Mapping[str, int] | None) -> list[str]:
@@ -230,9 +240,76 @@ def validate_create(obj: Mapping[str, Any], facts: CreateFacts) -> list[str]:
         )
     plan = spec.plan() or {ip: ip for ip in spec.unique_machines()}
     field_ = "spec.nodeNamesOverride" if spec.is_reinstall else "spec.targetMachines"
+    if facts.cluster is not None:
+        problems += cluster_address_problems(field_, plan, facts.cluster, spec.is_reinstall)
+        if spec.is_reinstall:
+            replaced = replaced_nodes(plan, facts.cluster)
+            problems += control_plane_problems(
+                field_, replaced, facts.cluster, facts.allow_control_plane
+            )
     me = _mapping(obj.get("metadata")).get("name")
     problems += conflict_problems(str(me or ""), plan, field_, parse_tasks(facts.tasks))
     return problems
+
+
+# --- validating: the requester's rights -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Right:
+    """One thing the task makes the operator do that its author must be allowed to do
+    (asked of the API server by a SubjectAccessReview for the requester)."""
+
+    verb: str
+    resource: str
+    name: str
+    namespace: str | None
+    field: str
+    why: str
+
+    @property
+    def text(self) -> str:
+        where = f" in {self.namespace}" if self.namespace else ""
+        return f"{self.verb} on {self.resource}/{self.name}{where}"
+
+
+def rights_needed(spec: NodeTaskSpec, cluster: ClusterNetworks | None) -> list[Right]:
+    """What the author of a task with ``spec`` must be allowed: get on its credential
+    Secret (the operator reads it for the task), and for a reinstall delete on every
+    existing Node it replaces (``replaced_nodes``: by name or by address)."""
+    needed = [
+        Right(
+            "get",
+            "secrets",
+            spec.ssh_credential,
+            NAMESPACE,
+            "spec.sshCredential",
+            "the task uses the login it holds; name a credential Secret you may read",
+        )
+    ]
+    if spec.is_reinstall and cluster is not None:
+        for node, why in sorted(replaced_nodes(spec.plan(), cluster).items()):
+            needed.append(
+                Right(
+                    "delete",
+                    "nodes",
+                    node,
+                    None,
+                    "spec.nodeNamesOverride",
+                    f"the task replaces Node {node} ({why})",
+                )
+            )
+    return needed
+
+
+def rights_problems(user: str, missing: Iterable[Right]) -> list[str]:
+    """One message per right ``user`` lacks, naming the field and the right."""
+    return [
+        f"{r.field}: {user or 'the requester'} may not {r.verb} "
+        f"{'Secret ' + NAMESPACE + '/' if r.resource == 'secrets' else 'Node '}{r.name} "
+        f"(missing right: {r.text}); {r.why}"
+        for r in missing
+    ]
 
 
 @dataclass

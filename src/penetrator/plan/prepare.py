@@ -1,14 +1,16 @@
 """A task's plan, decided once by one function (``decide_plan``): its node names (an
 add task's ``<prefix>-<6 chars>``, none of them an existing Node), the value of its
-label, and the names of its Job and ConfigMap (derived from the label).
+label, and the annotations that show the names of its Job and ConfigMap (derived
+from the task's uid, ``penetrator.api.models.object_name``).
 
 The admission webhook calls it on create and writes the result into the task
-(``spec.nodeNamesOverride`` with ``nodeNamesGenerated``, the label, the
-annotations; compat). Without a webhook the operator calls the same function once,
-on its first look at the task, and patches the same fields the same way
+(``spec.nodeNamesOverride`` with ``nodeNamesGenerated``, the label; compat). The
+uid is given by the API server only after the mutating webhook, so the operator
+writes the annotations on its first look at the task; without a webhook it calls the
+same function then and patches the same fields the same way
 (``TaskPlan.missing_from``: only what the task lacks; the CRD lets the names be
-written exactly once). From then on the task itself carries its plan; nothing is
-recorded anywhere else.
+written exactly once, the admission policy only by the operator). From then on the
+task itself carries its plan; nothing is recorded anywhere else.
 
 Pure but for the Node lookups, which come in as a callback; the randomness comes in
 as a ``random.Random``.
@@ -16,7 +18,6 @@ as a ``random.Random``.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,30 +30,17 @@ from penetrator.api import (
     NodeTask,
     NodeTaskSpec,
 )
+from penetrator.api.models import object_name
 from penetrator.plan.names import NameGenerationError, generate_node_names, task_label_value
 
-_NAME_HEAD = 40  # of the task name in generated object names (Job names: <= 63)
 MAX_NAME_ROUNDS = 20
 """Rounds of regenerating names that collided with existing Nodes."""
 
+OPERATOR_ANNOTATIONS = (JOB_NAME_ANNOTATION, CONFIGMAP_NAME_ANNOTATION)
+"""Written by the operator from the task's uid; a new task's copies are removed."""
+
 NodesExist = Callable[[list[str]], Awaitable[set[str]]]
 """Which of these node names exist as Nodes (looked up by name)."""
-
-
-def _short_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:6]
-
-
-def default_job_name(task_name: str, label: str) -> str:
-    """``<task>-job-<6 hex of the task's label value>``: at most 51 characters (the
-    Job controller puts the Job name into a label value of its pods, so it must stay
-    <= 63)."""
-    return f"{task_name[:_NAME_HEAD].rstrip('-.')}-job-{_short_hash(label or task_name)}"
-
-
-def default_configmap_name(task_name: str, label: str) -> str:
-    """``<task>-config-<6 hex of the task's label value>``."""
-    return f"{task_name[:_NAME_HEAD].rstrip('-.')}-config-{_short_hash(label or task_name)}"
 
 
 @dataclass(frozen=True)
@@ -64,6 +52,8 @@ class TaskPlan:
     ``targetMachines`` when duplicates were removed."""
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
+    dropped: tuple[str, ...] = ()
+    """Annotations the patch removes (a new task's copies of the operator's)."""
 
     @property
     def node_names(self) -> dict[str, str]:
@@ -78,8 +68,9 @@ class TaskPlan:
         meta: dict[str, Any] = {}
         if self.labels:
             meta["labels"] = dict(self.labels)
-        if self.annotations:
-            meta["annotations"] = dict(self.annotations)
+        if self.annotations or self.dropped:
+            notes: dict[str, str | None] = dict.fromkeys(self.dropped)
+            meta["annotations"] = notes | self.annotations
         if meta:
             body["metadata"] = meta
         return body
@@ -123,12 +114,15 @@ async def decide_plan(
     nodes_exist: NodesExist,
     *,
     label: str | None = None,
+    uid: str | None = None,
 ) -> TaskPlan:
     """The plan of a task named ``task_name`` (the stem of a generateName; '' when not
     known yet: no label or object names then) with ``spec``: node names for an add
-    task, the label value (``label`` when the task has one already), and the Job and
-    ConfigMap names derived from it. Raises ``ValueError`` (a bad prefix) and
-    ``NameGenerationError``."""
+    task, the label value (``label`` when the task has one already), and, once the
+    task has its ``uid`` (after create: the operator), the annotations naming its Job
+    and ConfigMap (``object_name(uid)``: never derived from a string a user may edit).
+    The webhook, on create, removes any copies of those annotations. Raises
+    ``ValueError`` (a bad prefix) and ``NameGenerationError``."""
     new_spec: dict[str, Any] = {}
     if spec.needs_names:
         machines = spec.unique_machines()
@@ -139,25 +133,25 @@ async def decide_plan(
     if not task_name:
         return TaskPlan(new_spec)
     label = label or task_label_value(task_name, rng)
-    annotations = {
-        JOB_NAME_ANNOTATION: default_job_name(task_name, label),
-        CONFIGMAP_NAME_ANNOTATION: default_configmap_name(task_name, label),
-    }
+    if uid is None:
+        return TaskPlan(new_spec, {NODE_LABEL: label}, dropped=OPERATOR_ANNOTATIONS)
+    name = object_name(uid)
+    annotations = {JOB_NAME_ANNOTATION: name, CONFIGMAP_NAME_ANNOTATION: name}
     return TaskPlan(new_spec, {NODE_LABEL: label}, annotations)
 
 
 async def plan_missing(task: NodeTask, rng: random.Random, nodes_exist: NodesExist) -> TaskPlan:
     """The operator's side (no webhook planned ``task`` on create): ``decide_plan``,
     keeping a label the task has, and only the parts the task lacks."""
-    plan = await decide_plan(task.name, task.spec, rng, nodes_exist, label=task.task_label)
+    plan = await decide_plan(
+        task.name, task.spec, rng, nodes_exist, label=task.task_label, uid=task.metadata.uid
+    )
     return plan.missing_from(task)
 
 
 def needs_plan(task: NodeTask) -> bool:
     """The task lacks part of its plan (no webhook made it on create)."""
-    return (
-        task.spec.needs_names or not task.task_label or not task.job_name or not task.configmap_name
-    )
+    return task.spec.needs_names or not task.task_label or not task.names_recorded
 
 
 def records_names_once(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
