@@ -47,8 +47,8 @@ def test_each_machine_has_its_own_pod_subnet_cgroup_and_node_ip() -> None:
     assert len(subnets) == 2
     env = realjoin.kubelet_env("t", a)
     assert "--node-ip=10.10.1.1" in env
-    assert f"--cgroup-root=/{realjoin.cgroup_name('t', a)}" in env
-    assert realjoin.cgroup_name("t", a) != realjoin.cgroup_name("t", b)
+    assert f"--cgroup-root=/penetrator-sandbox-t/{realjoin.cgroup_node(a)}" in env
+    assert realjoin.cgroup_node(a) != realjoin.cgroup_node(b)
 
 
 def test_the_machine_mounts_cover_what_kubelets_would_share() -> None:

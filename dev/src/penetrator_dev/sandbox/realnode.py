@@ -12,7 +12,7 @@ proxy namespace) gets, under ``<state>/cluster/realnodes/<node>/``:
   runc cannot raise oom_score_adj), ``disable_apparmor``, ``SystemdCgroup = false``;
 - ``net.d/`` a CNI bridge with its own pod subnet 10.244.<k>.0/24 (0: control-plane);
 - ``kubelet.yaml``: cgroupfs driver, its own ``cgroupRoot``
-  (``/penetrator-sandbox-<name>/<node>``, made in every v1 hierarchy),
+  (``/penetrator-sandbox-<name>/<node>``, made in every hierarchy),
   ``failCgroupV1: false``, ``failSwapOn: false``, webhook authn/authz, image GC off
   (the imported images are all there is);
 - a mount namespace (``unshare -m --propagation slave``) with /var/lib/kubelet,
@@ -25,10 +25,8 @@ Both processes enter the network namespace with ``nsenter --net=/run/netns/X``
 a DNAT in each node's namespace sends the ``kubernetes`` Service address to the
 apiserver, as kube-proxy would.
 
-kubelet rewrites host sysctls (``KUBELET_SYSCTLS``): their values before the first
-kubelet are kept in the state directory and ``cleanup`` (called by ``down``, also
-after a crash) puts them back, kills every process left in the nodes' cgroups and
-removes the cgroups and the host directories made for the bind mounts.
+What the kubelets do to the host (cgroups, sysctls, bind targets made on the host)
+is kept and undone by kubeletnode.py, for these nodes and the real-join machines.
 """
 
 from __future__ import annotations
@@ -46,6 +44,7 @@ from pathlib import Path
 
 import yaml
 
+from penetrator_dev.sandbox import kubeletnode
 from penetrator_dev.sandbox.state import ProcessRecord, start_ticks, state_dir
 
 ROLE_CONTAINERD = "node-containerd"
@@ -54,8 +53,6 @@ ROLES = (ROLE_CONTAINERD, ROLE_KUBELET)
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
 CTR_NAMESPACE = "k8s.io"
 CNI_BIN_DIR = "/usr/lib/cni"
-CGROUP_FS = Path("/sys/fs/cgroup")
-KUBELET_SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops")
 # Host paths the kubelet and containerd use without a setting to move them: each
 # node binds its own directory over them, in its own mount namespace.
 PRIVATE_PATHS = (
@@ -95,10 +92,6 @@ def nodes_dir(sandbox: str) -> Path:
 
 def node_dir(sandbox: str, node: str) -> Path:
     return nodes_dir(sandbox) / node
-
-
-def cgroup_parent(sandbox: str) -> str:
-    return f"penetrator-sandbox-{sandbox}"
 
 
 def socket_path(sandbox: str, node: str) -> Path:
@@ -293,7 +286,7 @@ def kubelet_config(sandbox: str, node: RealNode, ca: Path) -> str:
         "address": node.ip,
         "readOnlyPort": 0,
         "cgroupDriver": "cgroupfs",
-        "cgroupRoot": f"/{cgroup_parent(sandbox)}/{node.name}",
+        "cgroupRoot": kubeletnode.cgroup_root(sandbox, node.name),
         "failCgroupV1": False,
         "failSwapOn": False,
         "containerRuntimeEndpoint": f"unix://{socket_path(sandbox, node.name)}",
@@ -331,51 +324,6 @@ def service_ruleset(apiserver: str, port: int) -> str:
 
 
 # ------------------------------------------------------------------ start
-
-
-def save_sysctls(sandbox: str) -> None:
-    """Keep the host's values before any kubelet changes them (once per sandbox)."""
-    f = state_dir(sandbox) / "sysctls.json"
-    if not f.exists():
-        values = {k: _proc_sys(k).read_text().strip() for k in KUBELET_SYSCTLS}
-        f.write_text(json.dumps(values))
-
-
-def _proc_sys(key: str) -> Path:
-    return Path("/proc/sys") / key.replace(".", "/")
-
-
-def make_cgroups(sandbox: str, node: str) -> None:
-    """The node's cgroupRoot in every v1 hierarchy (cpuset copied from the root,
-    else its tasks cannot run)."""
-    for hierarchy in _hierarchies():
-        for rel in (cgroup_parent(sandbox), f"{cgroup_parent(sandbox)}/{node}"):
-            d = hierarchy / rel
-            d.mkdir(exist_ok=True)
-            if hierarchy.name == "cpuset":
-                for f in ("cpuset.cpus", "cpuset.mems"):
-                    if not (d / f).read_text().strip():
-                        (d / f).write_text((hierarchy / f).read_text())
-
-
-def _hierarchies() -> list[Path]:
-    return [
-        p
-        for p in sorted(CGROUP_FS.iterdir())
-        if p.is_dir() and not p.is_symlink() and (p / "cgroup.procs").exists()
-    ]
-
-
-def bind_dirs(sandbox: str) -> None:
-    """Make missing bind targets on the host, and remember which: `cleanup`
-    removes them again."""
-    made_file = state_dir(sandbox) / "made-dirs.json"
-    made: list[str] = json.loads(made_file.read_text()) if made_file.exists() else []
-    for p in PRIVATE_PATHS:
-        if not Path(p).exists():
-            Path(p).mkdir(parents=True)
-            made.append(p)
-    made_file.write_text(json.dumps(made))
 
 
 def mount_script(sandbox: str, node: str) -> str:
@@ -450,7 +398,7 @@ def start_node(
 ) -> list[ProcessRecord]:
     """containerd, the images, the Service DNAT, then the kubelet of one node
     (its files written by `write_node_files`)."""
-    make_cgroups(sandbox, node.name)
+    kubeletnode.make_cgroup(sandbox, node.name)
     _run(
         ["nsenter", f"--net=/run/netns/{node.netns}", "--", "nft", "-f", "-"],
         input=service_ruleset(*apiserver),
@@ -464,66 +412,6 @@ def start_node(
         with contextlib.suppress(ProcessLookupError):
             os.kill(ctrd.pid, 9)
         raise
-
-
-# ------------------------------------------------------------------ cleanup
-
-
-def cgroup_dirs(sandbox: str) -> list[Path]:
-    """The nodes' cgroups in every hierarchy, deepest first."""
-    out: list[Path] = []
-    for hierarchy in _hierarchies():
-        top = hierarchy / cgroup_parent(sandbox)
-        if top.is_dir():
-            out += [Path(root) for root, _dirs, _files in os.walk(top)]
-    return sorted(out, key=lambda p: len(p.parts), reverse=True)
-
-
-def cgroup_pids(sandbox: str) -> list[int]:
-    """Every process in the nodes' cgroups: pods with a network namespace of their
-    own are in no namespace of the sandbox, but in these."""
-    pids: set[int] = set()
-    for d in cgroup_dirs(sandbox):
-        with contextlib.suppress(OSError):
-            pids |= {int(x) for x in (d / "cgroup.procs").read_text().split()}
-    return sorted(pids)
-
-
-def cleanup(sandbox: str) -> list[str]:
-    """After every process is gone: remove the cgroups, put the host sysctls back,
-    remove the bind targets made on the host. Returns what it did."""
-    done: list[str] = []
-    for _ in range(50):  # a killed task leaves its cgroup a moment later
-        left = [d for d in cgroup_dirs(sandbox) if not _rmdir(d)]
-        if not left:
-            break
-        time.sleep(0.1)
-    else:
-        done.append(f"cgroups left: {[str(d) for d in left]}")
-    f = state_dir(sandbox) / "sysctls.json"
-    if f.exists():
-        for key, value in json.loads(f.read_text()).items():
-            if _proc_sys(key).read_text().strip() != value:
-                _proc_sys(key).write_text(value)
-                done.append(f"sysctl {key}={value}")
-        f.unlink()
-    made_file = state_dir(sandbox) / "made-dirs.json"
-    if made_file.exists():
-        for p in reversed(json.loads(made_file.read_text())):
-            with contextlib.suppress(OSError):
-                Path(p).rmdir()
-        made_file.unlink()
-    return done
-
-
-def _rmdir(d: Path) -> bool:
-    try:
-        d.rmdir()
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-    return True
 
 
 # ------------------------------------------------------------------ helpers
