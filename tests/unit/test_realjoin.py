@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from penetrator_dev.sandbox import realjoin
+from penetrator_dev.sandbox import kubeletnode, realjoin
 from penetrator_dev.sandbox.topology import Layout, SandboxSpec, build_topology
 
 
@@ -35,7 +35,7 @@ def test_containerd_is_private_and_fits_the_vm() -> None:
     assert cri["restrict_oom_score_adj"] is True  # no CAP_SYS_RESOURCE in the VM
     assert cri["disable_apparmor"] is True
     assert cri["netns_mounts_under_state_dir"] is True
-    assert cri["sandbox_image"] == realjoin.PAUSE_IMAGE
+    assert cri["sandbox_image"] == kubeletnode.PAUSE_IMAGE
     assert cri["cni"]["conf_dir"] == "/sd/node/cni"
     assert cri["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"] is False
 

@@ -243,10 +243,7 @@ def _start_real_nodes(sb: Sandbox, cp: ControlPlane, nodes: list[AgentNode]) -> 
     for the agent, the project's image and the pause image imported into each."""
     topo = sb.topology
     kubeletnode.save_host_state(sb.name, realnode.PRIVATE_PATHS)
-    images = [
-        (realnode.pause_image(), realnode.PAUSE_IMAGE.rsplit(":", 1)[0]),
-        (realnode.project_image(), "docker.io/library/penetrator"),
-    ]
+    images = [(realnode.project_image(), "docker.io/library/penetrator")]
     for index, n in enumerate(nodes):
         assert n.netns is not None
         rn = realnode.RealNode(n.name, n.ip, n.netns, index, n.taints)

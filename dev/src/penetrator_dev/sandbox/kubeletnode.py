@@ -2,6 +2,9 @@
 nodes of `--nodes real` (realnode.py) and the real-join edge machines of
 `--real-join N` (realjoin.py) both use it.
 
+- containerd's configuration (``containerd_config``) and the busybox image every
+  node has, whose ``pause`` tag is the pod sandbox image (``busybox_archive``,
+  ``import_busybox``): no registry.
 - The kubelets' cgroups: all under ``penetrator-sandbox-<name>/`` in every
   hierarchy (``cgroup_root``), so one walk finds the pods of both kinds of node
   (pods with a network namespace of their own are in no namespace of the sandbox).
@@ -21,11 +24,15 @@ removes them.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import shutil
 import signal
+import subprocess
+import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from penetrator_dev.sandbox.state import process_exists, root_dir, state_dir
@@ -33,6 +40,116 @@ from penetrator_dev.sandbox.state import process_exists, root_dir, state_dir
 KUBELET_SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops")
 SYSCTLS_FILE = "host-sysctls.json"
 MADE_DIRS_FILE = "host-dirs.json"
+PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1"
+BUSYBOX_IMAGE = "localhost/penetrator/busybox:1"
+"""A busybox-static image every real node and real-join machine has (pods use it
+with imagePullPolicy IfNotPresent or Never: there is no registry)."""
+PAUSE_ENTRYPOINT = (
+    "/bin/sh",
+    "-c",
+    "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done",
+)
+CTR_NAMESPACE = "k8s.io"  # where the CRI looks for images
+CNI_BIN_DIR = "/usr/lib/cni"  # Debian's containernetworking-plugins
+
+
+class KubeletNodeError(RuntimeError):
+    pass
+
+
+# ------------------------------------------------------------------ containerd
+
+
+def containerd_config(
+    d: Path, *, socket: str, cni_dir: Path, runc_root: str, netns_under_state: bool
+) -> str:
+    """Private root, state, socket and runc root under ``d``; ``restrict_oom_score_adj``
+    (the VM's bounding set lacks CAP_SYS_RESOURCE: runc fails on oom_score_adj
+    otherwise), ``disable_apparmor``, ``SystemdCgroup = false``."""
+    cri = 'plugins."io.containerd.grpc.v1.cri"'
+    return f"""version = 2
+root = "{d}/containerd/root"
+state = "{d}/containerd/state"
+[grpc]
+  address = "{socket}"
+[ttrpc]
+  address = "{socket}.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/containerd/opt"
+[{cri}]
+  sandbox_image = "{PAUSE_IMAGE}"
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  enable_selinux = false
+  netns_mounts_under_state_dir = {str(netns_under_state).lower()}
+[{cri}.containerd]
+  snapshotter = "overlayfs"
+  default_runtime_name = "runc"
+[{cri}.containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+[{cri}.containerd.runtimes.runc.options]
+  SystemdCgroup = false
+  Root = "{runc_root}"
+[{cri}.cni]
+  bin_dir = "{CNI_BIN_DIR}"
+  conf_dir = "{cni_dir}"
+"""
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("PENETRATOR_CACHE") or (
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "penetrator"
+    )
+    return Path(root)
+
+
+def busybox_archive() -> Path:
+    """An OCI archive of busybox-static (tags ``1``: a shell, and ``pause``: the pod
+    sandbox), built once with umoci, cached."""
+    busybox = Path("/bin/busybox")
+    if not busybox.is_file():
+        raise KubeletNodeError("/bin/busybox is missing: install busybox-static (scripts/setup.sh)")
+    key = hashlib.sha256(busybox.read_bytes() + repr(PAUSE_ENTRYPOINT).encode()).hexdigest()[:12]
+    out = cache_dir() / f"busybox-{key}.tar"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        layout, bundle = Path(tmp) / "layout", Path(tmp) / "bundle"
+        image = f"{layout}:1"
+        run(["umoci", "init", "--layout", str(layout)])
+        run(["umoci", "new", "--image", image])
+        run(["umoci", "unpack", "--image", image, str(bundle)])
+        bin_dir = bundle / "rootfs" / "bin"
+        bin_dir.mkdir(parents=True)
+        shutil.copy2(busybox, bin_dir / "busybox")
+        for tool in ("sh", "sleep", "cat", "echo", "ls", "hostname", "true"):
+            (bin_dir / tool).symlink_to("busybox")
+        run(["umoci", "repack", "--image", image, str(bundle)])
+        run(["umoci", "config", "--image", image, "--config.cmd", "/bin/sh"])
+        # the pause image: the same layer, waiting until told to stop
+        pause = [f"--config.entrypoint={a}" for a in PAUSE_ENTRYPOINT]
+        run(["umoci", "config", "--image", image, "--tag", "pause", *pause])
+        run(["umoci", "gc", "--layout", str(layout)])
+        part = out.with_suffix(".partial")
+        run(["tar", "--owner=0", "--group=0", "-C", str(layout), "-cf", str(part), "."])
+        os.replace(part, out)
+    return out
+
+
+def import_busybox(ctr: Sequence[str], archive: Path) -> None:
+    """Import ``busybox_archive`` with ``ctr`` (the argv that reaches the node's
+    containerd, namespace k8s.io) and name its ``pause`` tag PAUSE_IMAGE."""
+    base = BUSYBOX_IMAGE.rsplit(":", 1)[0]
+    run([*ctr, "images", "import", "--base-name", base, str(archive)])
+    run([*ctr, "images", "tag", "--force", f"{base}:pause", PAUSE_IMAGE])
+
+
+def run(argv: Sequence[str], timeout: float = 120) -> str:
+    p = subprocess.run(list(argv), capture_output=True, text=True, check=False, timeout=timeout)
+    if p.returncode != 0:
+        raise KubeletNodeError(f"{' '.join(argv[:6])} failed: {p.stderr.strip()[-800:]}")
+    return p.stdout
 
 
 # ------------------------------------------------------------------ cgroups

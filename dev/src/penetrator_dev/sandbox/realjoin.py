@@ -33,12 +33,10 @@ rewrites and the empty host directories made as mount points.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,15 +52,7 @@ from penetrator_dev.sandbox.topology import Machine, Topology
 
 ROLE_MOUNTS = "edge-mounts"
 ROLE_CONTAINERD = "edge-containerd"
-PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1"
-BUSYBOX_IMAGE = "localhost/penetrator/busybox:1"
-"""A busybox-static image every real-join machine has (pods use it with
-imagePullPolicy IfNotPresent or Never: there is no registry)."""
-PAUSE_ENTRYPOINT = (
-    "/bin/sh",
-    "-c",
-    "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done",
-)
+BUSYBOX_IMAGE = kubeletnode.BUSYBOX_IMAGE
 
 # mount point in the machine -> its directory under node/
 BINDS = {
@@ -72,7 +62,6 @@ BINDS = {
     "/run/containerd": "run-containerd",
     "/var/log": "var-log",
 }
-CNI_BIN = "/usr/lib/cni"  # Debian's containernetworking-plugins
 
 
 class RealJoinError(RuntimeError):
@@ -106,27 +95,14 @@ def cgroup_node(m: Machine) -> str:
 
 
 def containerd_config(d: Path) -> str:
-    cri = 'plugins."io.containerd.grpc.v1.cri"'
-    return f"""version = 2
-root = "{d}/containerd/root"
-state = "{d}/containerd/state"
-[grpc]
-  address = "/run/containerd/containerd.sock"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/containerd/opt"
-[{cri}]
-  sandbox_image = "{PAUSE_IMAGE}"
-  disable_apparmor = true
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-[{cri}.cni]
-  bin_dir = "{CNI_BIN}"
-  conf_dir = "{d}/cni"
-[{cri}.containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-[{cri}.containerd.runtimes.runc.options]
-  SystemdCgroup = false
-"""
+    return kubeletnode.containerd_config(
+        d,
+        # the paths kubeadm finds by itself, in the machine's own mount namespace
+        socket="/run/containerd/containerd.sock",
+        cni_dir=d / "cni",
+        runc_root="/run/containerd/runc",
+        netns_under_state=True,
+    )
 
 
 def cni_config(m: Machine) -> str:
@@ -250,41 +226,6 @@ def _run(argv: Sequence[str], timeout: float = 120) -> str:
     return p.stdout
 
 
-def busybox_archive() -> Path:
-    """An OCI archive of busybox-static (tags ``1``: a shell, and ``pause``: the pod
-    sandbox), built once with umoci, cached."""
-    busybox = Path("/bin/busybox")
-    if not busybox.is_file():
-        raise RealJoinError("/bin/busybox is missing: apt-get install busybox-static")
-    key = hashlib.sha256(busybox.read_bytes() + repr(PAUSE_ENTRYPOINT).encode()).hexdigest()[:12]
-    cache = Path(os.environ.get("PENETRATOR_CACHE") or Path.home() / ".cache/penetrator")
-    out = cache / f"edge-busybox-{key}.tar"
-    if out.exists():
-        return out
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        layout, bundle = Path(tmp) / "layout", Path(tmp) / "bundle"
-        image = f"{layout}:1"
-        _run(["umoci", "init", "--layout", str(layout)])
-        _run(["umoci", "new", "--image", image])
-        _run(["umoci", "unpack", "--image", image, str(bundle)])
-        bin_dir = bundle / "rootfs" / "bin"
-        bin_dir.mkdir(parents=True)
-        shutil.copy2(busybox, bin_dir / "busybox")
-        for tool in ("sh", "sleep", "cat", "echo", "ls", "hostname", "true"):
-            (bin_dir / tool).symlink_to("busybox")
-        _run(["umoci", "repack", "--image", image, str(bundle)])
-        _run(["umoci", "config", "--image", image, "--config.cmd", "/bin/sh"])
-        # the pause image: the same layer, waiting until told to stop
-        pause = [f"--config.entrypoint={a}" for a in PAUSE_ENTRYPOINT]
-        _run(["umoci", "config", "--image", image, "--tag", "pause", *pause])
-        _run(["umoci", "gc", "--layout", str(layout)])
-        part = out.with_suffix(".partial")
-        _run(["tar", "-C", str(layout), "-cf", str(part), "."])
-        os.replace(part, out)
-    return out
-
-
 def prepare_machine(name: str, m: Machine, binaries: Path) -> None:
     """Write the machine's node/ directory and bin/ tools; make its cgroup."""
     d = node_dir(name, m)
@@ -340,10 +281,7 @@ def start_machine(name: str, m: Machine, archive: Path) -> list[ProcessRecord]:
     _wait(sock.exists, f"containerd of {m.ip}", ctrd)
     ctr = ["ctr", "--address", "/run/containerd/containerd.sock", "-n", "k8s.io"]
     _wait(lambda: _ok(in_machine(holder.pid, [*ctr, "version"])), f"containerd of {m.ip}", ctrd)
-    _run(in_machine(holder.pid, [*ctr, "images", "import", "--base-name",
-                                  BUSYBOX_IMAGE.rsplit(":", 1)[0], str(archive)]))  # fmt: skip
-    pause = BUSYBOX_IMAGE.rsplit(":", 1)[0] + ":pause"
-    _run(in_machine(holder.pid, [*ctr, "images", "tag", "--force", pause, PAUSE_IMAGE]))
+    kubeletnode.import_busybox(in_machine(holder.pid, ctr), archive)
     return [holder, ctrd]
 
 
@@ -382,7 +320,7 @@ def start_real_join(name: str, topo: Topology, count: int) -> list[ProcessRecord
         if shutil.which(tool) is None:
             raise RealJoinError(f"--real-join needs {tool}: run scripts/setup.sh")
     binaries = find_binaries().directory
-    archive = busybox_archive()
+    archive = kubeletnode.busybox_archive()
     kubeletnode.save_host_state(name, BINDS)
     out: list[ProcessRecord] = []
     for m in machines:

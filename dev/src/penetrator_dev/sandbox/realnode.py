@@ -50,9 +50,6 @@ from penetrator_dev.sandbox.state import ProcessRecord, start_ticks, state_dir
 ROLE_CONTAINERD = "node-containerd"
 ROLE_KUBELET = "node-kubelet"
 ROLES = (ROLE_CONTAINERD, ROLE_KUBELET)
-PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
-CTR_NAMESPACE = "k8s.io"
-CNI_BIN_DIR = "/usr/lib/cni"
 # Host paths the kubelet and containerd use without a setting to move them: each
 # node binds its own directory over them, in its own mount namespace.
 PRIVATE_PATHS = (
@@ -121,49 +118,6 @@ def project_image() -> Path:
     return Path(p.stdout.strip().splitlines()[-1])
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("PENETRATOR_CACHE") or (
-        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "penetrator"
-    )
-    return Path(root)
-
-
-PAUSE_SCRIPT = "trap 'exit 0' TERM INT; while :; do /bin/busybox sleep 86400 & wait $!; done"
-
-
-def pause_image() -> Path:
-    """An OCI archive of a pause image: Debian's busybox-static, sleeping until
-    told to stop. Built once with umoci (cached by the busybox binary)."""
-    busybox = Path("/bin/busybox")
-    if not busybox.is_file():
-        raise RealNodeError("/bin/busybox missing: install busybox-static (scripts/setup.sh)")
-    import hashlib
-
-    key = hashlib.sha256(busybox.read_bytes() + PAUSE_SCRIPT.encode()).hexdigest()[:16]
-    archive = cache_dir() / f"pause-{key}.tar"
-    if archive.is_file():
-        return archive
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    tag = PAUSE_IMAGE.rsplit(":", 1)[1]
-    with tempfile.TemporaryDirectory(prefix="pause-", dir=archive.parent) as tmp:
-        layout, bundle = f"{tmp}/oci", f"{tmp}/bundle"
-        image = f"{layout}:{tag}"
-        _run(["umoci", "init", "--layout", layout])
-        _run(["umoci", "new", "--image", image])
-        _run(["umoci", "unpack", "--image", image, bundle])
-        (Path(bundle) / "rootfs" / "bin").mkdir(parents=True)
-        shutil.copy2(busybox, Path(bundle) / "rootfs" / "bin" / "busybox")
-        _run(["umoci", "repack", "--image", image, bundle])
-        entry = ["/bin/busybox", "sh", "-c", PAUSE_SCRIPT]
-        _run(
-            ["umoci", "config", "--image", image, "--config.user=65535:65535"]
-            + [f"--config.entrypoint={a}" for a in entry]
-        )
-        _run(["tar", "--owner=0", "--group=0", "-C", layout, "-cf", f"{tmp}/pause.tar", "."])
-        os.replace(f"{tmp}/pause.tar", archive)
-    return archive
-
-
 PACKAGES_IN_IMAGE = "/var/lib/penetrator/packages"
 JOB_IMAGE_BASE = "docker.io/library/penetrator-sandbox-job"
 
@@ -177,7 +131,7 @@ def job_image(project: Path, packages: dict[str, Path]) -> Path:
     h = hashlib.sha256(project.read_bytes())
     for arch in sorted(packages):
         h.update(arch.encode() + packages[arch].read_bytes())
-    archive = cache_dir() / f"job-image-{h.hexdigest()[:16]}.tar"
+    archive = kubeletnode.cache_dir() / f"job-image-{h.hexdigest()[:16]}.tar"
     if archive.is_file():
         return archive
     with tempfile.TemporaryDirectory(prefix="job-image-", dir=archive.parent) as tmp:
@@ -213,11 +167,12 @@ def image_tag(archive: Path) -> str:
 def import_image(sandbox: str, node: str, archive: Path, base_name: str) -> None:
     """`ctr images import` into the node's containerd (namespace k8s.io, where the
     CRI looks), named <base_name>:<the archive's tag>."""
-    argv = [
-        "ctr", f"--address={socket_path(sandbox, node)}", "-n", CTR_NAMESPACE,
-        "images", "import", f"--base-name={base_name}", str(archive),
-    ]  # fmt: skip
-    _run(argv)
+    _run([*ctr(sandbox, node), "images", "import", f"--base-name={base_name}", str(archive)])
+
+
+def ctr(sandbox: str, node: str) -> list[str]:
+    """``ctr`` talking to the node's containerd, in the CRI's namespace."""
+    return ["ctr", f"--address={socket_path(sandbox, node)}", "-n", kubeletnode.CTR_NAMESPACE]
 
 
 # ------------------------------------------------------------------ configs
@@ -225,33 +180,13 @@ def import_image(sandbox: str, node: str, archive: Path, base_name: str) -> None
 
 def containerd_config(sandbox: str, node: str) -> str:
     d = node_dir(sandbox, node)
-    cri = 'plugins."io.containerd.grpc.v1.cri"'
-    return f"""version = 2
-root = "{d}/containerd/root"
-state = "{d}/containerd/state"
-[grpc]
-  address = "{d}/containerd.sock"
-[ttrpc]
-  address = "{d}/containerd.sock.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/containerd/opt"
-[{cri}]
-  sandbox_image = "{PAUSE_IMAGE}"
-  restrict_oom_score_adj = true
-  disable_apparmor = true
-  enable_selinux = false
-[{cri}.containerd]
-  snapshotter = "overlayfs"
-  default_runtime_name = "runc"
-[{cri}.containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-[{cri}.containerd.runtimes.runc.options]
-  SystemdCgroup = false
-  Root = "{d}/runc"
-[{cri}.cni]
-  bin_dir = "{CNI_BIN_DIR}"
-  conf_dir = "{d}/net.d"
-"""
+    return kubeletnode.containerd_config(
+        d,
+        socket=str(socket_path(sandbox, node)),
+        cni_dir=d / "net.d",
+        runc_root=str(d / "runc"),
+        netns_under_state=False,  # /run/netns is the node's own (PRIVATE_PATHS)
+    )
 
 
 def cni_config(node: RealNode) -> str:
@@ -396,8 +331,8 @@ def start_node(
     images: Sequence[tuple[Path, str]],
     apiserver: tuple[str, int],
 ) -> list[ProcessRecord]:
-    """containerd, the images, the Service DNAT, then the kubelet of one node
-    (its files written by `write_node_files`)."""
+    """containerd, the images (busybox and pause too), the Service DNAT, then the
+    kubelet of one node (its files written by `write_node_files`)."""
     kubeletnode.make_cgroup(sandbox, node.name)
     _run(
         ["nsenter", f"--net=/run/netns/{node.netns}", "--", "nft", "-f", "-"],
@@ -405,6 +340,7 @@ def start_node(
     )
     ctrd = start_containerd(sandbox, node)
     try:
+        kubeletnode.import_busybox(ctr(sandbox, node.name), kubeletnode.busybox_archive())
         for archive, base_name in images:
             import_image(sandbox, node.name, archive, base_name)
         return [ctrd, start_kubelet(sandbox, node, kubelet, ctrd.pid)]
