@@ -145,10 +145,13 @@ def import_busybox(ctr: Sequence[str], archive: Path) -> None:
     run([*ctr, "images", "tag", "--force", f"{base}:pause", PAUSE_IMAGE])
 
 
-def run(argv: Sequence[str], timeout: float = 120) -> str:
-    p = subprocess.run(list(argv), capture_output=True, text=True, check=False, timeout=timeout)
+def run(argv: Sequence[str], *, input: str | None = None, timeout: float = 120) -> str:
+    p = subprocess.run(
+        list(argv), input=input, capture_output=True, text=True, check=False, timeout=timeout
+    )
     if p.returncode != 0:
-        raise KubeletNodeError(f"{' '.join(argv[:6])} failed: {p.stderr.strip()[-800:]}")
+        out = (p.stderr or p.stdout).strip()[-2000:]
+        raise KubeletNodeError(f"{' '.join(argv[:6])} failed: {out}")
     return p.stdout
 
 

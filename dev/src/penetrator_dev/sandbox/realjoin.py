@@ -219,13 +219,6 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     os.chmod(path, mode)
 
 
-def _run(argv: Sequence[str], timeout: float = 120) -> str:
-    p = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout)
-    if p.returncode != 0:
-        raise RealJoinError(f"{' '.join(argv[:6])} failed: {p.stderr.strip()[-800:]}")
-    return p.stdout
-
-
 def prepare_machine(name: str, m: Machine, binaries: Path) -> None:
     """Write the machine's node/ directory and bin/ tools; make its cgroup."""
     d = node_dir(name, m)
@@ -265,7 +258,7 @@ def start_machine(name: str, m: Machine, archive: Path) -> list[ProcessRecord]:
     """The machine's mount namespace holder and its containerd (images imported)."""
     d = node_dir(name, m)
     net = ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]  # kubeadm's preflight wants it
-    _run(["nsenter", f"--net=/run/netns/{m.namespace}", *net])
+    kubeletnode.run(["nsenter", f"--net=/run/netns/{m.namespace}", *net])
     holder = _spawn(
         ["nsenter", f"--net=/run/netns/{m.namespace}", "unshare", "--mount",
          "--propagation", "slave", "sh", "-c", mounts_script(d)],

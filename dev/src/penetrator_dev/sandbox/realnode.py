@@ -137,7 +137,7 @@ def job_image(project: Path, packages: dict[str, Path]) -> Path:
     with tempfile.TemporaryDirectory(prefix="job-image-", dir=archive.parent) as tmp:
         layout = Path(tmp) / "oci"
         layout.mkdir()
-        _run(["tar", "-xf", str(project), "-C", str(layout)])
+        kubeletnode.run(["tar", "-xf", str(project), "-C", str(layout)])
         index = json.loads((layout / "index.json").read_text())
         tag = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
         root = Path(tmp) / "layer"
@@ -146,9 +146,15 @@ def job_image(project: Path, packages: dict[str, Path]) -> Path:
         for p in packages.values():
             shutil.copyfile(p, pkgdir / p.name)
             (pkgdir / p.name).chmod(0o644)
-        _run(["tar", "--owner=0", "--group=0", "-C", str(root), "-cf", f"{tmp}/layer.tar", "."])
-        _run(["umoci", "raw", "add-layer", "--image", f"{layout}:{tag}", f"{tmp}/layer.tar"])
-        _run(["tar", "--owner=0", "--group=0", "-C", str(layout), "-cf", f"{tmp}/job.tar", "."])
+        kubeletnode.run(
+            ["tar", "--owner=0", "--group=0", "-C", str(root), "-cf", f"{tmp}/layer.tar", "."]
+        )
+        kubeletnode.run(
+            ["umoci", "raw", "add-layer", "--image", f"{layout}:{tag}", f"{tmp}/layer.tar"]
+        )
+        kubeletnode.run(
+            ["tar", "--owner=0", "--group=0", "-C", str(layout), "-cf", f"{tmp}/job.tar", "."]
+        )
         os.replace(f"{tmp}/job.tar", archive)
     return archive
 
@@ -167,7 +173,9 @@ def image_tag(archive: Path) -> str:
 def import_image(sandbox: str, node: str, archive: Path, base_name: str) -> None:
     """`ctr images import` into the node's containerd (namespace k8s.io, where the
     CRI looks), named <base_name>:<the archive's tag>."""
-    _run([*ctr(sandbox, node), "images", "import", f"--base-name={base_name}", str(archive)])
+    kubeletnode.run(
+        [*ctr(sandbox, node), "images", "import", f"--base-name={base_name}", str(archive)]
+    )
 
 
 def ctr(sandbox: str, node: str) -> list[str]:
@@ -334,7 +342,7 @@ def start_node(
     """containerd, the images (busybox and pause too), the Service DNAT, then the
     kubelet of one node (its files written by `write_node_files`)."""
     kubeletnode.make_cgroup(sandbox, node.name)
-    _run(
+    kubeletnode.run(
         ["nsenter", f"--net=/run/netns/{node.netns}", "--", "nft", "-f", "-"],
         input=service_ruleset(*apiserver),
     )
@@ -351,12 +359,6 @@ def start_node(
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def _run(argv: Sequence[str], input: str | None = None) -> None:
-    p = subprocess.run(list(argv), input=input, capture_output=True, text=True, check=False)
-    if p.returncode != 0:
-        raise RealNodeError(f"{' '.join(argv)}: {(p.stderr or p.stdout).strip()[-2000:]}")
 
 
 def _tail(path: Path, lines: int = 20) -> str:
