@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from penetrator_dev.sandbox import cluster as cluster_mod
-from penetrator_dev.sandbox import realnode
+from penetrator_dev.sandbox import kubeletnode, realnode
 from penetrator_dev.sandbox.deploy import NAMESPACE, deploy_penetrator
 from penetrator_dev.sandbox.lifecycle import (
     Sandbox,
@@ -39,7 +39,7 @@ pytestmark = [pytest.mark.netns, pytest.mark.cluster]
 def sysctls() -> dict[str, str]:
     return {
         k: Path("/proc/sys", k.replace(".", "/")).read_text().strip()
-        for k in realnode.KUBELET_SYSCTLS
+        for k in kubeletnode.KUBELET_SYSCTLS
     }
 
 
@@ -76,7 +76,7 @@ def leftovers(name: str, before: dict[str, Any]) -> dict[str, Any]:
         "mount namespaces": mount_namespaces_with(str(state_dir(name)) + "/"),
         "namespaces": leftover_namespaces(name),
         "new netns": sorted(host_netns() - before["netns"] - set(leftover_namespaces(name))),
-        "cgroups": [str(d) for d in realnode.cgroup_dirs(name)],
+        "cgroups": [str(d) for d in kubeletnode.cgroup_dirs(name)],
         "new host iptables chains": sorted(host_chains() - before["chains"]),
         "changed sysctls": {k: v for k, v in sysctls().items() if before["sysctls"][k] != v},
         "state dir": [str(state_dir(name))] if state_dir(name).exists() else [],
@@ -176,7 +176,7 @@ def test_crash_then_down_leaves_nothing(real_cluster: Any) -> None:
     assert nodes
     for p in nodes:  # the crash: containerd and kubelet die, pods and shims stay
         os.kill(p.pid, signal.SIGKILL)
-    assert realnode.cgroup_pids(name), "the pods should outlive their kubelet"
+    assert kubeletnode.cgroup_pids(name), "the pods should outlive their kubelet"
     down(name)
     assert leftovers(name, before) == {}
 
@@ -186,7 +186,7 @@ def test_down_leaves_nothing(sandbox_factory: Any) -> None:
     sb = sandbox_factory(machines=1, intranets=1)
     try:
         cluster_mod.start_cluster(sb, nodes="real")
-        assert realnode.cgroup_dirs(sb.name)
+        assert kubeletnode.cgroup_dirs(sb.name)
     finally:
         down(sb.name)
     assert leftovers(sb.name, before) == {}

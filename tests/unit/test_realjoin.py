@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from penetrator_dev.sandbox import realjoin
+from penetrator_dev.sandbox import kubeletnode, realjoin
 from penetrator_dev.sandbox.topology import Layout, SandboxSpec, build_topology
 
 
@@ -35,7 +35,7 @@ def test_containerd_is_private_and_fits_the_vm() -> None:
     assert cri["restrict_oom_score_adj"] is True  # no CAP_SYS_RESOURCE in the VM
     assert cri["disable_apparmor"] is True
     assert cri["netns_mounts_under_state_dir"] is True
-    assert cri["sandbox_image"] == realjoin.PAUSE_IMAGE
+    assert cri["sandbox_image"] == kubeletnode.PAUSE_IMAGE
     assert cri["cni"]["conf_dir"] == "/sd/node/cni"
     assert cri["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"] is False
 
@@ -47,8 +47,8 @@ def test_each_machine_has_its_own_pod_subnet_cgroup_and_node_ip() -> None:
     assert len(subnets) == 2
     env = realjoin.kubelet_env("t", a)
     assert "--node-ip=10.10.1.1" in env
-    assert f"--cgroup-root=/{realjoin.cgroup_name('t', a)}" in env
-    assert realjoin.cgroup_name("t", a) != realjoin.cgroup_name("t", b)
+    assert f"--cgroup-root=/penetrator-sandbox-t/{realjoin.cgroup_node(a)}" in env
+    assert realjoin.cgroup_node(a) != realjoin.cgroup_node(b)
 
 
 def test_the_machine_mounts_cover_what_kubelets_would_share() -> None:

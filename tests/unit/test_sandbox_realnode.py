@@ -8,7 +8,7 @@ import tomllib
 
 import yaml
 
-from penetrator_dev.sandbox import realnode
+from penetrator_dev.sandbox import kubeletnode, realnode
 from penetrator_dev.sandbox.realnode import RealNode
 
 NODE = RealNode("proxy-2", "10.10.0.2", "pn-p2", 2)
@@ -24,7 +24,7 @@ def test_containerd_is_private_to_its_node_and_runs_in_this_vm() -> None:
     # no CAP_SYS_RESOURCE in the VM's bounding set: runc may not raise oom_score_adj
     assert cri["restrict_oom_score_adj"] is True
     assert cri["disable_apparmor"] is True
-    assert cri["sandbox_image"] == realnode.PAUSE_IMAGE
+    assert cri["sandbox_image"] == kubeletnode.PAUSE_IMAGE
     runc = cri["containerd"]["runtimes"]["runc"]["options"]
     assert runc["SystemdCgroup"] is False
     assert runc["Root"].startswith(d)

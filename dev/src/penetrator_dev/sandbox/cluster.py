@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from penetrator_dev.sandbox import realnode
+from penetrator_dev.sandbox import kubeletnode, realnode
 from penetrator_dev.sandbox.join import heartbeat as hb
 from penetrator_dev.sandbox.lifecycle import Sandbox, SandboxError
 from penetrator_dev.sandbox.nodeagent.agent import AgentConfig, AgentNode, pod_log_path
@@ -242,12 +242,8 @@ def _start_real_nodes(sb: Sandbox, cp: ControlPlane, nodes: list[AgentNode]) -> 
     """A containerd + kubelet per node (realnode.py), with the node identities issued
     for the agent, the project's image and the pause image imported into each."""
     topo = sb.topology
-    realnode.save_sysctls(sb.name)
-    realnode.bind_dirs(sb.name)
-    images = [
-        (realnode.pause_image(), realnode.PAUSE_IMAGE.rsplit(":", 1)[0]),
-        (realnode.project_image(), "docker.io/library/penetrator"),
-    ]
+    kubeletnode.save_host_state(sb.name, realnode.PRIVATE_PATHS)
+    images = [(realnode.project_image(), "docker.io/library/penetrator")]
     for index, n in enumerate(nodes):
         assert n.netns is not None
         rn = realnode.RealNode(n.name, n.ip, n.netns, index, n.taints)

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from penetrator_dev.sandbox import faults as faults_mod
+from penetrator_dev.sandbox import kubeletnode, preflight, realjoin
 from penetrator_dev.sandbox import machines as mach
 from penetrator_dev.sandbox import network as net
-from penetrator_dev.sandbox import preflight, realjoin, realnode
 from penetrator_dev.sandbox.forward import ROLE_FORWARD, start_forwarder
 from penetrator_dev.sandbox.state import (
     ProcessRecord,
@@ -414,7 +414,7 @@ def leftover_pids(name: str) -> list[int]:
     # an sshd whose namespace is gone already (ours by its config path)
     pids |= set(processes_with_arg_prefix(str(state_dir(name)) + "/", program="sshd"))
     # pods of real nodes with a network namespace of their own: in the nodes' cgroups
-    pids |= set(realnode.cgroup_pids(name))
+    pids |= set(kubeletnode.cgroup_pids(name))
     return sorted(p for p in pids if process_exists(p))  # zombies hold nothing
 
 
@@ -429,14 +429,14 @@ def down(name: str = "pn") -> DownReport:
 
 def _down_unlocked(name: str) -> DownReport:
     rep = DownReport()
-    rep.killed += realjoin.kill_cgroup_processes(name)  # pods: in no namespace of ours
+    rep.killed += kubeletnode.kill_cgroup_processes(name)  # pods: in no namespace of ours
     for _ in range(3):  # a process may fork while we kill; bounded retries
         pids = leftover_pids(name)
         if not pids:
             break
         kill_pids(pids)
         rep.killed += pids
-    realnode.cleanup(name)  # cgroups, host sysctls, bind targets: once nothing runs
+    kubeletnode.cleanup(name)  # cgroups, host sysctls, bind targets: once nothing runs
     namespaces = leftover_namespaces(name)
     if namespaces:
         net.run(
@@ -451,8 +451,6 @@ def _down_unlocked(name: str) -> DownReport:
     for ns in namespaces:
         with contextlib.suppress(OSError):
             (NETNS_DIR / ns).unlink()
-    realjoin.remove_cgroups(name)
-    realjoin.restore_host(name)
     d = state_dir(name)
     if d.exists():
         # keep the lock file while we hold it; remove everything else

@@ -26,46 +26,33 @@ Per machine (``<machine dir>/node/``, the machine dir being ``$EDGE_MACHINE_DIR`
   kubeadm-flags.env plus ``KUBELET_EXTRA_ARGS`` (``--node-ip``, and a cgroup
   root of its own, made in every v1 hierarchy), its log in ``node/kubelet.log``.
 
-Undone by ``down``: every process (the namespace's; pods by their cgroups), the
-cgroups, the sysctls the kubelet rewrites (restored to what ``up`` found), and the
-empty host directories made as mount points.
+Undone by ``down``: every process (the namespace's; pods by their cgroups), and
+(kubeletnode.py, shared with the real nodes) the cgroups, the sysctls the kubelet
+rewrites and the empty host directories made as mount points.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from penetrator_dev.sandbox import kubeletnode
 from penetrator_dev.sandbox.state import (
     ProcessRecord,
     machine_state_dir,
     process_exists,
-    root_dir,
     start_ticks,
-    state_dir,
 )
 from penetrator_dev.sandbox.topology import Machine, Topology
 
 ROLE_MOUNTS = "edge-mounts"
 ROLE_CONTAINERD = "edge-containerd"
-PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1"
-BUSYBOX_IMAGE = "localhost/penetrator/busybox:1"
-"""A busybox-static image every real-join machine has (pods use it with
-imagePullPolicy IfNotPresent or Never: there is no registry)."""
-PAUSE_ENTRYPOINT = (
-    "/bin/sh",
-    "-c",
-    "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done",
-)
+BUSYBOX_IMAGE = kubeletnode.BUSYBOX_IMAGE
 
 # mount point in the machine -> its directory under node/
 BINDS = {
@@ -75,11 +62,6 @@ BINDS = {
     "/run/containerd": "run-containerd",
     "/var/log": "var-log",
 }
-TUNED_SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops")
-"""Host-wide sysctls a kubelet rewrites at start; ``down`` puts them back."""
-CNI_BIN = "/usr/lib/cni"  # Debian's containernetworking-plugins
-SYSCTLS_FILE = "host-sysctls.json"
-MADE_DIRS_FILE = "host-dirs.json"
 
 
 class RealJoinError(RuntimeError):
@@ -104,35 +86,23 @@ def node_dir(name: str, m: Machine) -> Path:
     return machine_state_dir(name, m.intranet, m.ip) / "node"
 
 
-def cgroup_name(name: str, m: Machine) -> str:
-    return f"penetrator-edge-{name}-i{m.intranet}-{m.ip}"
+def cgroup_node(m: Machine) -> str:
+    """The machine's node under the sandbox's cgroup parent (kubeletnode)."""
+    return f"edge-i{m.intranet}-{m.ip}"
 
 
 # ------------------------------------------------------------------ pure texts
 
 
 def containerd_config(d: Path) -> str:
-    cri = 'plugins."io.containerd.grpc.v1.cri"'
-    return f"""version = 2
-root = "{d}/containerd/root"
-state = "{d}/containerd/state"
-[grpc]
-  address = "/run/containerd/containerd.sock"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/containerd/opt"
-[{cri}]
-  sandbox_image = "{PAUSE_IMAGE}"
-  disable_apparmor = true
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-[{cri}.cni]
-  bin_dir = "{CNI_BIN}"
-  conf_dir = "{d}/cni"
-[{cri}.containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-[{cri}.containerd.runtimes.runc.options]
-  SystemdCgroup = false
-"""
+    return kubeletnode.containerd_config(
+        d,
+        # the paths kubeadm finds by itself, in the machine's own mount namespace
+        socket="/run/containerd/containerd.sock",
+        cni_dir=d / "cni",
+        runc_root="/run/containerd/runc",
+        netns_under_state=True,
+    )
 
 
 def cni_config(m: Machine) -> str:
@@ -221,7 +191,8 @@ exec @KUBEADM@ "$@"
 
 
 def kubelet_env(name: str, m: Machine) -> str:
-    return f'KUBELET_EXTRA_ARGS="--node-ip={m.ip} --cgroup-root=/{cgroup_name(name, m)}"\n'
+    root = kubeletnode.cgroup_root(name, cgroup_node(m))
+    return f'KUBELET_EXTRA_ARGS="--node-ip={m.ip} --cgroup-root={root}"\n'
 
 
 def mounts_script(d: Path) -> str:
@@ -248,87 +219,6 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     os.chmod(path, mode)
 
 
-def _run(argv: Sequence[str], timeout: float = 120) -> str:
-    p = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout)
-    if p.returncode != 0:
-        raise RealJoinError(f"{' '.join(argv[:6])} failed: {p.stderr.strip()[-800:]}")
-    return p.stdout
-
-
-def busybox_archive() -> Path:
-    """An OCI archive of busybox-static (tags ``1``: a shell, and ``pause``: the pod
-    sandbox), built once with umoci, cached."""
-    busybox = Path("/bin/busybox")
-    if not busybox.is_file():
-        raise RealJoinError("/bin/busybox is missing: apt-get install busybox-static")
-    key = hashlib.sha256(busybox.read_bytes() + repr(PAUSE_ENTRYPOINT).encode()).hexdigest()[:12]
-    cache = Path(os.environ.get("PENETRATOR_CACHE") or Path.home() / ".cache/penetrator")
-    out = cache / f"edge-busybox-{key}.tar"
-    if out.exists():
-        return out
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache) as tmp:
-        layout, bundle = Path(tmp) / "layout", Path(tmp) / "bundle"
-        image = f"{layout}:1"
-        _run(["umoci", "init", "--layout", str(layout)])
-        _run(["umoci", "new", "--image", image])
-        _run(["umoci", "unpack", "--image", image, str(bundle)])
-        bin_dir = bundle / "rootfs" / "bin"
-        bin_dir.mkdir(parents=True)
-        shutil.copy2(busybox, bin_dir / "busybox")
-        for tool in ("sh", "sleep", "cat", "echo", "ls", "hostname", "true"):
-            (bin_dir / tool).symlink_to("busybox")
-        _run(["umoci", "repack", "--image", image, str(bundle)])
-        _run(["umoci", "config", "--image", image, "--config.cmd", "/bin/sh"])
-        # the pause image: the same layer, waiting until told to stop
-        pause = [f"--config.entrypoint={a}" for a in PAUSE_ENTRYPOINT]
-        _run(["umoci", "config", "--image", image, "--tag", "pause", *pause])
-        _run(["umoci", "gc", "--layout", str(layout)])
-        part = out.with_suffix(".partial")
-        _run(["tar", "-C", str(layout), "-cf", str(part), "."])
-        os.replace(part, out)
-    return out
-
-
-def _cgroup_hierarchies(kinds: tuple[str, ...] = ("cgroup",)) -> list[Path]:
-    """The cgroup hierarchies mounted here (v1 by default; "cgroup2" is the unified
-    one of a hybrid host, where the kubelet makes its cgroups too)."""
-    out = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        left, _, right = line.partition(" - ")
-        if right.split()[0] in kinds:
-            out.append(Path(left.split()[4]))
-    return out
-
-
-def make_cgroup(cg: str) -> None:
-    for h in _cgroup_hierarchies():
-        d = h / cg
-        d.mkdir(exist_ok=True)
-        for f in ("cpuset.cpus", "cpuset.mems"):  # an empty cpuset takes no task
-            if (h / f).exists() and not (d / f).read_text().strip():
-                (d / f).write_text((h / f).read_text())
-
-
-def _save_host_state(name: str) -> None:
-    """Remember the sysctls a kubelet will rewrite, and which mount points we make."""
-    sd = state_dir(name)
-    if not (sd / SYSCTLS_FILE).exists():
-        found = {k: _read_sysctl(k) for k in TUNED_SYSCTLS}
-        _write(sd / SYSCTLS_FILE, json.dumps(found))
-    made = []
-    for target in BINDS:
-        if not Path(target).exists():
-            Path(target).mkdir(parents=True)
-            made.append(target)
-    old = json.loads((sd / MADE_DIRS_FILE).read_text()) if (sd / MADE_DIRS_FILE).exists() else []
-    _write(sd / MADE_DIRS_FILE, json.dumps(sorted(set(old) | set(made))))
-
-
-def _read_sysctl(key: str) -> str:
-    return Path("/proc/sys", *key.split(".")).read_text().strip()
-
-
 def prepare_machine(name: str, m: Machine, binaries: Path) -> None:
     """Write the machine's node/ directory and bin/ tools; make its cgroup."""
     d = node_dir(name, m)
@@ -347,7 +237,7 @@ def prepare_machine(name: str, m: Machine, binaries: Path) -> None:
     kubelet_link = bin_dir / "kubelet"  # kubeadm's preflight asks `kubelet --version`
     kubelet_link.unlink(missing_ok=True)
     kubelet_link.symlink_to(binaries / "kubelet")
-    make_cgroup(cgroup_name(name, m))
+    kubeletnode.make_cgroup(name, cgroup_node(m))
 
 
 def _spawn(argv: list[str], log: Path, role: str, namespace: str) -> ProcessRecord:
@@ -368,7 +258,7 @@ def start_machine(name: str, m: Machine, archive: Path) -> list[ProcessRecord]:
     """The machine's mount namespace holder and its containerd (images imported)."""
     d = node_dir(name, m)
     net = ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]  # kubeadm's preflight wants it
-    _run(["nsenter", f"--net=/run/netns/{m.namespace}", *net])
+    kubeletnode.run(["nsenter", f"--net=/run/netns/{m.namespace}", *net])
     holder = _spawn(
         ["nsenter", f"--net=/run/netns/{m.namespace}", "unshare", "--mount",
          "--propagation", "slave", "sh", "-c", mounts_script(d)],
@@ -384,10 +274,7 @@ def start_machine(name: str, m: Machine, archive: Path) -> list[ProcessRecord]:
     _wait(sock.exists, f"containerd of {m.ip}", ctrd)
     ctr = ["ctr", "--address", "/run/containerd/containerd.sock", "-n", "k8s.io"]
     _wait(lambda: _ok(in_machine(holder.pid, [*ctr, "version"])), f"containerd of {m.ip}", ctrd)
-    _run(in_machine(holder.pid, [*ctr, "images", "import", "--base-name",
-                                  BUSYBOX_IMAGE.rsplit(":", 1)[0], str(archive)]))  # fmt: skip
-    pause = BUSYBOX_IMAGE.rsplit(":", 1)[0] + ":pause"
-    _run(in_machine(holder.pid, [*ctr, "images", "tag", "--force", pause, PAUSE_IMAGE]))
+    kubeletnode.import_busybox(in_machine(holder.pid, ctr), archive)
     return [holder, ctrd]
 
 
@@ -426,63 +313,10 @@ def start_real_join(name: str, topo: Topology, count: int) -> list[ProcessRecord
         if shutil.which(tool) is None:
             raise RealJoinError(f"--real-join needs {tool}: run scripts/setup.sh")
     binaries = find_binaries().directory
-    archive = busybox_archive()
-    _save_host_state(name)
+    archive = kubeletnode.busybox_archive()
+    kubeletnode.save_host_state(name, BINDS)
     out: list[ProcessRecord] = []
     for m in machines:
         prepare_machine(name, m, binaries)
         out += start_machine(name, m, archive)
     return out
-
-
-# ------------------------------------------------------------------------ down
-
-
-def _our_cgroups(name: str) -> list[Path]:
-    prefix = f"penetrator-edge-{name}-"
-    found = []
-    for h in _cgroup_hierarchies(("cgroup", "cgroup2")):
-        with contextlib.suppress(OSError):
-            found += [p for p in h.iterdir() if p.is_dir() and p.name.startswith(prefix)]
-    return found
-
-
-def kill_cgroup_processes(name: str) -> list[int]:
-    """SIGKILL every process in the sandbox's kubelet cgroups (pods live in their
-    own network namespaces, so the namespace sweep of `down` misses them)."""
-    pids: set[int] = set()
-    for top in _our_cgroups(name):
-        for procs in top.rglob("cgroup.procs"):
-            with contextlib.suppress(OSError, ValueError):
-                pids |= {int(x) for x in procs.read_text().split()}
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(process_exists(p) for p in pids):
-        time.sleep(0.05)
-    return sorted(pids)
-
-
-def remove_cgroups(name: str) -> None:
-    for top in _our_cgroups(name):
-        for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-            with contextlib.suppress(OSError):
-                d.rmdir()
-        with contextlib.suppress(OSError):
-            top.rmdir()
-
-
-def restore_host(name: str) -> None:
-    """Put back the sysctls `up` found; remove the empty mount points it made,
-    unless another sandbox is there (it may use them)."""
-    sd = state_dir(name)
-    with contextlib.suppress(OSError, ValueError):
-        for key, value in json.loads((sd / SYSCTLS_FILE).read_text()).items():
-            Path("/proc/sys", *key.split(".")).write_text(value)
-    others = [p for p in root_dir().glob("sandbox-*") if p != sd] if root_dir().exists() else []
-    with contextlib.suppress(OSError, ValueError):
-        for target in json.loads((sd / MADE_DIRS_FILE).read_text()):
-            if not others:
-                with contextlib.suppress(OSError):
-                    Path(target).rmdir()

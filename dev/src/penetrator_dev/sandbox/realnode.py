@@ -12,7 +12,7 @@ proxy namespace) gets, under ``<state>/cluster/realnodes/<node>/``:
   runc cannot raise oom_score_adj), ``disable_apparmor``, ``SystemdCgroup = false``;
 - ``net.d/`` a CNI bridge with its own pod subnet 10.244.<k>.0/24 (0: control-plane);
 - ``kubelet.yaml``: cgroupfs driver, its own ``cgroupRoot``
-  (``/penetrator-sandbox-<name>/<node>``, made in every v1 hierarchy),
+  (``/penetrator-sandbox-<name>/<node>``, made in every hierarchy),
   ``failCgroupV1: false``, ``failSwapOn: false``, webhook authn/authz, image GC off
   (the imported images are all there is);
 - a mount namespace (``unshare -m --propagation slave``) with /var/lib/kubelet,
@@ -25,10 +25,8 @@ Both processes enter the network namespace with ``nsenter --net=/run/netns/X``
 a DNAT in each node's namespace sends the ``kubernetes`` Service address to the
 apiserver, as kube-proxy would.
 
-kubelet rewrites host sysctls (``KUBELET_SYSCTLS``): their values before the first
-kubelet are kept in the state directory and ``cleanup`` (called by ``down``, also
-after a crash) puts them back, kills every process left in the nodes' cgroups and
-removes the cgroups and the host directories made for the bind mounts.
+What the kubelets do to the host (cgroups, sysctls, bind targets made on the host)
+is kept and undone by kubeletnode.py, for these nodes and the real-join machines.
 """
 
 from __future__ import annotations
@@ -46,16 +44,12 @@ from pathlib import Path
 
 import yaml
 
+from penetrator_dev.sandbox import kubeletnode
 from penetrator_dev.sandbox.state import ProcessRecord, start_ticks, state_dir
 
 ROLE_CONTAINERD = "node-containerd"
 ROLE_KUBELET = "node-kubelet"
 ROLES = (ROLE_CONTAINERD, ROLE_KUBELET)
-PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
-CTR_NAMESPACE = "k8s.io"
-CNI_BIN_DIR = "/usr/lib/cni"
-CGROUP_FS = Path("/sys/fs/cgroup")
-KUBELET_SYSCTLS = ("vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops")
 # Host paths the kubelet and containerd use without a setting to move them: each
 # node binds its own directory over them, in its own mount namespace.
 PRIVATE_PATHS = (
@@ -97,10 +91,6 @@ def node_dir(sandbox: str, node: str) -> Path:
     return nodes_dir(sandbox) / node
 
 
-def cgroup_parent(sandbox: str) -> str:
-    return f"penetrator-sandbox-{sandbox}"
-
-
 def socket_path(sandbox: str, node: str) -> Path:
     return node_dir(sandbox, node) / "containerd.sock"
 
@@ -128,49 +118,6 @@ def project_image() -> Path:
     return Path(p.stdout.strip().splitlines()[-1])
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("PENETRATOR_CACHE") or (
-        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "penetrator"
-    )
-    return Path(root)
-
-
-PAUSE_SCRIPT = "trap 'exit 0' TERM INT; while :; do /bin/busybox sleep 86400 & wait $!; done"
-
-
-def pause_image() -> Path:
-    """An OCI archive of a pause image: Debian's busybox-static, sleeping until
-    told to stop. Built once with umoci (cached by the busybox binary)."""
-    busybox = Path("/bin/busybox")
-    if not busybox.is_file():
-        raise RealNodeError("/bin/busybox missing: install busybox-static (scripts/setup.sh)")
-    import hashlib
-
-    key = hashlib.sha256(busybox.read_bytes() + PAUSE_SCRIPT.encode()).hexdigest()[:16]
-    archive = cache_dir() / f"pause-{key}.tar"
-    if archive.is_file():
-        return archive
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    tag = PAUSE_IMAGE.rsplit(":", 1)[1]
-    with tempfile.TemporaryDirectory(prefix="pause-", dir=archive.parent) as tmp:
-        layout, bundle = f"{tmp}/oci", f"{tmp}/bundle"
-        image = f"{layout}:{tag}"
-        _run(["umoci", "init", "--layout", layout])
-        _run(["umoci", "new", "--image", image])
-        _run(["umoci", "unpack", "--image", image, bundle])
-        (Path(bundle) / "rootfs" / "bin").mkdir(parents=True)
-        shutil.copy2(busybox, Path(bundle) / "rootfs" / "bin" / "busybox")
-        _run(["umoci", "repack", "--image", image, bundle])
-        entry = ["/bin/busybox", "sh", "-c", PAUSE_SCRIPT]
-        _run(
-            ["umoci", "config", "--image", image, "--config.user=65535:65535"]
-            + [f"--config.entrypoint={a}" for a in entry]
-        )
-        _run(["tar", "--owner=0", "--group=0", "-C", layout, "-cf", f"{tmp}/pause.tar", "."])
-        os.replace(f"{tmp}/pause.tar", archive)
-    return archive
-
-
 PACKAGES_IN_IMAGE = "/var/lib/penetrator/packages"
 JOB_IMAGE_BASE = "docker.io/library/penetrator-sandbox-job"
 
@@ -184,13 +131,13 @@ def job_image(project: Path, packages: dict[str, Path]) -> Path:
     h = hashlib.sha256(project.read_bytes())
     for arch in sorted(packages):
         h.update(arch.encode() + packages[arch].read_bytes())
-    archive = cache_dir() / f"job-image-{h.hexdigest()[:16]}.tar"
+    archive = kubeletnode.cache_dir() / f"job-image-{h.hexdigest()[:16]}.tar"
     if archive.is_file():
         return archive
     with tempfile.TemporaryDirectory(prefix="job-image-", dir=archive.parent) as tmp:
         layout = Path(tmp) / "oci"
         layout.mkdir()
-        _run(["tar", "-xf", str(project), "-C", str(layout)])
+        kubeletnode.run(["tar", "-xf", str(project), "-C", str(layout)])
         index = json.loads((layout / "index.json").read_text())
         tag = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
         root = Path(tmp) / "layer"
@@ -199,9 +146,15 @@ def job_image(project: Path, packages: dict[str, Path]) -> Path:
         for p in packages.values():
             shutil.copyfile(p, pkgdir / p.name)
             (pkgdir / p.name).chmod(0o644)
-        _run(["tar", "--owner=0", "--group=0", "-C", str(root), "-cf", f"{tmp}/layer.tar", "."])
-        _run(["umoci", "raw", "add-layer", "--image", f"{layout}:{tag}", f"{tmp}/layer.tar"])
-        _run(["tar", "--owner=0", "--group=0", "-C", str(layout), "-cf", f"{tmp}/job.tar", "."])
+        kubeletnode.run(
+            ["tar", "--owner=0", "--group=0", "-C", str(root), "-cf", f"{tmp}/layer.tar", "."]
+        )
+        kubeletnode.run(
+            ["umoci", "raw", "add-layer", "--image", f"{layout}:{tag}", f"{tmp}/layer.tar"]
+        )
+        kubeletnode.run(
+            ["tar", "--owner=0", "--group=0", "-C", str(layout), "-cf", f"{tmp}/job.tar", "."]
+        )
         os.replace(f"{tmp}/job.tar", archive)
     return archive
 
@@ -220,11 +173,14 @@ def image_tag(archive: Path) -> str:
 def import_image(sandbox: str, node: str, archive: Path, base_name: str) -> None:
     """`ctr images import` into the node's containerd (namespace k8s.io, where the
     CRI looks), named <base_name>:<the archive's tag>."""
-    argv = [
-        "ctr", f"--address={socket_path(sandbox, node)}", "-n", CTR_NAMESPACE,
-        "images", "import", f"--base-name={base_name}", str(archive),
-    ]  # fmt: skip
-    _run(argv)
+    kubeletnode.run(
+        [*ctr(sandbox, node), "images", "import", f"--base-name={base_name}", str(archive)]
+    )
+
+
+def ctr(sandbox: str, node: str) -> list[str]:
+    """``ctr`` talking to the node's containerd, in the CRI's namespace."""
+    return ["ctr", f"--address={socket_path(sandbox, node)}", "-n", kubeletnode.CTR_NAMESPACE]
 
 
 # ------------------------------------------------------------------ configs
@@ -232,33 +188,13 @@ def import_image(sandbox: str, node: str, archive: Path, base_name: str) -> None
 
 def containerd_config(sandbox: str, node: str) -> str:
     d = node_dir(sandbox, node)
-    cri = 'plugins."io.containerd.grpc.v1.cri"'
-    return f"""version = 2
-root = "{d}/containerd/root"
-state = "{d}/containerd/state"
-[grpc]
-  address = "{d}/containerd.sock"
-[ttrpc]
-  address = "{d}/containerd.sock.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/containerd/opt"
-[{cri}]
-  sandbox_image = "{PAUSE_IMAGE}"
-  restrict_oom_score_adj = true
-  disable_apparmor = true
-  enable_selinux = false
-[{cri}.containerd]
-  snapshotter = "overlayfs"
-  default_runtime_name = "runc"
-[{cri}.containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-[{cri}.containerd.runtimes.runc.options]
-  SystemdCgroup = false
-  Root = "{d}/runc"
-[{cri}.cni]
-  bin_dir = "{CNI_BIN_DIR}"
-  conf_dir = "{d}/net.d"
-"""
+    return kubeletnode.containerd_config(
+        d,
+        socket=str(socket_path(sandbox, node)),
+        cni_dir=d / "net.d",
+        runc_root=str(d / "runc"),
+        netns_under_state=False,  # /run/netns is the node's own (PRIVATE_PATHS)
+    )
 
 
 def cni_config(node: RealNode) -> str:
@@ -293,7 +229,7 @@ def kubelet_config(sandbox: str, node: RealNode, ca: Path) -> str:
         "address": node.ip,
         "readOnlyPort": 0,
         "cgroupDriver": "cgroupfs",
-        "cgroupRoot": f"/{cgroup_parent(sandbox)}/{node.name}",
+        "cgroupRoot": kubeletnode.cgroup_root(sandbox, node.name),
         "failCgroupV1": False,
         "failSwapOn": False,
         "containerRuntimeEndpoint": f"unix://{socket_path(sandbox, node.name)}",
@@ -331,51 +267,6 @@ def service_ruleset(apiserver: str, port: int) -> str:
 
 
 # ------------------------------------------------------------------ start
-
-
-def save_sysctls(sandbox: str) -> None:
-    """Keep the host's values before any kubelet changes them (once per sandbox)."""
-    f = state_dir(sandbox) / "sysctls.json"
-    if not f.exists():
-        values = {k: _proc_sys(k).read_text().strip() for k in KUBELET_SYSCTLS}
-        f.write_text(json.dumps(values))
-
-
-def _proc_sys(key: str) -> Path:
-    return Path("/proc/sys") / key.replace(".", "/")
-
-
-def make_cgroups(sandbox: str, node: str) -> None:
-    """The node's cgroupRoot in every v1 hierarchy (cpuset copied from the root,
-    else its tasks cannot run)."""
-    for hierarchy in _hierarchies():
-        for rel in (cgroup_parent(sandbox), f"{cgroup_parent(sandbox)}/{node}"):
-            d = hierarchy / rel
-            d.mkdir(exist_ok=True)
-            if hierarchy.name == "cpuset":
-                for f in ("cpuset.cpus", "cpuset.mems"):
-                    if not (d / f).read_text().strip():
-                        (d / f).write_text((hierarchy / f).read_text())
-
-
-def _hierarchies() -> list[Path]:
-    return [
-        p
-        for p in sorted(CGROUP_FS.iterdir())
-        if p.is_dir() and not p.is_symlink() and (p / "cgroup.procs").exists()
-    ]
-
-
-def bind_dirs(sandbox: str) -> None:
-    """Make missing bind targets on the host, and remember which: `cleanup`
-    removes them again."""
-    made_file = state_dir(sandbox) / "made-dirs.json"
-    made: list[str] = json.loads(made_file.read_text()) if made_file.exists() else []
-    for p in PRIVATE_PATHS:
-        if not Path(p).exists():
-            Path(p).mkdir(parents=True)
-            made.append(p)
-    made_file.write_text(json.dumps(made))
 
 
 def mount_script(sandbox: str, node: str) -> str:
@@ -448,15 +339,16 @@ def start_node(
     images: Sequence[tuple[Path, str]],
     apiserver: tuple[str, int],
 ) -> list[ProcessRecord]:
-    """containerd, the images, the Service DNAT, then the kubelet of one node
-    (its files written by `write_node_files`)."""
-    make_cgroups(sandbox, node.name)
-    _run(
+    """containerd, the images (busybox and pause too), the Service DNAT, then the
+    kubelet of one node (its files written by `write_node_files`)."""
+    kubeletnode.make_cgroup(sandbox, node.name)
+    kubeletnode.run(
         ["nsenter", f"--net=/run/netns/{node.netns}", "--", "nft", "-f", "-"],
         input=service_ruleset(*apiserver),
     )
     ctrd = start_containerd(sandbox, node)
     try:
+        kubeletnode.import_busybox(ctr(sandbox, node.name), kubeletnode.busybox_archive())
         for archive, base_name in images:
             import_image(sandbox, node.name, archive, base_name)
         return [ctrd, start_kubelet(sandbox, node, kubelet, ctrd.pid)]
@@ -466,73 +358,7 @@ def start_node(
         raise
 
 
-# ------------------------------------------------------------------ cleanup
-
-
-def cgroup_dirs(sandbox: str) -> list[Path]:
-    """The nodes' cgroups in every hierarchy, deepest first."""
-    out: list[Path] = []
-    for hierarchy in _hierarchies():
-        top = hierarchy / cgroup_parent(sandbox)
-        if top.is_dir():
-            out += [Path(root) for root, _dirs, _files in os.walk(top)]
-    return sorted(out, key=lambda p: len(p.parts), reverse=True)
-
-
-def cgroup_pids(sandbox: str) -> list[int]:
-    """Every process in the nodes' cgroups: pods with a network namespace of their
-    own are in no namespace of the sandbox, but in these."""
-    pids: set[int] = set()
-    for d in cgroup_dirs(sandbox):
-        with contextlib.suppress(OSError):
-            pids |= {int(x) for x in (d / "cgroup.procs").read_text().split()}
-    return sorted(pids)
-
-
-def cleanup(sandbox: str) -> list[str]:
-    """After every process is gone: remove the cgroups, put the host sysctls back,
-    remove the bind targets made on the host. Returns what it did."""
-    done: list[str] = []
-    for _ in range(50):  # a killed task leaves its cgroup a moment later
-        left = [d for d in cgroup_dirs(sandbox) if not _rmdir(d)]
-        if not left:
-            break
-        time.sleep(0.1)
-    else:
-        done.append(f"cgroups left: {[str(d) for d in left]}")
-    f = state_dir(sandbox) / "sysctls.json"
-    if f.exists():
-        for key, value in json.loads(f.read_text()).items():
-            if _proc_sys(key).read_text().strip() != value:
-                _proc_sys(key).write_text(value)
-                done.append(f"sysctl {key}={value}")
-        f.unlink()
-    made_file = state_dir(sandbox) / "made-dirs.json"
-    if made_file.exists():
-        for p in reversed(json.loads(made_file.read_text())):
-            with contextlib.suppress(OSError):
-                Path(p).rmdir()
-        made_file.unlink()
-    return done
-
-
-def _rmdir(d: Path) -> bool:
-    try:
-        d.rmdir()
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-    return True
-
-
 # ------------------------------------------------------------------ helpers
-
-
-def _run(argv: Sequence[str], input: str | None = None) -> None:
-    p = subprocess.run(list(argv), input=input, capture_output=True, text=True, check=False)
-    if p.returncode != 0:
-        raise RealNodeError(f"{' '.join(argv)}: {(p.stderr or p.stdout).strip()[-2000:]}")
 
 
 def _tail(path: Path, lines: int = 20) -> str:
