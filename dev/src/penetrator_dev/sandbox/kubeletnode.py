@@ -272,7 +272,11 @@ def _other_sandboxes(sandbox: str) -> list[Path]:
     mine = state_dir(sandbox)
     if not root_dir().is_dir():
         return []
-    return sorted(p for p in root_dir().glob("sandbox-*") if p != mine and p.is_dir())
+    # only sandboxes with kubelets keep the host state file; one with node agents
+    # only (or none) changes nothing on the host and needs nothing handed over
+    return sorted(
+        p for p in root_dir().glob("sandbox-*") if p != mine and (p / SYSCTLS_FILE).exists()
+    )
 
 
 def _restore(sd: Path) -> list[str]:
