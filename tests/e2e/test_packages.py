@@ -9,8 +9,7 @@ directory never made).
 
 The package image source needs a real kubelet with a container runtime (image
 volumes, init containers); the sandbox's node agent runs pods as host processes, so
-its end-to-end test waits for real nodes (issue 14); its Job is unit-tested
-(tests/unit/test_packages.py)."""
+its end-to-end test runs on real nodes: tests/e2e/test_packages_image.py."""
 
 from __future__ import annotations
 
