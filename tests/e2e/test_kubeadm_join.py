@@ -4,7 +4,9 @@ through the proxy node with the real kubeadm; they become Ready Nodes run by the
 real kubelet (v1.37.2, built here) on Debian's containerd, labelled with the task,
 and a pod the scheduler puts on one of them runs. Then one machine is reinstalled
 under a new name: `kubeadm reset -f`, a join under the new name, the old Node gone,
-and the kubelet's client certificate is the new name's."""
+and the kubelet's client certificate is the new name's. Another is reinstalled
+under its same name while its old Node is Ready (the real kubeadm's preflight
+refuses that name until the operator removed the Node the Job asked it to)."""
 
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from penetrator.api import NODE_LABEL
+from penetrator.api import NODE_LABEL, MachinePhase
+from penetrator.api.results import ResultsDoc
+from penetrator.k8s.builders import TASK_NAME_LABEL
 from penetrator_dev.sandbox import cluster as cluster_mod
 from penetrator_dev.sandbox.deploy import deploy_penetrator, operator_log_tail
 from penetrator_dev.sandbox.lifecycle import Sandbox, down
@@ -209,3 +213,47 @@ def test_reinstall_under_a_new_name(deployed: tuple[Sandbox, Any], joined: dict[
     assert old not in names  # the old Node is gone
     # kubeadm reset removed the old identity; the TLS bootstrap made the new one
     assert client_certificate_name(sb, ip) == "system:node:kubeadm-renamed"
+
+
+def results_doc(info: Any, task: str) -> ResultsDoc:
+    """The task's results ConfigMap (the one with the task's name label and key)."""
+    items = get(info, "configmap", "-n", NS, "-l", f"{TASK_NAME_LABEL}={task}")["items"]
+    docs = [ResultsDoc.from_configmap_data(cm.get("data")) for cm in items]
+    found = [d for d in docs if d is not None]
+    assert len(found) == 1, [cm["metadata"]["name"] for cm in items]
+    return found[0]
+
+
+def test_reinstall_under_the_same_name(
+    deployed: tuple[Sandbox, Any], joined: dict[str, Any]
+) -> None:
+    """The real kubeadm refuses to join while a Ready Node of its name exists: the Job
+    resets the machine, asks in the results for the old Node's removal, the operator
+    deletes it, the Job joins. One round, no retry."""
+    sb, info = deployed
+    ip = sb.topology.intranet(1).machines[1].ip
+    old = nodes_by_ip(info)[ip]
+    name = old["metadata"]["name"]
+    assert is_ready(old), old["status"]["conditions"]  # the kubeadm preflight would refuse it
+    manifest = nodetask_yaml(
+        "same-name",
+        nodeNamesOverride={name: ip},
+        sshCredential="login",
+        proxyNode=info.proxy_nodes[1],
+        joinTemplate="kubeadm",
+    )
+    t0 = time.monotonic()
+    info.kubectl("apply", "-f", "-", input=manifest)
+    task = ready_task(info, "same-name", 300)
+    print(f"task same-name: reinstalled under its own name in {time.monotonic() - t0:.1f} s")
+    node = nodes_by_ip(info)[ip]
+    assert node["metadata"]["name"] == name
+    assert node["metadata"]["uid"] != old["metadata"]["uid"]  # a new Node, registered afresh
+    assert is_ready(node)
+    assert node["metadata"]["labels"][NODE_LABEL] == task["metadata"]["labels"][NODE_LABEL]
+    doc = results_doc(info, "same-name")
+    entry = doc.machines[name]
+    assert (doc.round, entry.attempts, entry.phase) == (1, 1, MachinePhase.JOINED), doc
+    assert entry.awaits_removal is None
+    assert entry.error is None
+    assert client_certificate_name(sb, ip) == f"system:node:{name}"

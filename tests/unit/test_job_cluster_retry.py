@@ -318,3 +318,30 @@ async def test_stale_by_address_waits_for_a_list_that_succeeded() -> None:
     with pytest.raises(ClusterError, match=r"list nodes still failing .*503 Service Unavailable"):
         await c2.stale_by_address("edge-1", "10.0.0.1", "task", 10)
     assert ft2.now - 1000.0 < 10
+
+
+async def test_stale_same_name_only_without_the_task_label() -> None:
+    ft = FakeTime()
+    labelled = NodeInfo("mine", labels={"app.superedge.io/node-label": "task"}, ready=True)
+    listed = [NodeInfo("old", ready=True), labelled]
+    c = ListingCluster(ft, [api_error(503), listed])
+    assert await c.stale_same_name("old", "task", 30)  # after the list that succeeded
+    assert not await c.stale_same_name("mine", "task", 30)  # done already: never removed
+    assert not await c.stale_same_name("new", "task", 30)
+    assert len(c.lists) == 2  # one shared snapshot
+
+
+async def test_wait_gone_until_a_list_lacks_the_node() -> None:
+    ft = FakeTime()
+    c = ListingCluster(ft, [[ready("old")], [ready("old")], api_error(503), [ready("other")]])
+    await asyncio.gather(*(c.wait_gone("old", 60) for _ in range(10)))
+    assert len(c.lists) == 4  # 10 waiters, one list at a time
+    # a failed list is no proof the Node is gone
+    ft2 = FakeTime()
+    c2 = ListingCluster(ft2, [[ready("old")], api_error(503)])
+    with pytest.raises(TimeoutError, match="node old still there after 20s"):
+        await c2.wait_gone("old", 20)
+    # a final refusal is said at once
+    c3 = ListingCluster(FakeTime(), [api_error(403, "nodes is forbidden")])
+    with pytest.raises(ClusterError, match="list nodes refused: 403"):
+        await c3.wait_gone("old", 20)

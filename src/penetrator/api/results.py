@@ -36,7 +36,7 @@ connections of one Job's run (its retries of transient errors).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -115,6 +115,11 @@ class MachineResult(BaseModel):
     """Nodes of other names that had this machine's address without the task's label
     just before its join (a rename): the operator deletes them once it joined, after
     checking that address again (the job may not write Nodes)."""
+    awaits_removal: str | None = Field(default=None, max_length=MAX_OBJECT_NAME_LENGTH)
+    """Set by the Job once it has reset the machine: the Node of the machine's own name
+    that exists without the task's label, which the real ``kubeadm join`` refuses to
+    replace while it is Ready. The operator deletes it (``awaiting_removal``); the Job
+    waits until it is gone, joins, and clears this."""
     # --- the details of one Job's run (``DETAILS``) ---
     tries: int = Field(default=0, ge=0)
     """Connections tried in this run (transient errors are retried)."""
@@ -304,3 +309,20 @@ class ResultsDoc(BaseModel):
         """This document with these results in place of their machines' entries."""
         machines = {**self.machines, **{r.name: r for r in results}}
         return self.model_copy(update={"machines": machines})
+
+
+def awaiting_removal(doc: ResultsDoc, plan: Mapping[str, str]) -> list[str]:
+    """The Nodes the round's Job waits for the operator to remove (pure): an entry of the
+    running round (not folded yet), not finished, whose ``awaits_removal`` is its own
+    name, a name of the task's ``plan``. The operator still checks each Node's label
+    before it deletes it; a stale flag of an earlier round removes nothing."""
+    if doc.finished is not None or doc.done:
+        return []
+    return sorted(
+        name
+        for name, entry in doc.machines.items()
+        if entry.awaits_removal == name
+        and name in plan
+        and entry.round == doc.round
+        and not entry.phase.finished
+    )

@@ -318,6 +318,30 @@ class Cluster:
                 raise ClusterError("list nodes", self._list_answer, self._list_failures, budget)
             await self.sleep(max(wait, 0.01))
 
+    async def stale_same_name(
+        self, name: str, task_label: str, budget: float = DEFAULT_BUDGET
+    ) -> bool:
+        """A Node named ``name`` exists without this task's label (the shared snapshot):
+        what a machine reinstalled under its own name leaves, which the real ``kubeadm
+        join`` refuses to replace while it is Ready. The operator removes it on request
+        (the job may not write Nodes)."""
+        snap = await self._fresh_snapshot(self.clock() + budget, budget)
+        node = snap.get(name)
+        return node is not None and not node.labelled(task_label)
+
+    async def wait_gone(self, name: str, limit: float) -> None:
+        """Until a list of Nodes (the shared snapshot) lacks ``name``; TimeoutError after
+        ``limit`` seconds, ClusterError when the API server refuses the list for good."""
+        deadline = self.clock() + limit
+        while True:
+            snap = await self._refresh()
+            if name not in snap and self._list_failures == 0:
+                return
+            left = deadline - self.clock()
+            if left <= 0:
+                raise TimeoutError(truncate_error(f"node {name} still there after {limit:g}s"))
+            await self.sleep(min(self.interval, left))
+
     async def wait_ready(self, name: str, limit: float) -> NodeInfo:
         """Until the Node exists and is Ready; TimeoutError after ``limit`` seconds
         (saying so when the lists of Nodes were failing), ClusterError when the

@@ -1,8 +1,9 @@
 """The job: every planned machine, concurrently (bounded), each over one SSH
 connection: skip if already labelled -> connect (host key) -> pin stored -> arch ->
-package -> files -> reset -> join -> wait Ready. The job never writes Nodes: the
-operator approves the machine's CSR (removing a stale Node of its name first) and
-labels the Node once the results say it joined.
+package -> files -> reset -> old Node removed -> join -> wait Ready. The job never
+writes Nodes: a Node of the machine's name left by an earlier install is deleted by
+the operator when the results ask for it (``step_old_node``), the operator approves
+the machine's CSR and labels the Node once the results say it joined.
 
 ``run_job`` is what ``penetrator job`` calls; ``install_machine`` is one machine
 with retries; ``attempt`` is one try. Tests call each directly.
@@ -179,6 +180,8 @@ async def attempt(ctx: JobContext, m: Machine, r: MachineResult) -> None:
         )
         marker = join_path(prep.work_dir, JOINED_MARKER)
         await step_reset(s, r, rendered, marker, t.install, t.command)
+        if ctx.cluster is not None:
+            await step_old_node(ctx, ctx.cluster, m, r)
         await step_join(ctx, s, m, r, rendered, t.install)
         if ctx.cluster is None:
             # no cluster to ask later: the marker tells the next run it is done
@@ -266,6 +269,33 @@ async def step_reset(
         await s.run("install", f"rm -f -- {shlex.quote(marker)}", command)
         for line in rendered.reset:
             await s.run("reset", line, limit)
+
+
+async def step_old_node(ctx: JobContext, cluster: Cluster, m: Machine, r: MachineResult) -> None:
+    """A Node of the machine's own name without the task's label (a reinstall under the
+    same name) is removed before the join: the real ``kubeadm join`` refuses a name whose
+    Node is Ready, before any CSR. Only now, after the reset stopped the old kubelet (it
+    would register the Node again), the results ask the operator to delete it
+    (``awaits_removal``; it checks the name against the plan and the label), and the join
+    waits until a list of Nodes lacks it, at most ``timeouts.command`` seconds."""
+    limit = ctx.cfg.timeouts.command
+    if not await cluster.stale_same_name(m.name, ctx.cfg.task_label, limit):
+        return
+    r.awaits_removal = m.name
+    if ctx.reporter is not None:
+        ctx.reporter.changed(r)
+    try:
+        async with _timed(r, "old_node"):
+            await cluster.wait_gone(m.name, limit)
+    except (TimeoutError, ClusterError) as e:
+        raise MachineError(
+            f"the old Node {m.name} was not removed in time, so no join ({e}); the operator "
+            "removes it when the results ask: is it running, and does it hold its Lease?"
+        ) from None
+    finally:
+        r.awaits_removal = None
+    if ctx.reporter is not None:
+        ctx.reporter.changed(r)
 
 
 async def step_join(

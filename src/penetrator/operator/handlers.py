@@ -1,5 +1,6 @@
 """Kopf wiring (no decisions here): one daemon per NodeTask runs the reconcile
-loop of ``Runtime.step``; Job events wake the task's daemon early; an index of all
+loop of ``Runtime.step``; Job events, and a results ConfigMap asking for an old
+Node's removal, wake the task's daemon early; an index of all
 tasks gives the machines held by older unfinished tasks (``plan.claims``); kubelet
 client CSRs are reviewed as they come (``Runtime.review_csr``: one event per CSR,
 whatever the size of the cluster). Only the holder of the Lease acts; the other
@@ -21,6 +22,7 @@ from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 
 from penetrator.api import GROUP, NAMESPACE, PLURAL, VERSION, NodeTask
+from penetrator.api.results import RESULTS_KEY
 from penetrator.api.settings import Settings
 from penetrator.k8s.builders import MANAGED_BY, TASK_NAME_LABEL
 from penetrator.k8s.client import NodeTaskResource, load_config, make_client
@@ -213,6 +215,23 @@ def _what(e: BaseException) -> str:
 @kopf.on.event("batch", "v1", "jobs", labels=dict(MANAGED_BY))
 def job_event(labels: Mapping[str, str], **_: Any) -> None:
     """A Job of ours changed: wake its task's daemon now instead of at its next poll."""
+    task = labels.get(TASK_NAME_LABEL)
+    if task and task in STATE.wakeups:
+        STATE.wakeups[task].set()
+
+
+def _awaits_removal(body: Mapping[str, Any], **_: Any) -> bool:
+    """A task's results ConfigMap in which a machine waits for an old Node's removal
+    (the field is written only when set; ``Runtime.remove_awaited_nodes`` decides)."""
+    data = body.get("data") or {}
+    return '"awaits_removal"' in str(data.get(RESULTS_KEY) or "")
+
+
+@kopf.on.event("", "v1", "configmaps", labels=dict(MANAGED_BY), when=_awaits_removal)
+def results_event(labels: Mapping[str, str], **_: Any) -> None:
+    """The Job asks for an old Node's removal before it joins a machine under the same
+    name: wake the task's daemon now (its step removes the Node), instead of at its next
+    poll; one watch of our own ConfigMaps in edge-system, whatever the cluster's size."""
     task = labels.get(TASK_NAME_LABEL)
     if task and task in STATE.wakeups:
         STATE.wakeups[task].set()

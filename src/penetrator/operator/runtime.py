@@ -12,7 +12,9 @@ The Job may not write Nodes: the operator labels the Nodes its results report
 joined (names of the task's plan only; one patch per newly joined machine), and
 approves a machine's kubelet CSR (``k8s.csr``: requester is the task's token, name
 in its plan), first removing a Node of that name that lacks the task's label (the
-compat rule: a stale Node is deleted before the reinstall).
+compat rule: a stale Node is deleted before the reinstall). The real ``kubeadm
+join`` checks that name before any CSR, so the Job also asks for that removal in the
+results once it has reset the machine (``remove_awaited_nodes``), and waits for it.
 
 Nothing secret is logged: exceptions are reported by type and HTTP status only.
 """
@@ -47,7 +49,7 @@ from penetrator.api import (
 )
 from penetrator.api.hostkeys import store_name, store_problem
 from penetrator.api.packages import PackageError, ResolvedPackages, resolve
-from penetrator.api.results import ResultsDoc
+from penetrator.api.results import ResultsDoc, awaiting_removal
 from penetrator.api.settings import Settings
 from penetrator.k8s.admission import nodes_exist
 from penetrator.k8s.bootstrap_token import BootstrapToken
@@ -211,8 +213,20 @@ class Runtime:
             pods = [p async for p in found]
         job = observe_job(job_obj, pods) if job_obj is not None else None
         if doc is not None:
+            await self.remove_awaited_nodes(task, doc)
             installed = await self.label_joined(task, installed, doc)
         return installed, job, doc
+
+    async def remove_awaited_nodes(self, task: NodeTask, doc: ResultsDoc) -> list[str]:
+        """Delete the Nodes the round's Job waits for before it joins a machine under
+        the same name (``awaiting_removal``: names of the task's plan only), each only
+        when it lacks the task's label (``remove_stale_node``). No request when none
+        awaits; the results ConfigMap's change wakes the step (``handlers``)."""
+        return [
+            name
+            for name in awaiting_removal(doc, task.spec.plan())
+            if await self.remove_stale_node(task, name)
+        ]
 
     async def label_joined(
         self, task: NodeTask, installed: dict[str, str], doc: ResultsDoc
