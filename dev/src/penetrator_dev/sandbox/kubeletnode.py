@@ -42,6 +42,7 @@ SYSCTLS_FILE = "host-sysctls.json"
 MADE_DIRS_FILE = "host-dirs.json"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1"
 BUSYBOX_IMAGE = "localhost/penetrator/busybox:1"
+BUSYBOX_TOOLS = ("sh", "sleep", "cat", "cp", "echo", "ls", "hostname", "true")
 """A busybox-static image every real node and real-join machine has (pods use it
 with imagePullPolicy IfNotPresent or Never: there is no registry)."""
 PAUSE_ENTRYPOINT = (
@@ -109,7 +110,8 @@ def busybox_archive() -> Path:
     busybox = Path("/bin/busybox")
     if not busybox.is_file():
         raise KubeletNodeError("/bin/busybox is missing: install busybox-static (scripts/setup.sh)")
-    key = hashlib.sha256(busybox.read_bytes() + repr(PAUSE_ENTRYPOINT).encode()).hexdigest()[:12]
+    recipe = repr((PAUSE_ENTRYPOINT, BUSYBOX_TOOLS)).encode()
+    key = hashlib.sha256(busybox.read_bytes() + recipe).hexdigest()[:12]
     out = cache_dir() / f"busybox-{key}.tar"
     if out.exists():
         return out
@@ -123,7 +125,7 @@ def busybox_archive() -> Path:
         bin_dir = bundle / "rootfs" / "bin"
         bin_dir.mkdir(parents=True)
         shutil.copy2(busybox, bin_dir / "busybox")
-        for tool in ("sh", "sleep", "cat", "echo", "ls", "hostname", "true"):
+        for tool in BUSYBOX_TOOLS:
             (bin_dir / tool).symlink_to("busybox")
         run(["umoci", "repack", "--image", image, str(bundle)])
         run(["umoci", "config", "--image", image, "--config.cmd", "/bin/sh"])
@@ -134,6 +136,39 @@ def busybox_archive() -> Path:
         part = out.with_suffix(".partial")
         run(["tar", "--owner=0", "--group=0", "-C", str(layout), "-cf", str(part), "."])
         os.replace(part, out)
+    return out
+
+
+def with_layer(
+    base: Path, files: dict[str, Path], out: Path, *, base_tag: str | None = None
+) -> Path:
+    """``out``: the OCI archive of one image, ``base``'s image (its first tag, or
+    ``base_tag``) plus one layer holding ``files`` (path in the image -> host file,
+    mode 0644, owned by root), tagged with ``out``'s stem. Built once: an existing
+    ``out`` is returned as it is (callers name it by a hash of the inputs)."""
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="layer-", dir=out.parent) as tmp:
+        layout, root = Path(tmp) / "oci", Path(tmp) / "layer"
+        layout.mkdir()
+        run(["tar", "-xf", str(base), "-C", str(layout)])
+        index = json.loads((layout / "index.json").read_text())
+        tags = [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]]
+        tag = base_tag or tags[0]
+        for dest, src in files.items():
+            target = root / dest.strip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, target)
+            target.chmod(0o644)
+        run(["tar", "--owner=0", "--group=0", "-C", str(root), "-cf", f"{tmp}/layer.tar", "."])
+        image = f"{layout}:{tag}"
+        run(["umoci", "raw", "add-layer", "--image", image, "--tag", out.stem, f"{tmp}/layer.tar"])
+        for old in tags:  # one image per archive: its import names one image
+            run(["umoci", "rm", "--image", f"{layout}:{old}"])
+        run(["umoci", "gc", "--layout", str(layout)])
+        run(["tar", "--owner=0", "--group=0", "-C", str(layout), "-cf", f"{tmp}/out.tar", "."])
+        os.replace(f"{tmp}/out.tar", out)
     return out
 
 

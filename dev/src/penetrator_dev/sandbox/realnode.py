@@ -36,7 +36,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -131,32 +130,9 @@ def job_image(project: Path, packages: dict[str, Path]) -> Path:
     h = hashlib.sha256(project.read_bytes())
     for arch in sorted(packages):
         h.update(arch.encode() + packages[arch].read_bytes())
-    archive = kubeletnode.cache_dir() / f"job-image-{h.hexdigest()[:16]}.tar"
-    if archive.is_file():
-        return archive
-    with tempfile.TemporaryDirectory(prefix="job-image-", dir=archive.parent) as tmp:
-        layout = Path(tmp) / "oci"
-        layout.mkdir()
-        kubeletnode.run(["tar", "-xf", str(project), "-C", str(layout)])
-        index = json.loads((layout / "index.json").read_text())
-        tag = index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"]
-        root = Path(tmp) / "layer"
-        pkgdir = root / PACKAGES_IN_IMAGE.strip("/")
-        pkgdir.mkdir(parents=True)
-        for p in packages.values():
-            shutil.copyfile(p, pkgdir / p.name)
-            (pkgdir / p.name).chmod(0o644)
-        kubeletnode.run(
-            ["tar", "--owner=0", "--group=0", "-C", str(root), "-cf", f"{tmp}/layer.tar", "."]
-        )
-        kubeletnode.run(
-            ["umoci", "raw", "add-layer", "--image", f"{layout}:{tag}", f"{tmp}/layer.tar"]
-        )
-        kubeletnode.run(
-            ["tar", "--owner=0", "--group=0", "-C", str(layout), "-cf", f"{tmp}/job.tar", "."]
-        )
-        os.replace(f"{tmp}/job.tar", archive)
-    return archive
+    out = kubeletnode.cache_dir() / f"job-image-{h.hexdigest()[:16]}.tar"
+    files = {f"{PACKAGES_IN_IMAGE}/{p.name}": p for p in packages.values()}
+    return kubeletnode.with_layer(project, files, out)
 
 
 def image_tag(archive: Path) -> str:
