@@ -246,7 +246,7 @@ def check_outcome(
 def job_log_lines(info: SandboxCluster, ip: str) -> list[str]:
     """What the task's Job pods said about one machine (for a failure's message)."""
     out: list[str] = []
-    for log in sorted(info.pods_dir.glob(f"{NS}_{TASK}-job-*/container.log")):
+    for log in info.pod_logs(NS, f"{TASK}-job-*"):
         out += [f"{log.parent.name}: {x[:600]}" for x in log.read_text().splitlines() if ip in x]
     return out
 
@@ -298,11 +298,10 @@ def log_files(sb: Sandbox, info: SandboxCluster, check: bool = True) -> list[Pat
     """Every log: the pods' (operator, Jobs), the control plane's, the sandbox's
     processes', and each machine's own."""
     roots: list[tuple[Path, str]] = [
-        (info.pods_dir, "*/container.log"),
         (cluster_dir(sb.name) / "controlplane", "*.log"),
         (state_dir(sb.name) / "logs", "*.log"),
         (state_dir(sb.name) / "machines", "*/*/edgeadm.log"),
     ]
-    files = [p for root, pattern in roots for p in root.glob(pattern)]
-    assert not check or any(p.name == "container.log" for p in files), "no pod log found"
-    return files
+    pods = info.pod_logs()
+    assert not check or pods, "no pod log found"
+    return pods + [p for root, pattern in roots for p in root.glob(pattern)]

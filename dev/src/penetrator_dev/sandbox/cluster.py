@@ -86,15 +86,18 @@ class SandboxCluster:
 
     def pod_log(self, pod: str, namespace: str = "default") -> Path | None:
         if self.nodes == "real":
-            # <node>/private/var_log_pods/<ns>_<pod>_<uid>/<container>/<restart>.log
-            logs = sorted(
-                realnode.nodes_dir(self.name).glob(
-                    f"*/private/var_log_pods/{namespace}_{pod}_*/*/*.log"
-                ),
-                key=lambda p: p.stat().st_mtime,
-            )
+            logs = sorted(self.pod_logs(namespace, pod), key=lambda p: p.stat().st_mtime)
             return logs[-1] if logs else None
         return pod_log_path(str(self.pods_dir), namespace, pod)
+
+    def pod_logs(self, namespace: str = "*", pod: str = "*") -> list[Path]:
+        """The log files of every pod (also deleted ones) whose namespace and name
+        match these glob patterns, on whichever nodes ran them."""
+        if self.nodes == "real":
+            # <node>/private/var_log_pods/<ns>_<pod>_<uid>/<container>/<restart>.log
+            pattern = f"*/private/var_log_pods/{namespace}_{pod}_*/*/*.log"
+            return sorted(realnode.nodes_dir(self.name).glob(pattern))
+        return sorted(self.pods_dir.glob(f"{namespace}_{pod}_*/container.log"))
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120

@@ -222,6 +222,9 @@ def kubelet_config(sandbox: str, node: RealNode, ca: Path) -> str:
         "evictionHard": {"memory.available": "1Mi", "nodefs.available": "1%"},
         "resolvConf": "/etc/resolv.conf",
         "serializeImagePulls": False,
+        # A crashed container is back within 10 s (the chaos suite kills the
+        # operator five times; the default backoff would reach 160 s).
+        "crashLoopBackOff": {"maxContainerRestartPeriod": "10s"},
     }
     return yaml.safe_dump(cfg, sort_keys=False)
 
