@@ -2,7 +2,7 @@
 and still every machine joins exactly once.
 
 Faults (``penetrator_dev.sandbox.chaos``: one interface, so the way pods run can
-change): the operator's process SIGKILLed (the node agent starts it again), the
+change): the operator's container SIGKILLed (its kubelet starts it again), the
 Job's pod deleted once (its machines under way finish, the others go to the next
 round), kube-apiserver restarted once, etcd restarted once. Each fault fires at a
 point of the task's progress drawn from a seeded random source (the seed is

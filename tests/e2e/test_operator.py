@@ -1,4 +1,4 @@
-"""The operator end to end in the sandbox: the real control plane, the node agent
+"""The operator end to end in the sandbox: the real control plane, a real kubelet
 running the Job's pod on the proxy node, real sshd machines behind NAT, the real
 join program. The operator runs as a subprocess with the admin kubeconfig (the
 same command the Deployment runs in-cluster).

@@ -1,11 +1,11 @@
 """The operator deployed from deploy/penetrator.yaml (namespace, RBAC, Deployment) into the
-sandbox: the node agent runs its pod on the control-plane node with its own
-ServiceAccount (in-cluster config, least-privilege RBAC); a task created with
-kubectl is installed through the proxy node and turns ready; then the operator's
-Prometheus endpoint says so (tasks by state, machines by phase, rounds, round
-duration, API errors) and the health endpoint the Deployment's probes use answers
-200, both reached inside the control-plane node's namespace, where the pod's process
-runs. Also records what the two ServiceAccounts may do (`kubectl auth can-i
+sandbox: a real kubelet runs its pod (the image the repo built) on the control-plane
+node with its own ServiceAccount (in-cluster config, least-privilege RBAC); a task
+created with kubectl is installed through the proxy node and turns ready; then the
+operator's Prometheus endpoint says so (tasks by state, machines by phase, rounds,
+round duration, API errors) and the health endpoint the Deployment's probes use
+answers 200, both reached at the pod's address from the control-plane node's
+namespace. Also records what the two ServiceAccounts may do (`kubectl auth can-i
 --list`), with no wildcard."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ DEPLOYMENT = Deployment(
         "reconcile": {
             "pollInterval": 2,
             "backoffBase": 2,
-            "startTimeout": 60,  # a pod the node agent never starts
+            "startTimeout": 60,  # a pod that never starts
         },
         "job": {"timeouts": {"waitReady": 120}},
     },
@@ -112,11 +112,10 @@ def test_deployed_operator_installs_a_task(
 
 
 def operator_address(sb: Sandbox) -> str | None:
-    """Where the operator listens, seen from the cloud namespace: the node agent runs
-    its process there (127.0.0.1); a real node gives its pod an address of its own."""
+    """Where the operator listens, seen from the cloud namespace: its pod's address."""
     info = cluster_mod.load_cluster(sb)
-    if info is None or info.nodes != "real":
-        return "127.0.0.1"
+    if info is None:
+        return None
     pod = operator_pod(info)
     return pod["status"].get("podIP") if pod else None
 

@@ -7,9 +7,8 @@ SHA-256 each fail their task at once (one round, no retry) with that reason on t
 task's Ready condition and in one Warning Event, and no machine touched (its work
 directory never made).
 
-The package image source needs a real kubelet with a container runtime (image
-volumes, init containers); the sandbox's node agent runs pods as host processes, so
-its end-to-end test runs on real nodes: tests/e2e/test_packages_image.py."""
+The package image source has its own end-to-end test (a package image built and
+imported into the proxy node's containerd): tests/e2e/test_packages_image.py."""
 
 from __future__ import annotations
 

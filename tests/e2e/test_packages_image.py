@@ -40,7 +40,7 @@ def deployed(sandbox_factory: Any) -> Iterator[tuple[Sandbox, Any, dict[str, str
     Yields also arch -> SHA-256 of the packages."""
     sb = sandbox_factory(machines=1, intranets=1)
     try:
-        info = cluster_mod.start_cluster(sb, nodes="real")
+        info = cluster_mod.start_cluster(sb)
         hb.start_sandbox_heartbeats(Sandbox.load(sb.name))
         built = build_join_packages(state_dir(sb.name) / "packages")
         archive = package_image(K8S_VERSION, {a: p.path for a, p in built.items()})

@@ -1,4 +1,4 @@
-"""Real nodes in the sandbox (`sandbox up --nodes real`): the control-plane and proxy
+"""Real nodes in the sandbox (`sandbox up`): the control-plane and proxy
 nodes are kubelets v1.37.2 on containerd 1.6; the operator Deployment of
 deploy/penetrator.yaml runs from the image scripts/image.sh built, imported into the
 node's containerd (no registry); `kubectl logs` and `kubectl exec` reach it through
@@ -104,7 +104,7 @@ def real_cluster(sandbox_factory: Any) -> Iterator[tuple[Sandbox, Any, dict[str,
     before = snapshot()
     sb = sandbox_factory(machines=1, intranets=1)
     try:
-        info = cluster_mod.start_cluster(sb, nodes="real")
+        info = cluster_mod.start_cluster(sb)
         deploy_penetrator(sb.name, info)
         yield sb, info, before
     finally:
@@ -185,7 +185,7 @@ def test_down_leaves_nothing(sandbox_factory: Any) -> None:
     before = snapshot()
     sb = sandbox_factory(machines=1, intranets=1)
     try:
-        cluster_mod.start_cluster(sb, nodes="real")
+        cluster_mod.start_cluster(sb)
         assert kubeletnode.cgroup_dirs(sb.name)
     finally:
         down(sb.name)

@@ -58,13 +58,13 @@ def test_the_last_sandbox_down_removes_the_directories_it_was_left(
 def test_a_sandbox_without_kubelets_up_is_not_given_the_host_state(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """CI keeps a node-agent sandbox up while the real-node tests run: the real one
-    going down must still remove what it made, not leave it to a sandbox that never
-    restores anything."""
+    """A sandbox without a cluster (`up --no-cluster`) may be up while one with
+    kubelets goes down: that one must still remove what it made, not leave it to a
+    sandbox that never restores anything."""
     monkeypatch.setenv(ROOT_ENV, str(tmp_path / "root"))
     made = tmp_path / "made"
     made.mkdir()
-    state_dir("agents").mkdir(parents=True)  # up, but no kubelet: no host state file
+    state_dir("agents").mkdir(parents=True)  # up, but no kubelets: no host state file
     sd = state_dir("real")
     sd.mkdir(parents=True)
     (sd / kubeletnode.MADE_DIRS_FILE).write_text(json.dumps([str(made)]))

@@ -170,13 +170,6 @@ def sandbox() -> None:
     show_default=True,
     help="Also start the control plane in the cloud and register the proxy nodes.",
 )
-@click.option(
-    "--nodes",
-    type=click.Choice(["agent", "real"]),
-    default=None,
-    help="What runs the control-plane and proxy nodes: the node agent, or a real "
-    "containerd + kubelet per node [default: $PENETRATOR_SANDBOX_NODES or agent].",
-)
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text")
 def up(
     name: str,
@@ -192,7 +185,6 @@ def up(
     real_join: int,
     faults: tuple[str, ...],
     cluster: bool,
-    nodes: str | None,
     output: str,
 ) -> None:
     """Bring the sandbox up (idempotent) and print its summary and export lines."""
@@ -214,7 +206,7 @@ def up(
         fault_map = dict(_parse_fault_arg(f) for f in faults)
         t0 = time.monotonic()
         sb = Sandbox.up(spec, faults=fault_map)
-        info = start_cluster(sb, nodes=nodes) if cluster else None
+        info = start_cluster(sb) if cluster else None
         sb = Sandbox.load(spec.name)  # the cluster added processes to its state
     except (
         ValueError,
@@ -252,14 +244,15 @@ def _print_cluster(info: SandboxCluster) -> None:
 @click.option("-n", "--namespace", default="edge-system", show_default=True)
 @click.argument("pod")
 def logs(name: str, namespace: str, pod: str) -> None:
-    """Print the log of a pod the sandbox's node agent ran."""
+    """Print the log of a pod a sandbox node ran (also after the pod is gone, unlike
+    `kubectl logs`)."""
     info = load_cluster(_load(name))
     if info is None:
         _fail(f"sandbox {name} has no running cluster")
         return
     path = info.pod_log(pod, namespace)
     if path is None:
-        _fail(f"no log for pod {namespace}/{pod} (pods run here: {info.pods_dir})")
+        _fail(f"no log for pod {namespace}/{pod} on the sandbox's nodes")
         return
     click.echo(path.read_text(errors="replace"), nl=False)
 

@@ -1,7 +1,6 @@
 """The faults a chaos run injects into the sandbox's cluster, behind one small
-interface (``ClusterFaults``), so the way pods run can change under the tests: the
-node agent runs each pod as a host process and records its PID
-(``NodeAgentFaults``); on real nodes the operator's container is killed through its
+interface (``ClusterFaults``), so the way the cluster runs can change under the
+tests: on the sandbox's real nodes the operator's container is killed through its
 node's containerd (``RealNodeFaults``), and the kubelet restarts it.
 
 Every method returns once the fault is over and the thing is back (a new operator
@@ -10,19 +9,14 @@ process runs, the apiserver serves again), each wait bounded.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Protocol, TypeVar
 
 from penetrator_dev.sandbox import kubeletnode, realnode
 from penetrator_dev.sandbox.cluster import SandboxCluster, restart_control_plane
 from penetrator_dev.sandbox.lifecycle import Sandbox, SandboxError
-from penetrator_dev.sandbox.state import start_ticks
 
 OPERATOR_SELECTOR = "app.kubernetes.io/component=operator"
 NAMESPACE = "edge-system"
@@ -57,60 +51,13 @@ def _wait(check: Callable[[], T | None], what: str, timeout_s: float) -> T:
         time.sleep(0.2)
 
 
-class NodeAgentFaults:
-    """``ClusterFaults`` of the sandbox's node agent (pods are host processes; the
-    agent writes each pod's ``<pods dir>/<ns>_<name>_<uid>/process``: PID and
-    start time) and its control plane (processes in the cloud namespace)."""
+class RealNodeFaults:
+    """``ClusterFaults`` of the sandbox: the operator's container is SIGKILLed by its
+    node's containerd (``ctr tasks kill``), as a crash, and its kubelet restarts it;
+    the control plane's processes run in the cloud namespace."""
 
     def __init__(self, sb: Sandbox, info: SandboxCluster) -> None:
         self.sb, self.info = sb, info
-
-    def _operator_pod_dir(self) -> Path | None:
-        out = self.info.kubectl(
-            "get", "pods", "-n", NAMESPACE, "-l", OPERATOR_SELECTOR, "-o", "json", check=False
-        ).stdout
-        pods = json.loads(out)["items"] if out.strip() else []
-        live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-        if len(live) != 1:
-            return None
-        meta = live[0]["metadata"]
-        d = self.info.pods_dir / f"{NAMESPACE}_{meta['name']}_{meta['uid']}"
-        return d if d.is_dir() else None
-
-    def _operator_process(self) -> tuple[int, int] | None:
-        """(PID, start ticks) of the operator's running process, if it runs."""
-        d = self._operator_pod_dir()
-        try:
-            pid_text, ticks_text = (d / "process").read_text().split() if d else ("0", "0")
-        except (FileNotFoundError, ValueError):
-            return None
-        pid, ticks = int(pid_text), int(ticks_text)
-        return (pid, ticks) if pid and ticks and start_ticks(pid) == ticks else None
-
-    def kill_operator(self, timeout_s: float = 120.0) -> str:
-        pid, _ = _wait(self._operator_process, "the operator's process", timeout_s)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)  # its process group: the whole container
-        _wait(
-            lambda: ((p := self._operator_process()) is not None and p[0] != pid) or None,
-            "the node agent to start the operator again",
-            timeout_s,
-        )
-        return str(pid)
-
-    def delete_pod(self, name: str, namespace: str = NAMESPACE) -> None:
-        self.info.kubectl("delete", "pod", "-n", namespace, name, "--wait=true", timeout=180)
-
-    def restart_apiserver(self) -> None:
-        restart_control_plane(self.sb, "kube-apiserver")
-
-    def restart_etcd(self) -> None:
-        restart_control_plane(self.sb, "etcd")
-
-
-class RealNodeFaults(NodeAgentFaults):
-    """``ClusterFaults`` of real nodes: the operator's container is SIGKILLed by its
-    node's containerd (``ctr tasks kill``), as a crash; its kubelet restarts it."""
 
     def _operator_container(self) -> tuple[str, str] | None:
         """(node, container id) of the operator's running, ready container."""
@@ -138,7 +85,16 @@ class RealNodeFaults(NodeAgentFaults):
         )
         return container
 
+    def delete_pod(self, name: str, namespace: str = NAMESPACE) -> None:
+        self.info.kubectl("delete", "pod", "-n", namespace, name, "--wait=true", timeout=180)
+
+    def restart_apiserver(self) -> None:
+        restart_control_plane(self.sb, "kube-apiserver")
+
+    def restart_etcd(self) -> None:
+        restart_control_plane(self.sb, "etcd")
+
 
 def cluster_faults(sb: Sandbox, info: SandboxCluster) -> ClusterFaults:
     """The faults of this sandbox's kind of nodes (the one place to switch)."""
-    return RealNodeFaults(sb, info) if info.nodes == "real" else NodeAgentFaults(sb, info)
+    return RealNodeFaults(sb, info)

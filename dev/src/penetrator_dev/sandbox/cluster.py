@@ -1,5 +1,6 @@
-"""The sandbox's cluster: the real control plane in the cloud namespace, and the
-node agent that registers the control-plane node and each intranet's proxy node.
+"""The sandbox's cluster: the real control plane in the cloud namespace, and real
+nodes (containerd + kubelet each, realnode.py): the control-plane node and each
+intranet's proxy node.
 
 Edge machines reach the apiserver at the cloud address through their router's
 NAT, as in the article; the host reaches it through the sandbox's forwarder.
@@ -7,12 +8,9 @@ NAT, as in the article; the host reaches it through the sandbox's forwarder.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +18,6 @@ from pathlib import Path
 from penetrator_dev.sandbox import kubeletnode, realnode
 from penetrator_dev.sandbox.join import heartbeat as hb
 from penetrator_dev.sandbox.lifecycle import Sandbox, SandboxError
-from penetrator_dev.sandbox.nodeagent.agent import AgentConfig, AgentNode, pod_log_path
 from penetrator_dev.sandbox.state import (
     ProcessRecord,
     is_alive,
@@ -44,20 +41,7 @@ CONTROL_PLANE_TAINT = {
     "key": "node-role.kubernetes.io/control-plane",
     "effect": "NoSchedule",
 }
-ROLE_NODE_AGENT = "node-agent"
 ROLE_PREFIX = "cluster-"
-# What runs the sandbox's nodes: "agent" (the node agent, pods as host processes) or
-# "real" (containerd + kubelet per node, realnode.py). PENETRATOR_SANDBOX_NODES
-# chooses it when the caller does not.
-NODE_KINDS = ("agent", "real")
-NODES_ENV = "PENETRATOR_SANDBOX_NODES"
-
-
-def default_nodes() -> str:
-    kind = os.environ.get(NODES_ENV, "agent")
-    if kind not in NODE_KINDS:
-        raise SandboxError(f"{NODES_ENV}={kind!r}: must be one of {', '.join(NODE_KINDS)}")
-    return kind
 
 
 def proxy_node_name(intranet: int) -> str:
@@ -79,25 +63,19 @@ class SandboxCluster:
     ca_cert: Path
     ca_cert_hash: str
     kubectl_binary: Path
-    pods_dir: Path
     control_plane_node: str
     proxy_nodes: dict[int, str]
-    nodes: str = "agent"  # NODE_KINDS
 
     def pod_log(self, pod: str, namespace: str = "default") -> Path | None:
-        if self.nodes == "real":
-            logs = sorted(self.pod_logs(namespace, pod), key=lambda p: p.stat().st_mtime)
-            return logs[-1] if logs else None
-        return pod_log_path(str(self.pods_dir), namespace, pod)
+        logs = sorted(self.pod_logs(namespace, pod), key=lambda p: p.stat().st_mtime)
+        return logs[-1] if logs else None
 
     def pod_logs(self, namespace: str = "*", pod: str = "*") -> list[Path]:
         """The log files of every pod (also deleted ones) whose namespace and name
         match these glob patterns, on whichever nodes ran them."""
-        if self.nodes == "real":
-            # <node>/private/var_log_pods/<ns>_<pod>_<uid>/<container>/<restart>.log
-            pattern = f"*/private/var_log_pods/{namespace}_{pod}_*/*/*.log"
-            return sorted(realnode.nodes_dir(self.name).glob(pattern))
-        return sorted(self.pods_dir.glob(f"{namespace}_{pod}_*/container.log"))
+        # <node>/private/var_log_pods/<ns>_<pod>_<uid>/<container>/<restart>.log
+        pattern = f"*/private/var_log_pods/{namespace}_{pod}_*/*/*.log"
+        return sorted(realnode.nodes_dir(self.name).glob(pattern))
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
@@ -116,9 +94,7 @@ class SandboxCluster:
         return proc
 
 
-def _cluster_info(
-    sb: Sandbox, cp_state: ControlPlaneState, binaries_dir: Path, nodes: str
-) -> SandboxCluster:
+def _cluster_info(sb: Sandbox, cp_state: ControlPlaneState, binaries_dir: Path) -> SandboxCluster:
     d = cluster_dir(sb.name)
     return SandboxCluster(
         name=sb.name,
@@ -128,10 +104,8 @@ def _cluster_info(
         ca_cert=d / "controlplane" / "pki" / "ca.crt",
         ca_cert_hash=ca_cert_hash((d / "controlplane" / "pki" / "ca.crt").read_bytes()),
         kubectl_binary=binaries_dir / "kubectl",
-        pods_dir=d / "pods",
         control_plane_node=CONTROL_PLANE_NODE,
         proxy_nodes={it.index: proxy_node_name(it.index) for it in sb.topology.intranets},
-        nodes=nodes,
     )
 
 
@@ -144,28 +118,18 @@ def load_cluster(sb: Sandbox) -> SandboxCluster | None:
         binaries_dir = Path(recorded["binaries"])
     except (FileNotFoundError, ValueError, KeyError):
         return None
-    nodes = recorded.get("nodes", "agent")
-    roles = realnode.ROLES if nodes == "real" else (ROLE_NODE_AGENT,)
-    agents = [p for p in sb.state.processes if p.role in roles]
+    node_roles = [p for p in sb.state.processes if p.role in realnode.ROLES]
     cp_roles = [p for p in sb.state.processes if p.role.startswith(ROLE_PREFIX)]
-    if not agents or not cp_roles or not all(is_alive(p) for p in agents + cp_roles):
+    if not node_roles or not cp_roles or not all(is_alive(p) for p in node_roles + cp_roles):
         return None
-    return _cluster_info(sb, cp_state, binaries_dir, nodes)
+    return _cluster_info(sb, cp_state, binaries_dir)
 
 
-def start_cluster(
-    sb: Sandbox, ready_timeout_s: float = 120.0, nodes: str | None = None
-) -> SandboxCluster:
-    """Start (or find running) the control plane and its nodes: the node agent, or
-    with ``nodes="real"`` a containerd + kubelet per node. Idempotent."""
-    nodes = nodes or default_nodes()
+def start_cluster(sb: Sandbox, ready_timeout_s: float = 120.0) -> SandboxCluster:
+    """Start (or find running) the control plane and its nodes, a containerd and a
+    kubelet per node. Idempotent."""
     running = load_cluster(sb)
     if running:
-        if running.nodes != nodes:
-            raise SandboxError(
-                f"sandbox {sb.name!r} runs {running.nodes} nodes, not {nodes}; "
-                f"run `penetrator-dev sandbox down --name {sb.name}` first"
-            )
         return running
     topo = sb.topology
     d = cluster_dir(sb.name)
@@ -185,9 +149,7 @@ def start_cluster(
         raise
     # From here on the sandbox owns these processes: `down` stops them.
     _record(sb, [(f"{ROLE_PREFIX}{p.component}", p.pid) for p in cp.state.processes])
-    (d / "cluster.json").write_text(
-        json.dumps({"binaries": str(cp.binaries.directory), "nodes": nodes})
-    )
+    (d / "cluster.json").write_text(json.dumps({"binaries": str(cp.binaries.directory)}))
 
     # The host's kubeconfig goes through the forwarder (127.0.0.1 is in the cert).
     admin_crt, admin_key = cp.pki.client("admin")
@@ -199,33 +161,17 @@ def start_cluster(
         admin_key,
     )
 
-    agent_nodes = [
-        _agent_node(
-            d,
-            cp,
-            CONTROL_PLANE_NODE,
-            topo.cloud.address,
-            topo.cloud.namespace,
-            taints=(CONTROL_PLANE_TAINT,),
+    nodes = [
+        realnode.RealNode(
+            CONTROL_PLANE_NODE, topo.cloud.address, topo.cloud.namespace, 0, (CONTROL_PLANE_TAINT,)
         )
     ]
     for it in topo.intranets:
-        agent_nodes.append(_agent_node(d, cp, proxy_node_name(it.index), it.proxy_ip, it.proxy_ns))
-    if nodes == "real":
-        _start_real_nodes(sb, cp, agent_nodes)
-    else:
-        agent = AgentConfig(
-            server=cp.server,
-            ca=str(cp.pki.ca_crt),
-            nodes=tuple(agent_nodes),
-            pods_dir=str(d / "pods"),
-            service_host=topo.cloud.address,
-            service_port=topo.cloud.apiserver_port,
-            python=sys.executable,
+        nodes.append(
+            realnode.RealNode(proxy_node_name(it.index), it.proxy_ip, it.proxy_ns, len(nodes), ())
         )
-        (d / "agent.json").write_text(agent.dump())
-        _spawn_agent(sb)
-    _wait_ready(cp, [n.name for n in agent_nodes], ready_timeout_s)
+    _start_real_nodes(sb, cp, nodes)
+    _wait_ready(cp, [n.name for n in nodes], ready_timeout_s)
     # NodeRestriction keeps a kubelet from setting role labels on itself: the admin does.
     cp.kubectl(
         "label", "node", CONTROL_PLANE_NODE, "node-role.kubernetes.io/control-plane=", "--overwrite"
@@ -241,21 +187,20 @@ def start_cluster(
     return info
 
 
-def _start_real_nodes(sb: Sandbox, cp: ControlPlane, nodes: list[AgentNode]) -> None:
-    """A containerd + kubelet per node (realnode.py), with the node identities issued
-    for the agent, the project's image and the pause image imported into each."""
+def _start_real_nodes(sb: Sandbox, cp: ControlPlane, nodes: list[realnode.RealNode]) -> None:
+    """A containerd + kubelet per node (realnode.py), each with a node identity issued
+    by the cluster CA, the project's image and the pause image imported."""
     topo = sb.topology
     kubeletnode.save_host_state(sb.name, realnode.PRIVATE_PATHS)
     images = [(realnode.project_image(), "docker.io/library/penetrator")]
-    for index, n in enumerate(nodes):
-        assert n.netns is not None
-        rn = realnode.RealNode(n.name, n.ip, n.netns, index, n.taints)
-        kubeconfig = cluster_dir(sb.name) / "nodes" / f"{n.name}.kubeconfig"
-        write_kubeconfig(kubeconfig, cp.server, cp.pki.ca_crt, Path(n.cert), Path(n.key))
-        realnode.write_node_files(sb.name, rn, cp.pki.ca_crt, kubeconfig)
+    for node in nodes:
+        cert, key = _node_identity(cluster_dir(sb.name), cp, node.name)
+        kubeconfig = cluster_dir(sb.name) / "nodes" / f"{node.name}.kubeconfig"
+        write_kubeconfig(kubeconfig, cp.server, cp.pki.ca_crt, cert, key)
+        realnode.write_node_files(sb.name, node, cp.pki.ca_crt, kubeconfig)
         records = realnode.start_node(
             sb.name,
-            rn,
+            node,
             kubelet=cp.binaries.directory / "kubelet",
             images=images,
             apiserver=(topo.cloud.address, topo.cloud.apiserver_port),
@@ -265,29 +210,6 @@ def _start_real_nodes(sb: Sandbox, cp: ControlPlane, nodes: list[AgentNode]) -> 
             st.processes += records
             save_state(sb.name, st)
             sb.state = st
-
-
-def _spawn_agent(sb: Sandbox) -> ProcessRecord:
-    agent_json = cluster_dir(sb.name) / "agent.json"
-    return sb.spawn(
-        "cloud",
-        [sys.executable, "-m", "penetrator_dev.sandbox.nodeagent", str(agent_json)],
-        role=ROLE_NODE_AGENT,
-    )
-
-
-def restart_node_agent(sb: Sandbox, kill_signal: int = signal.SIGKILL) -> ProcessRecord:
-    """Stop the node agent (SIGKILL by default: a crash) and start a new one."""
-    with locked(sb.name):
-        st = load_state(sb.name) or sb.state
-        for rec in [p for p in st.processes if p.role == ROLE_NODE_AGENT]:
-            if is_alive(rec):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(rec.pid, kill_signal)
-            st.processes.remove(rec)
-        save_state(sb.name, st)
-        sb.state = st
-    return _spawn_agent(sb)
 
 
 CONTROL_PLANE_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
@@ -345,29 +267,16 @@ def _record(sb: Sandbox, processes: list[tuple[str, int]]) -> None:
         sb.state = st
 
 
-def _agent_node(
-    d: Path,
-    cp: ControlPlane,
-    name: str,
-    ip: str,
-    netns: str,
-    taints: tuple[dict[str, str], ...] = (),
-) -> AgentNode:
-    """A node identity (system:node:<name>) issued by the cluster CA, as kubeadm does."""
+def _node_identity(d: Path, cp: ControlPlane, name: str) -> tuple[Path, Path]:
+    """A node's client certificate and key (system:node:<name>) issued by the cluster
+    CA, as kubeadm does for the control plane's kubelet."""
     ca = CertificateAuthority.load(cp.pki.ca_crt, cp.pki.ca_key)
     crt, key = ca.issue_node_client(name)
     nodes = d / "nodes"
     nodes.mkdir(exist_ok=True, mode=0o700)
     (nodes / f"{name}.crt").write_bytes(crt)
     write_private(nodes / f"{name}.key", key)
-    return AgentNode(
-        name=name,
-        ip=ip,
-        netns=netns,
-        cert=str(nodes / f"{name}.crt"),
-        key=str(nodes / f"{name}.key"),
-        taints=taints,
-    )
+    return nodes / f"{name}.crt", nodes / f"{name}.key"
 
 
 def _wait_ready(cp: ControlPlane, names: list[str], timeout_s: float) -> None:

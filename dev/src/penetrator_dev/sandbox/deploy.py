@@ -40,25 +40,12 @@ SETTINGS_KEY = "settings.yaml"
 
 
 def sandbox_settings(name: str, info: SandboxCluster) -> dict[str, Any]:
-    """The operator's settings that differ in the sandbox: the install package (the
-    sandbox's edgeadm, built here) and where the machines reach the apiserver."""
-    packages = build_join_packages(state_dir(name) / "packages")
-    if info.nodes == "real":
-        return real_node_settings(name, info, {a: p.path for a, p in packages.items()})
-    return {
-        "apiServer": info.server,
-        "job": {
-            "packages": {arch: str(p.path) for arch, p in packages.items()},
-            "workDir": "penetrator",
-        },
-    }
-
-
-def real_node_settings(
-    name: str, info: SandboxCluster, packages: dict[str, Path]
-) -> dict[str, Any]:
-    """On real nodes a Job's pod sees no host path: its packages come in an image,
-    the project's plus a layer holding them, imported into every node."""
+    """The operator's settings that differ in the sandbox: where the machines reach
+    the apiserver, and the install packages (the sandbox's edgeadm, built here). A
+    Job's pod sees no host path: the packages come in an image, the project's plus a
+    layer holding them, imported into every node."""
+    built = build_join_packages(state_dir(name) / "packages")
+    packages = {arch: p.path for arch, p in built.items()}
     archive = realnode.job_image(realnode.project_image(), packages)
     for node in [info.control_plane_node, *info.proxy_nodes.values()]:
         realnode.import_image(name, node, archive, realnode.JOB_IMAGE_BASE)

@@ -1,5 +1,5 @@
 """What every real kubelet of a sandbox does to the host, in one place: the real
-nodes of `--nodes real` (realnode.py) and the real-join edge machines of
+sandbox's nodes (realnode.py) and the real-join edge machines of
 `--real-join N` (realjoin.py) both use it.
 
 - containerd's configuration (``containerd_config``) and the busybox image every
@@ -307,8 +307,8 @@ def _other_sandboxes(sandbox: str) -> list[Path]:
     mine = state_dir(sandbox)
     if not root_dir().is_dir():
         return []
-    # only sandboxes with kubelets keep the host state file; one with node agents
-    # only (or none) changes nothing on the host and needs nothing handed over
+    # only sandboxes with kubelets keep the host state file; one without a cluster
+    # (`up --no-cluster`) changes nothing on the host and needs nothing handed over
     return sorted(
         p for p in root_dir().glob("sandbox-*") if p != mine and (p / SYSCTLS_FILE).exists()
     )

@@ -1,1 +1,0 @@
-"""The sandbox's node agent: plays the kubelet for the sandbox's own nodes."""
