@@ -29,9 +29,8 @@ import yaml
 
 from penetrator.api import NODE_LABEL
 from penetrator_dev.sandbox import cluster as cluster_mod
-from penetrator_dev.sandbox.deploy import foundation, merge
+from penetrator_dev.sandbox.deploy import foundation, merge, sandbox_settings
 from penetrator_dev.sandbox.join import heartbeat as hb
-from penetrator_dev.sandbox.join.package import build_join_packages
 from penetrator_dev.sandbox.lifecycle import Sandbox, down
 
 sys.path.insert(0, str(Path(__file__).parent))  # --import-mode=importlib: the helpers
@@ -119,7 +118,6 @@ def env(sandbox_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
         info = cluster_mod.start_cluster(sb)
         hb.start_sandbox_heartbeats(Sandbox.load(sb.name))
         tmp = tmp_path_factory.mktemp("operator")
-        packages = build_join_packages(tmp / "pkg")
         info.kubectl("apply", "-f", "-", input=foundation())  # CRD, namespace, RBAC
         info.kubectl(
             "wait", "--for=condition=established", "--timeout=60s",
@@ -132,7 +130,8 @@ def env(sandbox_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
             f"--from-file=passwd={ssh['password_file']}",
         )  # fmt: skip
         log = tmp / "operator.log"
-        settings = {
+        # the Job's image and the packages in it, imported into every node
+        settings = merge(sandbox_settings(sb.name, info), {
             "apiVersion": "penetrator.superedge.io/v1alpha1",
             "kind": "Settings",
             "apiServer": str(info.server),
@@ -148,12 +147,10 @@ def env(sandbox_factory: Any, tmp_path_factory: pytest.TempPathFactory) -> Itera
             },
             "jobPod": {"deadlineSeconds": 600},
             "job": {
-                "packages": {a: str(p.path) for a, p in packages.items()},
-                "workDir": "penetrator",
                 "timeouts": {"waitReady": 120, "connect": 8},
                 "retry": {"attempts": 1},
             },
-        }
+        })  # fmt: skip
         e = Env(sb, info, log, password, settings)
         e.start_operator()
         yield e
