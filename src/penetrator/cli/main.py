@@ -11,7 +11,7 @@ import click
 from penetrator import __version__
 from penetrator.cli.job_cmd import job
 from penetrator.cli.operator_cmd import operator
-from penetrator.cli.user_cmd import add, credential, reinstall, status, watch
+from penetrator.cli.user_cmd import add, check, credential, reinstall, status, watch
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,7 +22,7 @@ def cli() -> None:
 
 cli.add_command(job)
 cli.add_command(operator)
-for _command in (add, reinstall, status, watch, credential):
+for _command in (add, reinstall, status, watch, credential, check):
     cli.add_command(_command)
 
 

@@ -1,4 +1,5 @@
-"""The user's commands: ``add``, ``reinstall``, ``status``, ``watch``, ``credential``.
+"""The user's commands: ``add``, ``reinstall``, ``status``, ``watch``, ``credential``,
+``check``.
 
 As kubectl does: ``--kubeconfig``, ``--context``, ``-o yaml|json``; exit code 0 on
 success, 1 when the task failed or the API refused (one line on stderr, the
@@ -43,6 +44,7 @@ from penetrator.cli.progress import (
 )
 from penetrator.k8s.userapi import (
     UserApiError,
+    admission_problem,
     connect,
     create_credential,
     create_task,
@@ -292,6 +294,39 @@ def reinstall(
         kubeconfig=kubeconfig, context=context, dry_run=dry_run, wait=not no_wait,
         output=output, timeout=timeout,
     )  # fmt: skip
+
+
+# --- check -----------------------------------------------------------------------
+
+CHECK_INTERVAL = 2.0
+
+
+@click.command()
+@click.option(
+    "--wait",
+    "wait_seconds",
+    type=click.FloatRange(min=0),
+    default=0,
+    help="Keep trying for up to this many seconds (e.g. right after installing).",
+)
+@_connection_options
+def check(wait_seconds: float, kubeconfig: str | None, context: str | None) -> None:
+    """Check that penetrator serves: the API server admits NodeTasks through its
+    webhook (a server-side dry run of a probe task; nothing is stored)."""
+    client = _client(kubeconfig, context)
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            problem = admission_problem(client)
+        except UserApiError as e:
+            _fail(str(e))
+        if problem is None:
+            click.echo("penetrator serves: the API server admits NodeTasks through its webhook")
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            _fail(f"penetrator does not serve yet: {problem}")
+        time.sleep(min(CHECK_INTERVAL, left))
 
 
 # --- status / watch --------------------------------------------------------------

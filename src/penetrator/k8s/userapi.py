@@ -1,8 +1,9 @@
 """The API calls of the user's CLI (``penetrator add/reinstall/status/watch/credential``):
 connect as kubectl does (``--kubeconfig``, ``$KUBECONFIG``, ``~/.kube/config``,
 ``--context``; in a pod its service account), create and read NodeTasks, read the
-task's Events, create the credential Secret. Errors become ``UserApiError`` with one
-readable line (the apiserver's or the webhook's message), never a traceback."""
+task's Events, create the credential Secret, probe the admission of tasks. Errors
+become ``UserApiError`` with one readable line (the apiserver's or the webhook's
+message), never a traceback."""
 
 from __future__ import annotations
 
@@ -18,7 +19,13 @@ from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event, Secret
 
-from penetrator.api import CREDENTIAL_PASSWORD_KEY, CREDENTIAL_SSHKEY_KEY, KIND, NAMESPACE
+from penetrator.api import (
+    API_VERSION,
+    CREDENTIAL_PASSWORD_KEY,
+    CREDENTIAL_SSHKEY_KEY,
+    KIND,
+    NAMESPACE,
+)
 from penetrator.k8s.client import NodeTaskResource, make_sync_client
 
 FIELD_MANAGER = "penetrator-cli"
@@ -71,6 +78,53 @@ def create_task(client: Client, body: Mapping[str, Any], dry_run: bool = False) 
     created = _call("cannot create the NodeTask", client.create, obj, dry_run=dry_run)
     out: dict[str, Any] = created.to_dict()
     return out
+
+
+PROBE_TASK: dict[str, Any] = {
+    "apiVersion": API_VERSION,
+    "kind": KIND,
+    "metadata": {"generateName": "penetrator-check-"},
+    "spec": {
+        "nodeNamePrefix": "check",
+        "targetMachines": ["192.0.2.1"],  # TEST-NET-1: never a real machine
+        "sshCredential": "penetrator-check",
+    },
+}
+"""Sent only as a server-side dry run: never stored, never installed."""
+
+_REFUSED_BY_A_CHECK = ("denied the request", "denied request")
+"""How a webhook's and a ValidatingAdmissionPolicy's refusal read."""
+
+
+def admission_problem(client: Client) -> str | None:
+    """Why the API server does not yet admit NodeTasks, or None when it does.
+
+    A server-side dry run of ``PROBE_TASK`` goes through the same chain as a real
+    task: admitted, or refused by penetrator's webhook or policy, both mean the chain
+    answers. A webhook the API server cannot call (no ready endpoint, its CA not
+    written yet), a CRD not yet served or an unreachable API server are worth waiting
+    for; anything else (e.g. the user may not create tasks) raises ``UserApiError``."""
+    try:
+        admitted = client.create(NodeTaskResource.from_dict(PROBE_TASK), dry_run=True)
+    except ApiError as e:
+        return problem_of(e)
+    except httpx2.HTTPError as e:
+        return describe(e)
+    if not (admitted.to_dict().get("spec") or {}).get("nodeNamesOverride"):
+        # the webhook names every machine of a task it admits
+        return "the API server admits NodeTasks without penetrator's webhook (not installed?)"
+    return None
+
+
+def problem_of(e: ApiError) -> str | None:
+    """``admission_problem`` for the API server's answer ``e`` (pure)."""
+    message = describe(e)
+    code = e.status.code or 0
+    if code == 404 or code >= 500:  # the CRD not served yet; the webhook not callable
+        return message
+    if e.status.code == 422 or any(s in message for s in _REFUSED_BY_A_CHECK):
+        return None
+    raise UserApiError(f"cannot dry-run a NodeTask: {message}")
 
 
 def get_task(client: Client, name: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from penetrator.k8s.userapi import admission_problem, connect
 from penetrator_dev.sandbox import realnode
 from penetrator_dev.sandbox.cluster import SandboxCluster
 from penetrator_dev.sandbox.join.package import build_join_packages
@@ -103,32 +104,9 @@ def manifests(changes: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def webhook_answers(info: SandboxCluster) -> bool:
-    """A server-side dry run of a task reaches the webhook: it mutates it, or refuses
-    it by name (its credential Secret does not exist). Until the webhook serves,
-    failurePolicy Fail refuses every create with "failed calling webhook"."""
-    probe = {
-        "apiVersion": "nodetask.apps.superedge.io/v1beta1",
-        "kind": "NodeTask",
-        "metadata": {"name": "deploy-probe"},
-        "spec": {
-            "nodeNamePrefix": "probe",
-            "targetMachines": ["10.254.9.9"],
-            "sshCredential": "deploy-probe",
-        },
-    }
-    p = info.kubectl(
-        "create",
-        "--dry-run=server",
-        "-o",
-        "json",
-        "-f",
-        "-",
-        input=yaml.safe_dump(probe),
-        check=False,
-    )
-    if p.returncode == 0:
-        return "nodeNamesOverride" in p.stdout
-    return "denied the request" in p.stderr and "spec.sshCredential" in p.stderr
+    """The API server admits tasks through the operator's webhook (what `penetrator
+    check` asks: a server-side dry run of a probe task)."""
+    return admission_problem(connect(info.kubeconfig)) is None
 
 
 def deploy_penetrator(
@@ -147,13 +125,16 @@ def deploy_penetrator(
     # after it started).
     info.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(manifests(changes)))
     info.kubectl("wait", "--for=condition=established", "--timeout=60s", CRD)
+    client = connect(info.kubeconfig)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if webhook_answers(info):
-            return
+    problem = admission_problem(client)
+    while problem is not None and time.monotonic() < deadline:
         time.sleep(1)
+        problem = admission_problem(client)
+    if problem is None:
+        return
     raise SandboxError(
-        f"the operator's webhook did not answer within {timeout_s:.0f}s; its log "
+        f"the operator's webhook did not answer within {timeout_s:.0f}s ({problem}); its log "
         f"(`penetrator-dev sandbox logs --name {name} -n {NAMESPACE} <pod>`) ends:\n"
         + operator_log_tail(info)
     )
