@@ -88,7 +88,10 @@ def user_dir(tmp: Path, sb: Sandbox, info: Any) -> Path:
     """What a user has at hand: the chart, their settings and the root password."""
     (tmp / "charts").symlink_to(REPO / "charts")
     settings = merge(sandbox_settings(sb.name, info), {"reconcile": {"pollInterval": 2}})
-    (tmp / "site.yaml").write_text(yaml.safe_dump({"settings": settings}))
+    # the image is the chart's value (the operator's and every Job's), not a setting
+    repository, tag = settings.pop("jobPod")["image"].rsplit(":", 1)
+    site = {"image": {"repository": repository, "tag": tag}, "settings": settings}
+    (tmp / "site.yaml").write_text(yaml.safe_dump(site))
     shutil.copy(sb.status()["ssh"]["password_file"], tmp / "passwd")
     return tmp
 
