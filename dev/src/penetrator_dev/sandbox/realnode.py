@@ -325,6 +325,9 @@ def start_node(
         ["nsenter", f"--net=/run/netns/{node.netns}", "--", "nft", "-f", "-"],
         input=service_ruleset(*apiserver),
     )
+    # A local socket's route is looked up before the output DNAT: without one (the
+    # cloud namespace has no default route) connect() fails with ENETUNREACH.
+    kubeletnode.run(["ip", "-n", node.netns, "route", "replace", f"{SERVICE_IP}/32", "dev", "lo"])
     ctrd = start_containerd(sandbox, node)
     try:
         kubeletnode.import_busybox(ctr(sandbox, node.name), kubeletnode.busybox_archive())
