@@ -12,6 +12,7 @@ from lightkube.core.exceptions import ApiError
 
 from penetrator.cli import user_cmd
 from penetrator.cli.main import cli
+from penetrator.k8s import userapi
 from penetrator.k8s.userapi import PROBE_TASK, UserApiError, problem_of
 
 
@@ -78,9 +79,9 @@ def scripted(monkeypatch: pytest.MonkeyPatch, answers: list[Any]) -> list[float]
         clock[0] += s
 
     monkeypatch.setattr(user_cmd, "_client", lambda *_: object())
-    monkeypatch.setattr(user_cmd, "admission_problem", answer)
-    monkeypatch.setattr(user_cmd.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(user_cmd.time, "sleep", sleep)
+    monkeypatch.setattr(userapi, "admission_problem", answer)
+    monkeypatch.setattr(userapi.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(userapi.time, "sleep", sleep)
     return sleeps
 
 

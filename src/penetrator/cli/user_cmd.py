@@ -44,7 +44,7 @@ from penetrator.cli.progress import (
 )
 from penetrator.k8s.userapi import (
     UserApiError,
-    admission_problem,
+    await_admission,
     connect,
     create_credential,
     create_task,
@@ -298,8 +298,6 @@ def reinstall(
 
 # --- check -----------------------------------------------------------------------
 
-CHECK_INTERVAL = 2.0
-
 
 @click.command()
 @click.option(
@@ -314,19 +312,13 @@ def check(wait_seconds: float, kubeconfig: str | None, context: str | None) -> N
     """Check that penetrator serves: the API server admits NodeTasks through its
     webhook (a server-side dry run of a probe task; nothing is stored)."""
     client = _client(kubeconfig, context)
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        try:
-            problem = admission_problem(client)
-        except UserApiError as e:
-            _fail(str(e))
-        if problem is None:
-            click.echo("penetrator serves: the API server admits NodeTasks through its webhook")
-            return
-        left = deadline - time.monotonic()
-        if left <= 0:
-            _fail(f"penetrator does not serve yet: {problem}")
-        time.sleep(min(CHECK_INTERVAL, left))
+    try:
+        problem = await_admission(client, wait_seconds)
+    except UserApiError as e:
+        _fail(str(e))
+    if problem is not None:
+        _fail(f"penetrator does not serve yet: {problem}")
+    click.echo("penetrator serves: the API server admits NodeTasks through its webhook")
 
 
 # --- status / watch --------------------------------------------------------------

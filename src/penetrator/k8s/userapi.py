@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,18 @@ def admission_problem(client: Client) -> str | None:
     if not (admitted.to_dict().get("spec") or {}).get("nodeNamesOverride"):
         # the webhook names every machine of a task it admits
         return "the API server admits NodeTasks without penetrator's webhook (not installed?)"
+    return None
+
+
+def await_admission(client: Client, seconds: float, interval: float = 2.0) -> str | None:
+    """``admission_problem``, asked again every ``interval`` s for up to ``seconds``:
+    None once tasks are admitted, else the last problem."""
+    deadline = time.monotonic() + seconds
+    while (problem := admission_problem(client)) is not None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return problem
+        time.sleep(min(interval, left))
     return None
 
 

@@ -10,14 +10,13 @@ chart), and needs no helm at run time.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from penetrator.k8s.userapi import admission_problem, connect
+from penetrator.k8s.userapi import admission_problem, await_admission, connect
 from penetrator_dev.sandbox import realnode
 from penetrator_dev.sandbox.cluster import SandboxCluster
 from penetrator_dev.sandbox.join.package import build_join_packages
@@ -125,12 +124,7 @@ def deploy_penetrator(
     # after it started).
     info.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(manifests(changes)))
     info.kubectl("wait", "--for=condition=established", "--timeout=60s", CRD)
-    client = connect(info.kubeconfig)
-    deadline = time.monotonic() + timeout_s
-    problem = admission_problem(client)
-    while problem is not None and time.monotonic() < deadline:
-        time.sleep(1)
-        problem = admission_problem(client)
+    problem = await_admission(connect(info.kubeconfig), timeout_s, interval=1)
     if problem is None:
         return
     raise SandboxError(
