@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from penetrator.api import NODE_LABEL
+from penetrator.k8s.userapi import await_admission, connect
 from penetrator_dev.sandbox import cluster as cluster_mod
-from penetrator_dev.sandbox.deploy import webhook_answers
 from penetrator_dev.sandbox.lifecycle import Sandbox
 from support import Deployment, add_task_yaml, wait_for
 
@@ -332,6 +332,7 @@ def test_bad_settings_stop_the_operator_with_the_field_named(deployed: tuple[San
         assert code == 0  # nothing listens: the readiness probe fails
     finally:
         put(good)
-    wait_for(lambda: webhook_answers(info), "the operator to serve again", 180)
+    problem = await_admission(connect(info.kubeconfig), 180)
+    assert problem is None, f"the operator does not serve again: {problem}"
     code, _ = scrape(sb, health, "/healthz")
     assert code == 200

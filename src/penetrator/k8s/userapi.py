@@ -135,7 +135,7 @@ def problem_of(e: ApiError) -> str | None:
     code = e.status.code or 0
     if code == 404 or code >= 500:  # the CRD not served yet; the webhook not callable
         return message
-    if e.status.code == 422 or any(s in message for s in _REFUSED_BY_A_CHECK):
+    if code == 422 or any(s in message for s in _REFUSED_BY_A_CHECK):
         return None
     raise UserApiError(f"cannot dry-run a NodeTask: {message}")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from penetrator.k8s.userapi import admission_problem, await_admission, connect
+from penetrator.k8s.userapi import await_admission, connect
 from penetrator_dev.sandbox import realnode
 from penetrator_dev.sandbox.cluster import SandboxCluster
 from penetrator_dev.sandbox.join.package import build_join_packages
@@ -100,12 +100,6 @@ def manifests(changes: Mapping[str, Any]) -> list[dict[str, Any]]:
     settings = merge(yaml.safe_load(configmap["data"][SETTINGS_KEY]), changes)
     configmap["data"][SETTINGS_KEY] = yaml.safe_dump(settings, sort_keys=False)
     return docs
-
-
-def webhook_answers(info: SandboxCluster) -> bool:
-    """The API server admits tasks through the operator's webhook (what `penetrator
-    check` asks: a server-side dry run of a probe task)."""
-    return admission_problem(connect(info.kubeconfig)) is None
 
 
 def deploy_penetrator(

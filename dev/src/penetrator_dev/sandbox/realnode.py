@@ -22,8 +22,8 @@ proxy namespace) gets, under ``<state>/cluster/realnodes/<node>/``:
 
 Both processes enter the network namespace with ``nsenter --net=/run/netns/X``
 (``ip netns exec`` remounts /sys and hides /sys/fs/cgroup). There is no kube-proxy:
-a DNAT in each node's namespace sends the ``kubernetes`` Service address to the
-apiserver, as kube-proxy would.
+a DNAT in each node's namespace (and a route, so that local sockets reach it) sends
+the ``kubernetes`` Service address to the apiserver, as kube-proxy would.
 
 What the kubelets do to the host (cgroups, sysctls, bind targets made on the host)
 is kept and undone by kubeletnode.py, for these nodes and the real-join machines.
